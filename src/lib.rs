@@ -1,0 +1,22 @@
+//! shardis: a sharding Redis proxy.
+//!
+//! The data path, in five steps:
+//! 1. [`session`] reads RESP frames from a client ([`protocol::request`]), looks each command up in the
+//!    command table ([`protocol::command`]);
+//! 2. [`router`] hashes each key to a backend with a portable hash and a ketama, maglev or modula ring;
+//! 3. [`backend`] pipelines the request on one of a few shared connections to that backend, writing many
+//!    requests in one syscall;
+//! 4. replies are matched in FIFO order on each backend link and sent back to the session;
+//! 5. the session answers the client in the order the commands arrived, merging fan-out replies.
+//!
+//! Module map: [`config`] (TOML -> validated config), [`server`] (accept loop, limits, drain),
+//! [`admin`] (HTTP: /metrics, /healthz, /readyz, /status), [`metrics`] (metric names and handles).
+
+pub mod admin;
+pub mod backend;
+pub mod config;
+pub mod metrics;
+pub mod protocol;
+pub mod router;
+pub mod server;
+pub mod session;

@@ -1,0 +1,3 @@
+//! RESP framing and the command table.
+
+pub mod command;
