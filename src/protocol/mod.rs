@@ -1,3 +1,31 @@
-//! RESP framing and the command table.
+//! RESP framing (client requests, backend replies, reply encoding) and the command table.
 
 pub mod command;
+pub mod reply;
+pub mod request;
+
+/// A client or backend broke the RESP protocol. Client-side errors are answered with
+/// `-ERR Protocol error: ...` and the connection is closed, as Redis does.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("invalid multibulk length")]
+    InvalidMultibulkLength,
+    #[error("invalid bulk length")]
+    InvalidBulkLength,
+    #[error("expected '$', got '{0}'")]
+    ExpectedBulk(char),
+    #[error("too big mbulk count string")]
+    TooBigCount,
+    #[error("too big bulk count string")]
+    TooBigBulkCount,
+    #[error("too big inline request")]
+    TooBigInline,
+    #[error("unbalanced quotes in request")]
+    UnbalancedQuotes,
+    #[error("bulk string not terminated by CRLF")]
+    BadTerminator,
+    #[error("request larger than max_request_bytes ({0})")]
+    TooLarge(usize),
+    #[error("unexpected reply type '{0}'")]
+    UnexpectedReply(char),
+}
