@@ -1,1 +1,219 @@
-fn main() {}
+//! The `shardis` binary: parse the command line, set up logging and metrics, run.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use shardis::config::Config;
+use shardis::router::Ring;
+use tokio::net::TcpListener;
+
+/// shardis: a sharding Redis proxy. Point Redis clients at it; it spreads keys over several
+/// Redis servers with a consistent hash (twemproxy-compatible ketama by default).
+#[derive(Parser, Debug)]
+#[command(name = "shardis", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// TOML configuration file (see config/shardis.toml).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Run without a file: one pool with default settings over these backends, each named
+    /// "HOST:PORT". Repeat for each backend.
+    #[arg(long = "backend", value_name = "HOST:PORT", conflicts_with = "config")]
+    backends: Vec<String>,
+    /// Client listen address; overrides [server] listen.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Admin HTTP address (/metrics, /healthz, /readyz, /status); overrides [admin] listen.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// Worker threads; overrides [server] threads. Default: the number of cores.
+    #[arg(long, value_name = "N")]
+    threads: Option<NonZeroUsize>,
+    /// Log line format (logs go to stderr).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log level or tracing filter, e.g. "info", "debug", "shardis=debug".
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    log_level: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate a configuration file and print the resolved settings; exits 1 listing every problem.
+    Check {
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Print the backend name and address each KEY is placed on.
+    Route {
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: PathBuf,
+        #[arg(value_name = "KEY", required = true)]
+        keys: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::Check { config }) => check(config),
+        Some(Command::Route { config, keys }) => route(config, keys),
+        None => run(&cli),
+    }
+}
+
+fn check(path: &PathBuf) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            println!("{}", config.describe());
+            println!("{}: OK", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn route(path: &PathBuf, keys: &[String]) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(pool) = config.pools.first() else {
+        return ExitCode::FAILURE;
+    };
+    let ring = Ring::new(pool);
+    for key in keys {
+        let backend = &pool.backends[ring.backend_for(key.as_bytes())];
+        println!("{key}\t{}\t{}", backend.name, backend.address);
+    }
+    ExitCode::SUCCESS
+}
+
+fn run(cli: &Cli) -> ExitCode {
+    let config = match (&cli.config, cli.backends.is_empty()) {
+        (Some(path), _) => Config::load(path).map_err(|e| format!("{}: {e}", path.display())),
+        (None, false) => Config::from_backends(&cli.backends).map_err(|e| e.to_string()),
+        (None, true) => {
+            Err("nothing to proxy: give --config FILE or --backend HOST:PORT (see --help)".into())
+        }
+    };
+    let mut config = match config {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("shardis: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(listen) = cli.listen {
+        config.server.listen = listen;
+    }
+    if let Some(admin) = cli.admin {
+        config.admin.listen = admin;
+    }
+    if let Err(e) = init_logging(cli) {
+        eprintln!("shardis: bad --log-level: {e}");
+        return ExitCode::from(2);
+    }
+    let threads = cli
+        .threads
+        .or(config.server.threads)
+        .or_else(|| std::thread::available_parallelism().ok())
+        .map_or(1, NonZeroUsize::get);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shardis: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let prometheus = match shardis::metrics::install() {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::warn!("metrics disabled: {e}");
+                None
+            }
+        };
+        let listener = match TcpListener::bind(config.server.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("shardis: cannot listen on {}: {e}", config.server.listen);
+                return ExitCode::FAILURE;
+            }
+        };
+        let admin = match TcpListener::bind(config.admin.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!(
+                    "shardis: cannot listen on {} (admin): {e}",
+                    config.admin.listen
+                );
+                return ExitCode::FAILURE;
+            }
+        };
+        let (addr, admin_addr) = (local(&listener), local(&admin));
+        // The first stdout line is a contract with scripts and tests: they read the ports here.
+        println!("shardis listening on {addr}, admin on {admin_addr}");
+        let _ = std::io::stdout().flush();
+        tracing::info!(threads, "listening on {addr}, admin on {admin_addr}");
+        shardis::server::serve(&config, listener, admin, prometheus, shutdown_signal()).await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+fn local(listener: &TcpListener) -> String {
+    listener
+        .local_addr()
+        .map_or_else(|e| format!("? ({e})"), |a| a.to_string())
+}
+
+fn init_logging(cli: &Cli) -> Result<(), String> {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&cli.log_level).map_err(|e| e.to_string())?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,10 +1,21 @@
 //! Accept loop, client limits, shutdown and drain; and the proxy-wide state the admin server reads.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::backend::BackendState;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::backend::{BackendState, Pool};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::protocol::command;
+use crate::session::{self, Context};
 
 /// Proxy-wide state shared with the admin server and INFO.
 #[derive(Debug)]
@@ -59,4 +70,109 @@ impl ProxyState {
     pub fn add_commands(&self, n: u64) {
         self.commands.fetch_add(n, Ordering::Relaxed);
     }
+}
+
+/// Serves clients on `listener` until `shutdown` resolves, then drains: stops accepting,
+/// marks the proxy as draining (readiness fails), lets sessions finish the commands they
+/// already read, and gives up on the stragglers after `grace`.
+pub async fn run(
+    listener: TcpListener,
+    ctx: Arc<Context>,
+    max_clients: usize,
+    grace: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let permits = Arc::new(Semaphore::new(max_clients));
+    let mut sessions = JoinSet::new();
+    let mut next_id: u64 = 1;
+    ctx.state.set_ready();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        // Like Redis: say why, then close.
+                        let _ = stream.try_write(b"-ERR max number of clients reached\r\n");
+                        continue;
+                    };
+                    let (ctx, stop) = (ctx.clone(), stop_rx.clone());
+                    let id = next_id;
+                    next_id += 1;
+                    sessions.spawn(async move {
+                        session::run(stream, ctx, id, stop).await;
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and similar: pause instead of spinning.
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+        }
+    }
+    ctx.state.set_draining();
+    drop(listener);
+    info!(
+        "shutting down: draining {} client(s), grace {} ms",
+        sessions.len(),
+        grace.as_millis()
+    );
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(grace, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            "shutdown grace of {} ms expired with {} client(s) still busy; closing them",
+            grace.as_millis(),
+            sessions.len()
+        );
+        sessions.abort_all();
+    }
+}
+
+/// Starts the backend links, the admin server and the client listener for `config`, and
+/// serves until `shutdown` resolves. Listeners are bound by the caller (tests bind port 0).
+pub async fn serve(
+    config: &Config,
+    listener: TcpListener,
+    admin: TcpListener,
+    prometheus: Option<PrometheusHandle>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let Some(pool_cfg) = config.pools.first() else {
+        return;
+    };
+    let names: Vec<String> = pool_cfg.backends.iter().map(|b| b.name.clone()).collect();
+    let metrics = Arc::new(Metrics::new(&command::names(), &names));
+    let pool = Arc::new(Pool::start(pool_cfg, metrics.clone()));
+    let state = Arc::new(ProxyState::new(config.digest.clone(), pool.states()));
+    let ctx = Arc::new(Context {
+        pool,
+        metrics,
+        state: state.clone(),
+        max_pipeline: config.server.max_pipeline,
+        max_request_bytes: config.server.max_request_bytes,
+        slowlog: config.server.slowlog,
+    });
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_task = tokio::spawn(crate::admin::serve(admin, state, prometheus, async {
+        let _ = admin_stopped.await;
+    }));
+    run(
+        listener,
+        ctx,
+        config.server.max_clients,
+        config.server.shutdown_grace,
+        shutdown,
+    )
+    .await;
+    let _ = admin_stop.send(());
+    let _ = admin_task.await;
 }

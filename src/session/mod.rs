@@ -1,1 +1,270 @@
-//! TODO
+//! One task per client: read frames, route them, fan out multi-key commands, and answer in the
+//! order the commands arrived.
+//!
+//! Bounds: at most `max_pipeline` commands in flight per client, and replies are moved to the
+//! write buffer only while it holds less than [`MAX_OUTPUT`]. A client that writes without
+//! reading fills both, and the session then stops reading from it until it catches up, so its
+//! memory stays bounded and other clients are unaffected.
+
+mod dispatch;
+mod local;
+pub mod route;
+pub mod slot;
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use crate::backend::{Pool, Reply};
+use crate::metrics::Metrics;
+use crate::protocol::reply::{is_error, put_error};
+use crate::protocol::request::{Request, RequestParser};
+use crate::server::ProxyState;
+use slot::Slot;
+
+/// Reply bytes buffered for a client before the session stops moving replies to it.
+pub const MAX_OUTPUT: usize = 1024 * 1024;
+/// Least free space kept in the read buffer before a read.
+const READ_RESERVE: usize = 16 * 1024;
+
+/// What every session shares.
+pub struct Context {
+    pub pool: Arc<Pool>,
+    pub metrics: Arc<Metrics>,
+    pub state: Arc<ProxyState>,
+    pub max_pipeline: usize,
+    pub max_request_bytes: usize,
+    pub slowlog: Option<Duration>,
+}
+
+/// One client connection's state.
+pub struct Session {
+    id: u64,
+    ctx: Arc<Context>,
+    tx: mpsc::UnboundedSender<Reply>,
+    /// Commands in arrival order; `pending[0]` has sequence number `base_seq`.
+    pending: VecDeque<Slot>,
+    base_seq: u64,
+    wbuf: BytesMut,
+    /// No more commands are read; the session ends once every reply is written.
+    closing: bool,
+    name: Option<Bytes>,
+    /// Backend index per key, reused by fan-out.
+    scratch: Vec<usize>,
+}
+
+/// Serves one client until it disconnects, sends QUIT, breaks the protocol, or shutdown
+/// drains it.
+pub async fn run(
+    stream: TcpStream,
+    ctx: Arc<Context>,
+    id: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut session = Session {
+        id,
+        ctx: ctx.clone(),
+        tx,
+        pending: VecDeque::with_capacity(64),
+        base_seq: 0,
+        wbuf: BytesMut::with_capacity(READ_RESERVE),
+        closing: *shutdown.borrow(),
+        name: None,
+        scratch: Vec::new(),
+    };
+    let mut rbuf = BytesMut::with_capacity(READ_RESERVE);
+    let mut parser = RequestParser::new(ctx.max_request_bytes);
+    let mut eof = false;
+    let clients = ctx.metrics.clients();
+    clients.connected();
+    ctx.state.client_connected();
+    debug!(client = id, "connected");
+
+    let result: io::Result<()> = loop {
+        let now = Instant::now();
+        let mut commands = 0u64;
+        while !session.closing && session.pending.len() < ctx.max_pipeline {
+            match parser.parse(&rbuf) {
+                Ok(Some(Request::Multibulk { len })) => {
+                    let frame = rbuf.split_to(len).freeze();
+                    session.dispatch(frame, parser.args(), now).await;
+                }
+                Ok(Some(Request::Inline { len, encoded })) => {
+                    rbuf.advance(len);
+                    session.dispatch(encoded, parser.args(), now).await;
+                }
+                Ok(Some(Request::Empty { len })) => {
+                    rbuf.advance(len);
+                    continue;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    clients.protocol_error();
+                    info!(client = id, "protocol error: {e}");
+                    let mut out = BytesMut::new();
+                    put_error(&mut out, &format!("ERR Protocol error: {e}"));
+                    session.push_ready(out.freeze());
+                    session.closing = true;
+                    break;
+                }
+            }
+            commands += 1;
+        }
+        if commands > 0 {
+            ctx.state.add_commands(commands);
+        }
+        session.move_ready();
+        if !session.wbuf.is_empty() {
+            match write_some(&stream, &mut session.wbuf) {
+                Ok(n) => clients.sent(n as u64),
+                Err(e) => break Err(e),
+            }
+        }
+        if (session.closing || eof) && session.pending.is_empty() && session.wbuf.is_empty() {
+            break Ok(());
+        }
+        let can_read = !session.closing
+            && !eof
+            && session.pending.len() < ctx.max_pipeline
+            && session.wbuf.len() < MAX_OUTPUT;
+        tokio::select! {
+            biased;
+            Some(reply) = rx.recv() => {
+                session.on_reply(reply);
+                while let Ok(reply) = rx.try_recv() {
+                    session.on_reply(reply);
+                }
+            }
+            ready = stream.readable(), if can_read => {
+                if let Err(e) = ready {
+                    break Err(e);
+                }
+                let want = parser.want().saturating_sub(rbuf.len()).max(READ_RESERVE);
+                if rbuf.capacity() - rbuf.len() < want {
+                    rbuf.reserve(want);
+                }
+                match stream.try_read_buf(&mut rbuf) {
+                    Ok(0) => eof = true,
+                    Ok(n) => clients.received(n as u64),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => break Err(e),
+                }
+            }
+            ready = stream.writable(), if !session.wbuf.is_empty() => {
+                match ready.and_then(|()| write_some(&stream, &mut session.wbuf)) {
+                    Ok(n) => clients.sent(n as u64),
+                    Err(e) => break Err(e),
+                }
+            }
+            _ = shutdown.changed(), if !session.closing => session.closing = true,
+        }
+    };
+    if let Err(e) = result {
+        debug!(client = id, "connection error: {e}");
+    }
+    clients.disconnected();
+    ctx.state.client_disconnected();
+    debug!(client = id, "disconnected");
+}
+
+/// Writes what the socket takes now.
+fn write_some(stream: &TcpStream, wbuf: &mut BytesMut) -> io::Result<usize> {
+    let mut total = 0;
+    while !wbuf.is_empty() {
+        match stream.try_write(wbuf) {
+            Ok(n) => {
+                wbuf.advance(n);
+                total += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(total)
+}
+
+impl Session {
+    /// Sequence number the next command gets.
+    fn next_seq(&self) -> u64 {
+        self.base_seq + self.pending.len() as u64
+    }
+
+    /// Queues a reply that is already complete (local answers, errors).
+    fn push_ready(&mut self, reply: Bytes) {
+        self.pending.push_back(Slot::Ready(reply));
+    }
+
+    /// Moves complete replies at the front of the queue to the write buffer.
+    fn move_ready(&mut self) {
+        while self.wbuf.len() < MAX_OUTPUT {
+            match self.pending.front() {
+                Some(Slot::Ready(reply)) => {
+                    self.wbuf.extend_from_slice(reply);
+                    self.pending.pop_front();
+                    self.base_seq += 1;
+                }
+                _ => break,
+            }
+        }
+    }
+
+    fn on_reply(&mut self, reply: Reply) {
+        let Some(index) = reply.seq.checked_sub(self.base_seq) else {
+            return;
+        };
+        let Some(slot) = self.pending.get_mut(index as usize) else {
+            return;
+        };
+        let done = match slot {
+            Slot::Ready(_) => return,
+            Slot::Single {
+                cmd,
+                start,
+                backend,
+            } => {
+                let (cmd, start, backend) = (*cmd, *start, *backend);
+                let ok = !is_error(&reply.frame);
+                self.finish(cmd, start, ok, Some(backend));
+                reply.frame
+            }
+            Slot::Fanout(fanout) => {
+                if !fanout.fill(reply.part, reply.frame) {
+                    return;
+                }
+                let merged = fanout.merge(&self.ctx.state);
+                let (cmd, start) = (fanout.cmd, fanout.start);
+                self.finish(cmd, start, !is_error(&merged), None);
+                merged
+            }
+        };
+        if let Some(slot) = self.pending.get_mut(index as usize) {
+            *slot = Slot::Ready(done);
+        }
+    }
+
+    /// Records a command's latency and result, and logs it if slow.
+    fn finish(&self, cmd: usize, start: Instant, ok: bool, backend: Option<usize>) {
+        let elapsed = start.elapsed();
+        self.ctx.metrics.command(cmd).record(elapsed, ok);
+        if let Some(limit) = self.ctx.slowlog
+            && elapsed >= limit
+        {
+            let name = crate::protocol::command::COMMANDS
+                .get(cmd)
+                .map_or("unknown", |c| c.name);
+            let backend = backend
+                .and_then(|b| self.ctx.pool.backends.get(b))
+                .map_or("(several)", |b| b.state.name.as_str());
+            info!(target: "shardis::slowlog", command = name, backend, duration_us = elapsed.as_micros() as u64, "slow command");
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Routing a parsed command: answer it locally, forward it to the backend that owns its keys,
+//! split it across backends, or broadcast it.
+
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+use tokio::time::Instant;
+
+use super::Session;
+use super::route::{RouteError, key_span, single_backend};
+use super::slot::{Fanout, Slot};
+use crate::backend::{ReplyTo, Request};
+use crate::protocol::command::{COMMANDS, Kind, Merge, lookup};
+use crate::protocol::reply::{put_array_len, put_bulk, put_error};
+
+/// The request shardis sends to every backend for INFO.
+const INFO_REQUEST: &[u8] = b"*1\r\n$4\r\nINFO\r\n";
+
+impl Session {
+    /// Serves one command: its reply, now or later, takes the next place in the queue.
+    pub(super) async fn dispatch(&mut self, frame: Bytes, args: &[Range<usize>], now: Instant) {
+        let Some(first) = args.first() else {
+            return;
+        };
+        let name = &frame[first.clone()];
+        let Some((id, cmd)) = lookup(name) else {
+            let shown = String::from_utf8_lossy(&name[..name.len().min(128)]).into_owned();
+            self.ctx
+                .metrics
+                .unknown_command()
+                .record(now.elapsed(), false);
+            return self.reply_error(&format!("ERR unknown command '{shown}'"));
+        };
+        if !cmd.arity_ok(args.len()) {
+            return self.fail(id, now, &RouteError::WrongArity.message(cmd.name));
+        }
+        match cmd.kind {
+            Kind::Local(local) => self.local(local, id, &frame, args, now),
+            Kind::Unsupported => self.fail(
+                id,
+                now,
+                &format!(
+                    "ERR unsupported command '{}': shardis does not serve it yet",
+                    cmd.name
+                ),
+            ),
+            Kind::Forward => {
+                let span = match key_span(cmd, &frame, args) {
+                    Ok(Some(span)) => span,
+                    Ok(None) => return self.fail(id, now, &RouteError::NoKeys.message(cmd.name)),
+                    Err(e) => return self.fail(id, now, &e.message(cmd.name)),
+                };
+                match single_backend(&self.ctx.pool.ring, &frame, args, &span) {
+                    Ok(backend) => self.forward(id, backend, frame, now).await,
+                    Err(e) => self.fail(id, now, &e.message(cmd.name)),
+                }
+            }
+            Kind::Split { merge, pairs } => self.split(id, merge, pairs, frame, args, now).await,
+            Kind::Broadcast(merge) => {
+                let frame = if merge == Merge::Info {
+                    Bytes::from_static(INFO_REQUEST)
+                } else {
+                    frame
+                };
+                let n = self.ctx.pool.backends.len();
+                let seq = self.next_seq();
+                self.pending.push_back(Slot::Fanout(Box::new(Fanout {
+                    cmd: id,
+                    start: now,
+                    merge,
+                    parts: vec![None; n],
+                    left: n,
+                    order: Vec::new(),
+                })));
+                for backend in 0..n {
+                    self.send(backend, frame.clone(), seq, backend as u32).await;
+                }
+            }
+        }
+    }
+
+    /// Queues an error reply for a command that was never sent, and counts it.
+    pub(super) fn fail(&mut self, id: usize, start: Instant, msg: &str) {
+        self.ctx.metrics.command(id).record(start.elapsed(), false);
+        self.reply_error(msg);
+    }
+
+    fn reply_error(&mut self, msg: &str) {
+        let mut out = BytesMut::with_capacity(msg.len() + 3);
+        put_error(&mut out, msg);
+        self.push_ready(out.freeze());
+    }
+
+    /// Sends the whole command to one backend.
+    async fn forward(&mut self, id: usize, backend: usize, frame: Bytes, now: Instant) {
+        let seq = self.next_seq();
+        self.pending.push_back(Slot::Single {
+            cmd: id,
+            start: now,
+            backend,
+        });
+        self.send(backend, frame, seq, 0).await;
+    }
+
+    /// Hands a request to the backend's link; if the link is gone, answers with an error.
+    async fn send(&mut self, backend: usize, frame: Bytes, seq: u64, part: u32) {
+        let reply = ReplyTo {
+            tx: self.tx.clone(),
+            seq,
+            part,
+        };
+        let Some(link) = self.ctx.pool.backends.get(backend).map(|b| b.link(self.id)) else {
+            return;
+        };
+        if let Err(err) = link.send(Request { frame, reply }).await {
+            err.0
+                .reply
+                .send(Bytes::from_static(b"-ERR backend link closed\r\n"));
+        }
+    }
+
+    /// MGET, MSET, DEL and friends: one sub-command per backend holding some of the keys,
+    /// merged when all have answered. Keys on a single backend take the plain forward path.
+    async fn split(
+        &mut self,
+        id: usize,
+        merge: Merge,
+        pairs: bool,
+        frame: Bytes,
+        args: &[Range<usize>],
+        now: Instant,
+    ) {
+        let cmd = &COMMANDS[id];
+        let span = match key_span(cmd, &frame, args) {
+            Ok(Some(span)) => span,
+            Ok(None) => return self.fail(id, now, &RouteError::NoKeys.message(cmd.name)),
+            Err(e) => return self.fail(id, now, &e.message(cmd.name)),
+        };
+        let ring = &self.ctx.pool.ring;
+        self.scratch.clear();
+        self.scratch.extend(
+            span.positions()
+                .map(|pos| ring.backend_for(&frame[args[pos].clone()])),
+        );
+        let first = self.scratch[0];
+        if self.scratch.iter().all(|&b| b == first) {
+            return self.forward(id, first, frame, now).await;
+        }
+
+        // Parts in order of first appearance; each gets the keys (and values) it owns.
+        let nbackends = self.ctx.pool.backends.len();
+        let mut part_of = vec![u32::MAX; nbackends];
+        let mut counts: Vec<u32> = Vec::new();
+        let mut part_backend: Vec<usize> = Vec::new();
+        let mut order = Vec::with_capacity(if merge == Merge::Mget {
+            self.scratch.len()
+        } else {
+            0
+        });
+        for &backend in &self.scratch {
+            if part_of[backend] == u32::MAX {
+                part_of[backend] = counts.len() as u32;
+                counts.push(0);
+                part_backend.push(backend);
+            }
+            let part = part_of[backend];
+            if merge == Merge::Mget {
+                order.push((part, counts[part as usize]));
+            }
+            counts[part as usize] += 1;
+        }
+        let per_key = if pairs { 2 } else { 1 };
+        let mut bufs: Vec<BytesMut> = counts
+            .iter()
+            .map(|&n| {
+                let mut b = BytesMut::with_capacity(64 + frame.len() / counts.len());
+                put_array_len(&mut b, 1 + n as usize * per_key);
+                put_bulk(&mut b, &frame[args[0].clone()]);
+                b
+            })
+            .collect();
+        for (pos, &backend) in span.positions().zip(&self.scratch) {
+            let buf = &mut bufs[part_of[backend] as usize];
+            for arg in &args[pos..pos + per_key] {
+                put_bulk(buf, &frame[arg.clone()]);
+            }
+        }
+
+        let seq = self.next_seq();
+        let nparts = bufs.len();
+        self.pending.push_back(Slot::Fanout(Box::new(Fanout {
+            cmd: id,
+            start: now,
+            merge,
+            parts: vec![None; nparts],
+            left: nparts,
+            order,
+        })));
+        for (part, buf) in bufs.into_iter().enumerate() {
+            self.send(part_backend[part], buf.freeze(), seq, part as u32)
+                .await;
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Maps a command's arguments to the backend that owns its keys. Pure: no I/O.
+
+use std::ops::Range;
+
+use crate::protocol::command::{Command, Keys};
+use crate::protocol::request::parse_int;
+use crate::router::Ring;
+
+/// Why a command cannot be routed; each becomes a RESP error for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    WrongArity,
+    BadNumKeys,
+    TooManyKeys,
+    NoKeys,
+    CrossSlot,
+}
+
+impl RouteError {
+    /// The RESP error line (without `-` and CRLF) for command `name`.
+    pub fn message(&self, name: &str) -> String {
+        match self {
+            RouteError::WrongArity => format!("ERR wrong number of arguments for '{name}' command"),
+            RouteError::BadNumKeys => "ERR numkeys should be greater than 0".to_string(),
+            RouteError::TooManyKeys => {
+                "ERR Number of keys can't be greater than number of args".to_string()
+            }
+            RouteError::NoKeys => format!("ERR shardis needs at least one key to route '{name}'"),
+            RouteError::CrossSlot => {
+                "CROSSSLOT Keys in request don't hash to the same backend".to_string()
+            }
+        }
+    }
+}
+
+/// Positions of a command's keys among its arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeySpan {
+    /// A key before the counted ones (ZUNIONSTORE's destination).
+    pub dest: Option<usize>,
+    pub first: usize,
+    /// Inclusive.
+    pub last: usize,
+    pub step: usize,
+}
+
+impl KeySpan {
+    /// Key argument positions in order.
+    pub fn positions(&self) -> impl Iterator<Item = usize> + use<> {
+        self.dest
+            .into_iter()
+            .chain((self.first..=self.last).step_by(self.step))
+    }
+    /// Number of keys.
+    pub fn count(&self) -> usize {
+        self.dest.is_some() as usize + (self.last - self.first) / self.step + 1
+    }
+}
+
+/// Where `cmd`'s keys are in this invocation; `None` for commands without keys.
+pub fn key_span(
+    cmd: &Command,
+    frame: &[u8],
+    args: &[Range<usize>],
+) -> Result<Option<KeySpan>, RouteError> {
+    let argc = args.len();
+    match cmd.keys {
+        Keys::None => Ok(None),
+        Keys::Range { first, last, step } => {
+            let first = first as usize;
+            let last = if last < 0 {
+                argc as i64 + last as i64
+            } else {
+                last as i64
+            };
+            if first >= argc || last < first as i64 || last as usize >= argc {
+                return Err(RouteError::WrongArity);
+            }
+            let last = last as usize;
+            // MSET-style pairs: the arguments after the keys must come in whole steps.
+            if step > 1 && !(argc - first).is_multiple_of(step as usize) {
+                return Err(RouteError::WrongArity);
+            }
+            Ok(Some(KeySpan {
+                dest: None,
+                first,
+                last,
+                step: step as usize,
+            }))
+        }
+        Keys::Counted { count_at, dest } => {
+            let count_at = count_at as usize;
+            let numkeys = args
+                .get(count_at)
+                .and_then(|r| parse_int(&frame[r.clone()]))
+                .ok_or(RouteError::BadNumKeys)?;
+            if numkeys < 0 {
+                return Err(RouteError::BadNumKeys);
+            }
+            if numkeys == 0 {
+                return Err(if dest {
+                    RouteError::BadNumKeys
+                } else {
+                    RouteError::NoKeys
+                });
+            }
+            let last = count_at + numkeys as usize;
+            if last >= argc {
+                return Err(RouteError::TooManyKeys);
+            }
+            Ok(Some(KeySpan {
+                dest: dest.then_some(1),
+                first: count_at + 1,
+                last,
+                step: 1,
+            }))
+        }
+    }
+}
+
+/// The one backend that owns every key in `span`, or `CrossSlot`.
+pub fn single_backend(
+    ring: &Ring,
+    frame: &[u8],
+    args: &[Range<usize>],
+    span: &KeySpan,
+) -> Result<usize, RouteError> {
+    let mut positions = span.positions();
+    let first = positions.next().ok_or(RouteError::NoKeys)?;
+    let backend = ring.backend_for(&frame[args[first].clone()]);
+    for pos in positions {
+        if ring.backend_for(&frame[args[pos].clone()]) != backend {
+            return Err(RouteError::CrossSlot);
+        }
+    }
+    Ok(backend)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::command::lookup;
+    use crate::protocol::request::RequestParser;
+
+    fn span_of(input: &[u8]) -> Result<Option<KeySpan>, RouteError> {
+        let mut p = RequestParser::new(1 << 20);
+        p.parse(input).unwrap().unwrap();
+        let (_, cmd) = lookup(&input[p.args()[0].clone()]).unwrap();
+        key_span(cmd, input, p.args())
+    }
+
+    fn keys(parts: &[&str]) -> Vec<u8> {
+        let mut out = format!("*{}\r\n", parts.len());
+        for p in parts {
+            out += &format!("${}\r\n{p}\r\n", p.len());
+        }
+        out.into_bytes()
+    }
+
+    #[test]
+    fn spans() {
+        let s = span_of(&keys(&["GET", "a"])).unwrap().unwrap();
+        assert_eq!(s.positions().collect::<Vec<_>>(), vec![1]);
+        let s = span_of(&keys(&["MSET", "a", "1", "b", "2"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.positions().collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(s.count(), 2);
+        let s = span_of(&keys(&["EVAL", "return 1", "2", "k1", "k2", "arg"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.positions().collect::<Vec<_>>(), vec![3, 4]);
+        let s = span_of(&keys(&[
+            "ZUNIONSTORE",
+            "d",
+            "2",
+            "a",
+            "b",
+            "WEIGHTS",
+            "1",
+            "2",
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.positions().collect::<Vec<_>>(), vec![1, 3, 4]);
+        let s = span_of(&keys(&["BITOP", "AND", "d", "a", "b"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.positions().collect::<Vec<_>>(), vec![2, 3, 4]);
+        let s = span_of(&keys(&["OBJECT", "ENCODING", "k"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.positions().collect::<Vec<_>>(), vec![2]);
+        assert_eq!(span_of(&keys(&["PING"])).unwrap(), None);
+    }
+
+    #[test]
+    fn span_errors() {
+        assert_eq!(
+            span_of(&keys(&["MSET", "a", "1", "b"])),
+            Err(RouteError::WrongArity)
+        );
+        assert_eq!(span_of(&keys(&["EVAL", "s", "0"])), Err(RouteError::NoKeys));
+        assert_eq!(
+            span_of(&keys(&["EVAL", "s", "x", "k"])),
+            Err(RouteError::BadNumKeys)
+        );
+        assert_eq!(
+            span_of(&keys(&["EVAL", "s", "-1", "k"])),
+            Err(RouteError::BadNumKeys)
+        );
+        assert_eq!(
+            span_of(&keys(&["EVAL", "s", "3", "k"])),
+            Err(RouteError::TooManyKeys)
+        );
+        assert_eq!(
+            span_of(&keys(&["LMPOP", "0", "LEFT"])),
+            Err(RouteError::NoKeys)
+        );
+    }
+}
