@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -73,7 +73,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &PathBuf) -> ExitCode {
+fn check(path: &Path) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
             println!("{}", config.describe());
@@ -87,7 +87,7 @@ fn check(path: &PathBuf) -> ExitCode {
     }
 }
 
-fn route(path: &PathBuf, keys: &[String]) -> ExitCode {
+fn route(path: &Path, keys: &[String]) -> ExitCode {
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(e) => {
