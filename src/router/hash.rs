@@ -248,4 +248,35 @@ mod tests {
         assert_eq!(HashKind::Fnv1a64.hash(b""), 0x8422_2325);
         assert_eq!(HashKind::Fnv1a32.hash(b""), 2_166_136_261);
     }
+
+    /// Recorded once tests/placement.rs had shown every twemproxy hash placing 5,001 keys
+    /// exactly as nutcracker 0.5.0 does. A change here moves users' data: never update these.
+    #[test]
+    fn known_answers() {
+        let inputs: [&[u8]; 7] = [
+            b"",
+            b"a",
+            b"foo",
+            b"123456789",
+            b"hello world",
+            b"\x80\xff\x00\x7f\xc3\xa9",
+            b"The quick brown fox jumps over t",
+        ];
+        #[rustfmt::skip]
+        let expected: [(HashKind, [u32; 7]); 8] = [
+            (HashKind::Fnv1a64, [0x84222325, 0x8601ec8c, 0xfed9d577, 0x23c6cdfc, 0x023cd2e7, 0x12170099, 0x8067c3eb]),
+            (HashKind::Fnv1_64, [0x84222325, 0x8601b7be, 0x6ba13533, 0x2bf916d6, 0xb1910e6f, 0x796510e5, 0x2ee96f1f]),
+            (HashKind::Fnv1a32, [0x811c9dc5, 0xe40c292c, 0xa9f37ed7, 0xbb86b11c, 0xd58b3fa7, 0x903c3899, 0x6bf2966b]),
+            (HashKind::Murmur, [0x00000000, 0x4b41757c, 0xc4e0338f, 0xb7760690, 0x5e19153b, 0xb5ae6186, 0x14f32942]),
+            (HashKind::Md5, [0xd98c1dd4, 0xb975c10c, 0xdb18bdac, 0x94e7f925, 0xbb3bb65e, 0xba1cce7b, 0x23b76c56]),
+            (HashKind::Crc32, [0x00000000, 0x000068b7, 0x00000c73, 0x00004bf4, 0x00000d4a, 0x00007566, 0x000061ec]),
+            (HashKind::Crc16, [0x00000000, 0x00007c87, 0x0c3caf96, 0x869031c3, 0xf2063be4, 0x9d981d72, 0xbaa168d8]),
+            (HashKind::Xxh3, [0x38d394c2, 0x1e964e1f, 0x077e7d8a, 0x67a17dff, 0x40e6988b, 0x61b43081, 0x9e729c7b]),
+        ];
+        for (hash, answers) in expected {
+            for (input, want) in inputs.iter().zip(answers) {
+                assert_eq!(hash.hash(input), want, "{hash}({input:?})");
+            }
+        }
+    }
 }

@@ -301,4 +301,38 @@ mod tests {
         // Keys only ever move to the new backend.
         assert_eq!(moved, 0);
     }
+
+    /// Frozen placements for s1..s4 with weights 1,2,3,1, fnv1a_64 and tag "{}". The ketama
+    /// and modula rows match nutcracker 0.5.0 (tests/placement.rs runs this configuration);
+    /// maglev is ours. A change here moves users' data: never update these.
+    #[test]
+    fn known_placements() {
+        let keys = [
+            "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
+            "juliett", "kilo", "lima", "mike", "november", "oscar", "papa",
+        ];
+        let backends = [("s1", 1), ("s2", 2), ("s3", 3), ("s4", 1)];
+        let expected = [
+            (
+                DistributionKind::Ketama,
+                [1, 0, 2, 2, 2, 3, 1, 1, 2, 3, 1, 0, 3, 2, 1, 2],
+            ),
+            (
+                DistributionKind::Maglev,
+                [2, 2, 1, 2, 1, 2, 2, 0, 0, 1, 1, 2, 1, 2, 0, 3],
+            ),
+            (
+                DistributionKind::Modula,
+                [1, 3, 2, 1, 0, 2, 0, 3, 2, 1, 1, 3, 2, 1, 2, 1],
+            ),
+        ];
+        for (dist, want) in expected {
+            let ring = Ring::from_parts(HashKind::Fnv1a64, HashTag::parse("{}"), dist, &backends);
+            let got: Vec<usize> = keys
+                .iter()
+                .map(|k| ring.backend_for(k.as_bytes()))
+                .collect();
+            assert_eq!(got, want, "{dist}");
+        }
+    }
 }
