@@ -5,6 +5,8 @@
 
 mod address;
 mod raw;
+#[cfg(test)]
+mod tests;
 mod validate;
 
 use std::fmt::Write as _;
