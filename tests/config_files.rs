@@ -1,6 +1,8 @@
 //! Every example in config/ must validate, so the examples cannot drift from the code.
 //! The directory is listed at run time: a new file is covered without touching this test.
 
+mod common;
+
 use std::path::Path;
 
 use shardis::config::Config;
@@ -70,4 +72,21 @@ fn annotated_example_spells_out_the_defaults() {
         full.describe(),
         minimal.describe()
     );
+}
+
+#[test]
+fn harness_configs_validate() {
+    // tests/common::shardis_config must produce what Config accepts, with free ports.
+    let backends = [
+        ("s1", "127.0.0.1:7001".to_string()),
+        ("s\"2", "[::1]:7002".to_string()),
+    ];
+    let text = common::shardis_config(&backends, "hash = \"md5\"\n  distribution = \"maglev\"");
+    let c = Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(c.server.listen.port(), 0);
+    assert_eq!(c.admin.listen.port(), 0);
+    let p = &c.pools[0];
+    assert_eq!(p.backends[1].name, "s\"2");
+    assert_eq!(p.hash.name(), "md5");
+    assert_eq!(p.distribution.name(), "maglev");
 }

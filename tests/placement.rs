@@ -322,3 +322,42 @@ fn shardis_reads_what_nutcracker_wrote() {
         }
     }
 }
+
+/// The harness itself: the client decodes every RESP2 reply type, from redis and through
+/// nutcracker, so a placement failure is never a decoding bug.
+#[test]
+fn harness_client_decodes_every_reply_type() {
+    let redis = Redis::start();
+    let mut c = redis.client();
+    assert_eq!(c.cmd_str(&["SET", "k", "v"]), Frame::Simple("OK".into()));
+    assert_eq!(c.cmd_str(&["GET", "k"]), Frame::Bulk(b"v".to_vec()));
+    assert_eq!(c.cmd_str(&["GET", "missing"]), Frame::Null);
+    assert_eq!(
+        c.cmd(&[b"SET", b"bin\r\n\0", b"\xff\r\n"]),
+        Frame::Simple("OK".into())
+    );
+    assert_eq!(
+        c.cmd(&[b"GET", b"bin\r\n\0"]),
+        Frame::Bulk(b"\xff\r\n".to_vec())
+    );
+    assert_eq!(c.cmd_str(&["INCR", "n"]), Frame::Integer(1));
+    assert_eq!(
+        c.cmd_str(&["MGET", "k", "missing"]),
+        Frame::Array(vec![Frame::Bulk(b"v".to_vec()), Frame::Null])
+    );
+    assert!(matches!(c.cmd_str(&["INCR", "k"]), Frame::Error(e) if e.starts_with("ERR")));
+    c.send_raw(b"PING\r\n");
+    assert_eq!(c.read_reply(), Frame::Simple("PONG".into()));
+
+    let nutcracker = Nutcracker::start(&format!("servers:\n  - {}:1 only\n", redis.addr()));
+    let mut n = nutcracker.client();
+    assert_eq!(n.cmd_str(&["GET", "k"]), Frame::Bulk(b"v".to_vec()));
+    assert_eq!(
+        n.cmd_str(&["MGET", "k", "n", "missing"]),
+        Frame::Array(vec![
+            Frame::Bulk(b"v".to_vec()),
+            Frame::Bulk(b"1".to_vec()),
+            Frame::Null
+        ])
+    );
+}

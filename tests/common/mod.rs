@@ -2,14 +2,15 @@
 //! loopback ports, each in its own temp dir, killed on drop; and a tiny RESP2 client.
 //!
 //! Use from a test file with `mod common;` and `use common::{Redis, Nutcracker, Shardis, ...};`.
-#![allow(dead_code)] // each test file uses a different part of the harness
+// Each test file uses a different part of the harness.
+#![allow(dead_code, unused_imports)]
 
 mod client;
 mod procs;
 mod shardis;
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -29,14 +30,32 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local_addr").port()
 }
 
-/// A fresh, empty directory under the system temp dir, removed by the owner's `Drop`.
-fn temp_dir(what: &str) -> PathBuf {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("shardis-test-{what}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-    dir
+/// A fresh, empty directory under the system temp dir, removed on drop (also when a start
+/// fails with a panic, so failed runs leave nothing behind).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates `<tmp>/shardis-test-<what>-<pid>-<n>`.
+    pub fn new(what: &str) -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("shardis-test-{what}-{}-{n}", std::process::id());
+        let dir = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        TempDir(dir)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The path of an installed program, searched in PATH and then /usr/sbin and /usr/bin (Debian
@@ -59,7 +78,7 @@ fn find_program(name: &str, package: &str) -> PathBuf {
 }
 
 /// The last few lines of a log file, for failure messages.
-fn log_tail(path: &std::path::Path) -> String {
+fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")

@@ -1,11 +1,11 @@
 //! redis-server and nutcracker (twemproxy) processes on free loopback ports.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{
-    Client, Frame, START_ATTEMPTS, STARTUP_DEADLINE, find_program, free_port, log_tail, temp_dir,
+    Client, Frame, START_ATTEMPTS, STARTUP_DEADLINE, TempDir, find_program, free_port, log_tail,
 };
 
 /// A redis-server on 127.0.0.1:`port`, without persistence, killed on drop.
@@ -13,22 +13,22 @@ pub struct Redis {
     /// The port it listens on.
     pub port: u16,
     child: Child,
-    dir: PathBuf,
+    _dir: TempDir,
 }
 
 impl Redis {
     /// Starts a redis-server on a free port and waits until it answers PING.
     pub fn start() -> Redis {
         let program = find_program("redis-server", "redis-server");
-        let dir = temp_dir("redis");
-        let log = dir.join("redis.log");
+        let dir = TempDir::new("redis");
+        let log = dir.path().join("redis.log");
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
             let child = Command::new(&program)
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
                 .arg("--dir")
-                .arg(&dir)
+                .arg(dir.path())
                 .arg("--logfile")
                 .arg(&log)
                 .stdin(Stdio::null())
@@ -44,7 +44,11 @@ impl Redis {
                     .unwrap_or(false)
             };
             if let Some(child) = wait_ready(child, port, "redis-server", &log, ping) {
-                return Redis { port, child, dir };
+                return Redis {
+                    port,
+                    child,
+                    _dir: dir,
+                };
             }
         }
         panic!(
@@ -68,7 +72,6 @@ impl Drop for Redis {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -77,7 +80,7 @@ pub struct Nutcracker {
     /// The port of the pool's listener.
     pub port: u16,
     child: Child,
-    dir: PathBuf,
+    _dir: TempDir,
 }
 
 impl Nutcracker {
@@ -87,9 +90,9 @@ impl Nutcracker {
     /// The harness adds `listen` (a free port) and `redis: true`; the stats port is free too.
     pub fn start(yaml_pool_body: &str) -> Nutcracker {
         let program = find_program("nutcracker", "nutcracker");
-        let dir = temp_dir("nutcracker");
-        let conf = dir.join("nutcracker.yml");
-        let log = dir.join("nutcracker.log");
+        let dir = TempDir::new("nutcracker");
+        let conf = dir.path().join("nutcracker.yml");
+        let log = dir.path().join("nutcracker.log");
         let body: String = yaml_pool_body.lines().map(|l| format!("  {l}\n")).collect();
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
@@ -103,7 +106,7 @@ impl Nutcracker {
                 .arg("-o")
                 .arg(&log)
                 .arg("-p")
-                .arg(dir.join("nutcracker.pid"))
+                .arg(dir.path().join("nutcracker.pid"))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -111,7 +114,11 @@ impl Nutcracker {
                 .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
             let connect = |port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
             if let Some(child) = wait_ready(child, port, "nutcracker", &log, connect) {
-                return Nutcracker { port, child, dir };
+                return Nutcracker {
+                    port,
+                    child,
+                    _dir: dir,
+                };
             }
         }
         panic!(
@@ -135,7 +142,6 @@ impl Drop for Nutcracker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -2,12 +2,11 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::{Client, STARTUP_DEADLINE, log_tail, temp_dir};
+use super::{Client, STARTUP_DEADLINE, TempDir, log_tail};
 
 /// How long [`Shardis::terminate`] waits for the process to exit after SIGTERM.
 const EXIT_DEADLINE: Duration = Duration::from_secs(30);
@@ -19,7 +18,7 @@ pub struct Shardis {
     /// The admin HTTP listener, as reported by the process.
     pub admin: SocketAddr,
     child: Child,
-    dir: PathBuf,
+    dir: TempDir,
 }
 
 impl Shardis {
@@ -35,10 +34,10 @@ impl Shardis {
     /// the ports, so configs can use `listen = "127.0.0.1:0"`. Stderr goes to a log file, see
     /// [`Shardis::stderr`].
     pub fn start_with_args(config_toml: &str, args: &[&str]) -> Shardis {
-        let dir = temp_dir("shardis");
-        let config = dir.join("shardis.toml");
+        let dir = TempDir::new("shardis");
+        let config = dir.path().join("shardis.toml");
         std::fs::write(&config, config_toml).expect("write shardis.toml");
-        let stderr_path = dir.join("stderr.log");
+        let stderr_path = dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).expect("create stderr.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_shardis"))
             .arg("--config")
@@ -101,7 +100,7 @@ impl Shardis {
 
     /// Everything the process wrote to stderr so far (its logs).
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
 
     /// Sends SIGTERM (with the `kill` command) and waits up to 30 s for the exit status.
@@ -136,7 +135,6 @@ impl Drop for Shardis {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
