@@ -1,0 +1,276 @@
+//! Configuration: a TOML file (or `--backend` flags) turned into a validated, typed [`Config`].
+//!
+//! Parsing rejects unknown keys; validation then reports every invalid value at once, each
+//! line naming its key (`pools[0].backends[2].weight: must be from 1 to 1000000 (got 0)`).
+
+mod address;
+mod raw;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use md5::{Digest, Md5};
+
+pub use address::{Address, AddressError};
+
+use crate::router::{DistributionKind, HashKind, HashTag};
+use raw::{RawBackend, RawConfig, RawPool, RawServer};
+
+/// Default `[server] listen` for `--backend` mode.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:6380";
+/// Default `[admin] listen`.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9121";
+
+/// Defaults and bounds of the numeric settings.
+pub mod limits {
+    /// Default `server.max_clients`.
+    pub const MAX_CLIENTS: i64 = 10_000;
+    /// Default `server.max_pipeline`.
+    pub const MAX_PIPELINE: i64 = 1024;
+    /// Default `server.max_request_bytes`: 512 MiB, like Redis' `proto-max-bulk-len`.
+    pub const MAX_REQUEST_BYTES: i64 = 512 * 1024 * 1024;
+    /// Default `server.shutdown_grace_ms`.
+    pub const SHUTDOWN_GRACE_MS: i64 = 5000;
+    /// Largest `server.threads`.
+    pub const MAX_THREADS: i64 = 1024;
+    /// Default `timeout_ms` of a pool.
+    pub const TIMEOUT_MS: i64 = 1000;
+    /// Default `connections_per_backend`.
+    pub const CONNECTIONS_PER_BACKEND: i64 = 2;
+    /// Largest `connections_per_backend`.
+    pub const MAX_CONNECTIONS_PER_BACKEND: i64 = 64;
+    /// Largest backend `weight`.
+    pub const MAX_WEIGHT: i64 = 1_000_000;
+    /// Most backends in a pool (maglev's 65537-slot table stays balanced within a few %).
+    pub const MAX_BACKENDS: usize = 1024;
+    /// Longest backend name in bytes (twemproxy truncates ketama point names at 85 bytes).
+    pub const MAX_BACKEND_NAME: usize = 80;
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// `[server]`: the client-facing listener and its limits.
+    pub server: ServerConfig,
+    /// `[admin]`: the HTTP admin listener.
+    pub admin: AdminConfig,
+    /// `[[pools]]`: exactly one today.
+    pub pools: Vec<PoolConfig>,
+    /// Hex MD5 of the canonical settings ([`Config::describe`] without the digest line): equal
+    /// for equal settings, whatever the comments, order or spelling of defaults in the file.
+    pub digest: String,
+}
+
+/// `[server]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Client listener; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Most concurrent clients.
+    pub max_clients: usize,
+    /// Commands in flight per client before the proxy stops reading from it.
+    pub max_pipeline: usize,
+    /// Largest single request in bytes.
+    pub max_request_bytes: usize,
+    /// How long in-flight requests may finish after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// Log commands slower than this; `None` is off.
+    pub slowlog: Option<Duration>,
+    /// Worker threads; `None` means one per core.
+    pub threads: Option<NonZeroUsize>,
+}
+
+/// `[admin]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// HTTP listener for /metrics, /healthz, /readyz, /status.
+    pub listen: SocketAddr,
+}
+
+/// One `[[pools]]` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Pool name (metrics label).
+    pub name: String,
+    /// Key distribution.
+    pub distribution: DistributionKind,
+    /// Key hash function.
+    pub hash: HashKind,
+    /// Optional hash tag.
+    pub hash_tag: Option<HashTag>,
+    /// Reply timeout per request.
+    pub timeout: Duration,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Pipelined connections kept to each backend.
+    pub connections_per_backend: NonZeroUsize,
+    /// Backends in configuration order (the order [`crate::router::Ring`] indexes).
+    pub backends: Vec<BackendConfig>,
+}
+
+/// One backend of a pool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// Placement identity: renaming a backend moves its keys, moving its address does not.
+    pub name: String,
+    /// Where to connect.
+    pub address: Address,
+    /// Relative share of keys.
+    pub weight: NonZeroU32,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(thiserror::Error, Debug)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, a value of the wrong type, or an unknown key.
+    #[error("config syntax error: {0}")]
+    Syntax(#[from] toml::de::Error),
+    /// Well-formed but invalid settings: one `key: problem` line each.
+    #[error("invalid configuration:\n{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+impl ConfigError {
+    /// A short static label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConfigError::Io { .. } => "io",
+            ConfigError::Syntax(_) => "syntax",
+            ConfigError::Invalid(_) => "invalid",
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text)?;
+        validate::validate(raw)
+    }
+
+    /// The `--backend HOST:PORT` mode: one pool "main" with default settings, each backend
+    /// named by its address as given; listeners on [`DEFAULT_LISTEN`] and [`DEFAULT_ADMIN_LISTEN`].
+    pub fn from_backends(addrs: &[String]) -> Result<Config, ConfigError> {
+        let raw = RawConfig {
+            server: Some(RawServer {
+                listen: Some(DEFAULT_LISTEN.to_string()),
+                ..RawServer::default()
+            }),
+            admin: None,
+            pools: vec![RawPool {
+                name: Some("main".to_string()),
+                backends: Some(
+                    addrs
+                        .iter()
+                        .map(|a| RawBackend {
+                            name: Some(a.trim().to_string()),
+                            address: Some(a.trim().to_string()),
+                            weight: None,
+                        })
+                        .collect(),
+                ),
+                ..RawPool::default()
+            }],
+        };
+        validate::validate(raw)
+    }
+
+    /// Human-readable resolved settings, defaults included, ending with the digest line.
+    pub fn describe(&self) -> String {
+        let mut out = self.canonical();
+        let _ = writeln!(out, "digest: {}", self.digest);
+        out
+    }
+
+    fn canonical(&self) -> String {
+        let s = &self.server;
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "[server]");
+        let _ = writeln!(out, "  listen                   {}", s.listen);
+        let _ = writeln!(out, "  max_clients              {}", s.max_clients);
+        let _ = writeln!(out, "  max_pipeline             {}", s.max_pipeline);
+        let _ = writeln!(out, "  max_request_bytes        {}", s.max_request_bytes);
+        let _ = writeln!(
+            out,
+            "  shutdown_grace           {} ms",
+            s.shutdown_grace.as_millis()
+        );
+        let slowlog = s
+            .slowlog
+            .map_or("off".to_string(), |d| format!("{} ms", d.as_millis()));
+        let _ = writeln!(out, "  slowlog                  {slowlog}");
+        let threads = s
+            .threads
+            .map_or("one per core".to_string(), |t| t.to_string());
+        let _ = writeln!(out, "  threads                  {threads}");
+        let _ = writeln!(out, "[admin]");
+        let _ = writeln!(out, "  listen                   {}", self.admin.listen);
+        for p in &self.pools {
+            let _ = writeln!(out, "[pool {}]", p.name);
+            let _ = writeln!(out, "  distribution             {}", p.distribution);
+            let _ = writeln!(out, "  hash                     {}", p.hash);
+            let tag = p
+                .hash_tag
+                .map_or("none".to_string(), |t| format!("\"{t}\""));
+            let _ = writeln!(out, "  hash_tag                 {tag}");
+            let _ = writeln!(
+                out,
+                "  timeout                  {} ms",
+                p.timeout.as_millis()
+            );
+            let _ = writeln!(
+                out,
+                "  connect_timeout          {} ms",
+                p.connect_timeout.as_millis()
+            );
+            let _ = writeln!(
+                out,
+                "  connections_per_backend  {}",
+                p.connections_per_backend
+            );
+            let _ = writeln!(out, "  backends                 {}", p.backends.len());
+            for b in &p.backends {
+                let _ = writeln!(
+                    out,
+                    "    {:<20} {:<24} weight {}",
+                    b.name,
+                    b.address.to_string(),
+                    b.weight
+                );
+            }
+        }
+        out
+    }
+
+    fn compute_digest(&self) -> String {
+        let digest: [u8; 16] = Md5::digest(self.canonical().as_bytes()).into();
+        digest.iter().fold(String::with_capacity(32), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+    }
+}

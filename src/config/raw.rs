@@ -1,0 +1,57 @@
+//! The configuration file as written: serde structs that reject unknown keys and keep every
+//! value loosely typed (optional, `i64`, `String`) so validation can report all problems at once.
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub server: Option<RawServer>,
+    pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub pools: Vec<RawPool>,
+}
+
+/// `[server]`.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub listen: Option<String>,
+    pub max_clients: Option<i64>,
+    pub max_pipeline: Option<i64>,
+    pub max_request_bytes: Option<i64>,
+    pub shutdown_grace_ms: Option<i64>,
+    pub slowlog_ms: Option<i64>,
+    pub threads: Option<i64>,
+}
+
+/// `[admin]`.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub listen: Option<String>,
+}
+
+/// One `[[pools]]` entry.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPool {
+    pub name: Option<String>,
+    pub distribution: Option<String>,
+    pub hash: Option<String>,
+    pub hash_tag: Option<String>,
+    pub timeout_ms: Option<i64>,
+    pub connect_timeout_ms: Option<i64>,
+    pub connections_per_backend: Option<i64>,
+    pub backends: Option<Vec<RawBackend>>,
+}
+
+/// One entry of `backends = [...]`.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBackend {
+    pub name: Option<String>,
+    pub address: Option<String>,
+    pub weight: Option<i64>,
+}

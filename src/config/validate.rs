@@ -1,0 +1,381 @@
+//! Raw configuration -> typed [`Config`]: every problem is collected, each naming its key.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::time::Duration;
+
+use super::raw::{RawAdmin, RawBackend, RawConfig, RawPool, RawServer};
+use super::{
+    Address, AdminConfig, BackendConfig, Config, ConfigError, DEFAULT_ADMIN_LISTEN, PoolConfig,
+    ServerConfig, limits,
+};
+use crate::router::{DistributionKind, HashKind, HashTag, ketama};
+
+/// twemproxy hash functions shardis does not implement.
+const TWEMPROXY_ONLY_HASHES: [&str; 5] = ["one_at_a_time", "fnv1_32", "hsieh", "jenkins", "crc32a"];
+
+/// Accumulates problems as `key: message` lines.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn add(&mut self, key: impl Display, message: impl Display) {
+        self.0.push(format!("{key}: {message}"));
+    }
+
+    /// An integer setting: `default` when absent; reported and replaced by `default` when
+    /// outside `min..=max`.
+    fn int(&mut self, key: &str, value: Option<i64>, default: i64, min: i64, max: i64) -> i64 {
+        match value {
+            None => default,
+            Some(v) if (min..=max).contains(&v) => v,
+            Some(_) if max == i64::MAX => {
+                self.add(key, format_args!("must be at least {min}"));
+                default
+            }
+            Some(v) => {
+                self.add(key, format_args!("must be from {min} to {max} (got {v})"));
+                default
+            }
+        }
+    }
+
+    fn socket_addr(&mut self, key: &str, value: Option<&str>, default: &str) -> SocketAddr {
+        let text = value.unwrap_or(default);
+        match text.parse() {
+            Ok(addr) => addr,
+            Err(_) => {
+                self.add(
+                    key,
+                    format_args!(
+                        "{text:?} is not an IP:PORT socket address (like \"127.0.0.1:6380\")"
+                    ),
+                );
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            }
+        }
+    }
+}
+
+/// Converts and checks a raw configuration, reporting every problem found.
+pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let mut p = Problems::default();
+    let server = server(&mut p, raw.server);
+    let admin = admin(&mut p, raw.admin);
+    if server.listen == admin.listen && server.listen.port() != 0 {
+        p.add("admin.listen", "must differ from server.listen");
+    }
+    let pools: Vec<PoolConfig> = raw
+        .pools
+        .into_iter()
+        .enumerate()
+        .map(|(i, pool)| self::pool(&mut p, &format!("pools[{i}]"), pool))
+        .collect();
+    match pools.len() {
+        0 => p.add("pools", "at least one [[pools]] section is required"),
+        1 => {}
+        n => p.add(
+            "pools",
+            format_args!("{n} pools are defined, but this version of shardis supports exactly one"),
+        ),
+    }
+    if !p.0.is_empty() {
+        return Err(ConfigError::Invalid(p.0));
+    }
+    let mut config = Config {
+        server,
+        admin,
+        pools,
+        digest: String::new(),
+    };
+    config.digest = config.compute_digest();
+    Ok(config)
+}
+
+fn server(p: &mut Problems, raw: Option<RawServer>) -> ServerConfig {
+    let Some(raw) = raw else {
+        p.add("server", "the [server] section with `listen` is required");
+        return server(&mut Problems::default(), Some(RawServer::default()));
+    };
+    if raw.listen.is_none() {
+        p.add("server.listen", "is required (like \"127.0.0.1:6380\")");
+    }
+    let listen = p.socket_addr("server.listen", raw.listen.as_deref(), "127.0.0.1:0");
+    let max = i64::MAX;
+    let max_clients = p.int(
+        "server.max_clients",
+        raw.max_clients,
+        limits::MAX_CLIENTS,
+        1,
+        max,
+    );
+    let max_pipeline = p.int(
+        "server.max_pipeline",
+        raw.max_pipeline,
+        limits::MAX_PIPELINE,
+        1,
+        max,
+    );
+    let max_request_bytes = p.int(
+        "server.max_request_bytes",
+        raw.max_request_bytes,
+        limits::MAX_REQUEST_BYTES,
+        1,
+        max,
+    );
+    let grace = p.int(
+        "server.shutdown_grace_ms",
+        raw.shutdown_grace_ms,
+        limits::SHUTDOWN_GRACE_MS,
+        0,
+        max,
+    );
+    let slowlog = p.int("server.slowlog_ms", raw.slowlog_ms, 0, 0, max);
+    let threads = p.int("server.threads", raw.threads, 0, 0, limits::MAX_THREADS);
+    ServerConfig {
+        listen,
+        max_clients: to_usize(max_clients),
+        max_pipeline: to_usize(max_pipeline),
+        max_request_bytes: to_usize(max_request_bytes),
+        shutdown_grace: Duration::from_millis(grace as u64),
+        slowlog: (slowlog > 0).then(|| Duration::from_millis(slowlog as u64)),
+        threads: NonZeroUsize::new(to_usize(threads)),
+    }
+}
+
+fn admin(p: &mut Problems, raw: Option<RawAdmin>) -> AdminConfig {
+    let listen = raw.and_then(|a| a.listen);
+    AdminConfig {
+        listen: p.socket_addr("admin.listen", listen.as_deref(), DEFAULT_ADMIN_LISTEN),
+    }
+}
+
+fn pool(p: &mut Problems, key: &str, raw: RawPool) -> PoolConfig {
+    let name = raw.name.unwrap_or_else(|| "main".to_string());
+    let name_ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !name_ok {
+        p.add(
+            format_args!("{key}.name"),
+            "must be 1 to 64 characters from A-Z, a-z, 0-9, '_', '-', '.'",
+        );
+    }
+
+    let distribution = match raw.distribution.as_deref() {
+        None => DistributionKind::default(),
+        Some(s) => DistributionKind::from_name(s).unwrap_or_else(|| {
+            let valid: Vec<&str> = DistributionKind::ALL.iter().map(|d| d.name()).collect();
+            let note = if s == "random" {
+                " (twemproxy's random distribution cannot shard data and is not supported)"
+            } else {
+                ""
+            };
+            p.add(
+                format_args!("{key}.distribution"),
+                format_args!(
+                    "unknown distribution {s:?}{note}; valid: {}",
+                    valid.join(", ")
+                ),
+            );
+            DistributionKind::default()
+        }),
+    };
+
+    let hash = match raw.hash.as_deref() {
+        None => HashKind::default(),
+        Some(s) => HashKind::from_name(s).unwrap_or_else(|| {
+            let valid: Vec<&str> = HashKind::ALL.iter().map(|h| h.name()).collect();
+            let note = if TWEMPROXY_ONLY_HASHES.contains(&s) {
+                " (twemproxy has it, shardis does not)"
+            } else {
+                ""
+            };
+            p.add(
+                format_args!("{key}.hash"),
+                format_args!("unknown hash {s:?}{note}; valid: {}", valid.join(", ")),
+            );
+            HashKind::default()
+        }),
+    };
+
+    let hash_tag = raw.hash_tag.as_deref().and_then(|s| {
+        let tag = HashTag::parse(s);
+        if tag.is_none() {
+            p.add(
+                format_args!("{key}.hash_tag"),
+                format_args!("{s:?} must be exactly two bytes, like \"{{}}\" or \"$$\""),
+            );
+        }
+        tag
+    });
+
+    let max = i64::MAX;
+    let timeout = p.int(
+        &format!("{key}.timeout_ms"),
+        raw.timeout_ms,
+        limits::TIMEOUT_MS,
+        1,
+        max,
+    );
+    let connect_timeout = p.int(
+        &format!("{key}.connect_timeout_ms"),
+        raw.connect_timeout_ms,
+        timeout,
+        1,
+        max,
+    );
+    let connections = p.int(
+        &format!("{key}.connections_per_backend"),
+        raw.connections_per_backend,
+        limits::CONNECTIONS_PER_BACKEND,
+        1,
+        limits::MAX_CONNECTIONS_PER_BACKEND,
+    );
+
+    let backends = backends(p, key, raw.backends, distribution);
+    PoolConfig {
+        name,
+        distribution,
+        hash,
+        hash_tag,
+        timeout: Duration::from_millis(timeout as u64),
+        connect_timeout: Duration::from_millis(connect_timeout as u64),
+        connections_per_backend: NonZeroUsize::new(to_usize(connections))
+            .unwrap_or(NonZeroUsize::MIN),
+        backends,
+    }
+}
+
+fn backends(
+    p: &mut Problems,
+    pool_key: &str,
+    raw: Option<Vec<RawBackend>>,
+    distribution: DistributionKind,
+) -> Vec<BackendConfig> {
+    let raw = raw.unwrap_or_default();
+    if raw.is_empty() {
+        p.add(
+            format_args!("{pool_key}.backends"),
+            "at least one backend is required",
+        );
+    }
+    if raw.len() > limits::MAX_BACKENDS {
+        p.add(
+            format_args!("{pool_key}.backends"),
+            format_args!(
+                "{} backends; at most {} are supported",
+                raw.len(),
+                limits::MAX_BACKENDS
+            ),
+        );
+    }
+    let mut names: HashMap<String, String> = HashMap::new();
+    let mut addresses: HashMap<(String, u16), String> = HashMap::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, b) in raw.into_iter().enumerate() {
+        let key = format!("{pool_key}.backends[{i}]");
+        let address_text = b.address.unwrap_or_default();
+        let address = match address_text.parse::<Address>() {
+            Ok(a) => a,
+            Err(_) if address_text.is_empty() => {
+                p.add(
+                    format_args!("{key}.address"),
+                    "is required (like \"10.0.0.1:6379\")",
+                );
+                Address {
+                    host: String::new(),
+                    port: 0,
+                }
+            }
+            Err(e) => {
+                p.add(
+                    format_args!("{key}.address"),
+                    format_args!("{address_text:?}: {e}"),
+                );
+                Address {
+                    host: String::new(),
+                    port: 0,
+                }
+            }
+        };
+        if address.port != 0
+            && let Some(first) = addresses.insert(address.normalized(), key.clone())
+        {
+            p.add(
+                format_args!("{key}.address"),
+                format_args!("{address} is already used by {first}"),
+            );
+        }
+        // twemproxy's default name is the address as written, and so is ours.
+        let name = b.name.unwrap_or_else(|| address_text.clone());
+        if name.is_empty() {
+            p.add(format_args!("{key}.name"), "must not be empty");
+        } else if name.len() > limits::MAX_BACKEND_NAME {
+            p.add(
+                format_args!("{key}.name"),
+                format_args!(
+                    "is {} bytes; at most {} are allowed (twemproxy truncates longer ketama names)",
+                    name.len(),
+                    limits::MAX_BACKEND_NAME
+                ),
+            );
+        } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            p.add(
+                format_args!("{key}.name"),
+                format_args!("{name:?} must not contain whitespace or control characters"),
+            );
+        } else if let Some(first) = names.insert(name.clone(), key.clone()) {
+            p.add(
+                format_args!("{key}.name"),
+                format_args!("{name:?} is already used by {first}"),
+            );
+        }
+        let weight = p.int(&format!("{key}.weight"), b.weight, 1, 1, limits::MAX_WEIGHT);
+        out.push(BackendConfig {
+            name,
+            address,
+            weight: NonZeroU32::new(weight as u32).unwrap_or(NonZeroU32::MIN),
+        });
+    }
+    if distribution == DistributionKind::Ketama {
+        check_ketama_point_keys(p, pool_key, &out);
+    }
+    out
+}
+
+/// twemproxy formats each ketama point as `"{name}-{j}"` into an 86-byte buffer; a longer
+/// string would be truncated there and hashed differently from ours.
+fn check_ketama_point_keys(p: &mut Problems, pool_key: &str, backends: &[BackendConfig]) {
+    let total = backends
+        .iter()
+        .fold(0u32, |acc, b| acc.saturating_add(b.weight.get()));
+    for (i, b) in backends.iter().enumerate() {
+        if b.name.len() > limits::MAX_BACKEND_NAME {
+            continue; // already reported
+        }
+        let points = ketama::points_for(b.weight.get(), total, backends.len());
+        let Some(last) = (points / 4).checked_sub(1) else {
+            continue;
+        };
+        let longest = b.name.len() + 1 + last.to_string().len();
+        if longest > ketama::MAX_POINT_KEY_LEN {
+            p.add(
+                format_args!("{pool_key}.backends[{i}].name"),
+                format_args!(
+                    "is too long for its share of ketama points: \"{}-{last}\" exceeds {} bytes",
+                    b.name,
+                    ketama::MAX_POINT_KEY_LEN
+                ),
+            );
+        }
+    }
+}
+
+fn to_usize(v: i64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}

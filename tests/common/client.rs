@@ -1,0 +1,146 @@
+//! A tiny blocking RESP2 client for tests: send commands, read replies, nothing clever.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// How long a read may block before the test fails.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One RESP2 reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// `+OK`
+    Simple(String),
+    /// `-ERR ...`
+    Error(String),
+    /// `:42`
+    Integer(i64),
+    /// `$3\r\nfoo`
+    Bulk(Vec<u8>),
+    /// `$-1` or `*-1`
+    Null,
+    /// `*2 ...`
+    Array(Vec<Frame>),
+}
+
+impl Frame {
+    /// The payload of a simple string or bulk string as UTF-8 (lossy); panics otherwise.
+    pub fn as_text(&self) -> String {
+        match self {
+            Frame::Simple(s) => s.clone(),
+            Frame::Bulk(b) => String::from_utf8_lossy(b).into_owned(),
+            other => panic!("expected a string reply, got {other:?}"),
+        }
+    }
+}
+
+/// A blocking connection speaking RESP2, with a 10 s read timeout.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Client {
+    /// Connects to `addr` ("host:port"); panics on failure.
+    pub fn connect(addr: &str) -> Client {
+        let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        Client::from_stream(stream)
+    }
+
+    /// Wraps an already connected stream.
+    pub fn from_stream(stream: TcpStream) -> Client {
+        stream
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .expect("set_read_timeout");
+        stream.set_nodelay(true).expect("set_nodelay");
+        let writer = stream.try_clone().expect("clone stream");
+        Client {
+            reader: BufReader::new(stream),
+            writer,
+        }
+    }
+
+    /// The RESP encoding of one command (an array of bulk strings), for pipelining with
+    /// [`Client::send_raw`].
+    pub fn encode(args: &[&[u8]]) -> Vec<u8> {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    }
+
+    /// Sends one command and reads one reply.
+    pub fn cmd(&mut self, args: &[&[u8]]) -> Frame {
+        self.send_raw(&Client::encode(args));
+        self.read_reply()
+    }
+
+    /// [`Client::cmd`] with string arguments.
+    pub fn cmd_str(&mut self, args: &[&str]) -> Frame {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.cmd(&args)
+    }
+
+    /// Writes bytes as they are (pipelines, inline commands, malformed input).
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("write to server");
+    }
+
+    /// Reads one reply; panics on timeout, EOF or a protocol error.
+    pub fn read_reply(&mut self) -> Frame {
+        let line = self.read_line();
+        let (kind, rest) = line.split_at(1);
+        match kind {
+            "+" => Frame::Simple(rest.to_string()),
+            "-" => Frame::Error(rest.to_string()),
+            ":" => Frame::Integer(parse_int(rest)),
+            "$" => {
+                let len = parse_int(rest);
+                if len < 0 {
+                    return Frame::Null;
+                }
+                let mut buf = vec![0; len as usize + 2];
+                self.reader.read_exact(&mut buf).expect("read bulk string");
+                assert_eq!(
+                    &buf[len as usize..],
+                    b"\r\n",
+                    "bulk string not CRLF-terminated"
+                );
+                buf.truncate(len as usize);
+                Frame::Bulk(buf)
+            }
+            "*" => {
+                let len = parse_int(rest);
+                if len < 0 {
+                    return Frame::Null;
+                }
+                Frame::Array((0..len).map(|_| self.read_reply()).collect())
+            }
+            _ => panic!("not a RESP2 reply: {line:?}"),
+        }
+    }
+
+    fn read_line(&mut self) -> String {
+        let mut line = Vec::new();
+        let n = self
+            .reader
+            .read_until(b'\n', &mut line)
+            .expect("read reply (timed out?)");
+        assert!(n > 0, "connection closed while waiting for a reply");
+        assert!(
+            line.ends_with(b"\r\n") && line.len() >= 3,
+            "bad reply line {line:?}"
+        );
+        line.truncate(line.len() - 2);
+        String::from_utf8(line).expect("reply line is UTF-8")
+    }
+}
+
+fn parse_int(s: &str) -> i64 {
+    s.parse()
+        .unwrap_or_else(|_| panic!("bad integer {s:?} in reply"))
+}

@@ -1,0 +1,201 @@
+//! redis-server and nutcracker (twemproxy) processes on free loopback ports.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{
+    Client, Frame, START_ATTEMPTS, STARTUP_DEADLINE, TempDir, find_program, free_port, log_tail,
+};
+
+/// A redis-server on 127.0.0.1:`port`, without persistence, killed on drop.
+pub struct Redis {
+    /// The port it listens on.
+    pub port: u16,
+    child: Child,
+    _dir: TempDir,
+}
+
+impl Redis {
+    /// Starts a redis-server on a free port and waits until it answers PING.
+    pub fn start() -> Redis {
+        let program = find_program("redis-server", "redis-server");
+        let dir = TempDir::new("redis");
+        let log = dir.path().join("redis.log");
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port();
+            let child = Command::new(&program)
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .arg("--dir")
+                .arg(dir.path())
+                .arg("--logfile")
+                .arg(&log)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+            let ping = |port| {
+                std::net::TcpStream::connect(("127.0.0.1", port))
+                    .map(|s| {
+                        Client::from_stream(s).cmd_str(&["PING"]) == Frame::Simple("PONG".into())
+                    })
+                    .unwrap_or(false)
+            };
+            if let Some(child) = wait_ready(child, port, "redis-server", &log, ping) {
+                return Redis {
+                    port,
+                    child,
+                    _dir: dir,
+                };
+            }
+        }
+        panic!(
+            "redis-server did not start after {START_ATTEMPTS} attempts; log:\n{}",
+            log_tail(&log)
+        );
+    }
+
+    /// "127.0.0.1:port".
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A new connection to this server.
+    pub fn client(&self) -> Client {
+        Client::connect(&self.addr())
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A nutcracker (twemproxy) with a single pool named `pool`, killed on drop.
+pub struct Nutcracker {
+    /// The port of the pool's listener.
+    pub port: u16,
+    child: Child,
+    _dir: TempDir,
+}
+
+impl Nutcracker {
+    /// Starts nutcracker with one redis pool. `yaml_pool_body` holds the pool's keys written
+    /// at column 0 (the harness indents them), for example
+    /// `"hash: fnv1a_64\ndistribution: ketama\nservers:\n  - 127.0.0.1:7001:1 s1\n"`.
+    /// The harness adds `listen` (a free port) and `redis: true`; the stats port is free too.
+    pub fn start(yaml_pool_body: &str) -> Nutcracker {
+        let program = find_program("nutcracker", "nutcracker");
+        let dir = TempDir::new("nutcracker");
+        let conf = dir.path().join("nutcracker.yml");
+        let log = dir.path().join("nutcracker.log");
+        let body: String = yaml_pool_body.lines().map(|l| format!("  {l}\n")).collect();
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port();
+            let stats_port = free_port();
+            let yaml = format!("pool:\n  listen: 127.0.0.1:{port}\n  redis: true\n{body}");
+            std::fs::write(&conf, &yaml).expect("write nutcracker.yml");
+            let child = Command::new(&program)
+                .arg("-c")
+                .arg(&conf)
+                .args(["-s", &stats_port.to_string(), "-a", "127.0.0.1"])
+                .arg("-o")
+                .arg(&log)
+                .arg("-p")
+                .arg(dir.path().join("nutcracker.pid"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+            let connect = |port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+            if let Some(child) = wait_ready(child, port, "nutcracker", &log, connect) {
+                return Nutcracker {
+                    port,
+                    child,
+                    _dir: dir,
+                };
+            }
+        }
+        panic!(
+            "nutcracker did not start after {START_ATTEMPTS} attempts; log:\n{}",
+            log_tail(&log)
+        );
+    }
+
+    /// "127.0.0.1:port".
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A new connection to the pool's listener.
+    pub fn client(&self) -> Client {
+        Client::connect(&self.addr())
+    }
+}
+
+impl Drop for Nutcracker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls until `ready(port)` holds and the listener on `port` belongs to `child` (not to some
+/// other process that won the port race). `None` if the child exited (retry on another port);
+/// panics if it is still not ready at the deadline.
+fn wait_ready(
+    mut child: Child,
+    port: u16,
+    what: &str,
+    log: &Path,
+    ready: impl Fn(u16) -> bool,
+) -> Option<Child> {
+    let deadline = Instant::now() + STARTUP_DEADLINE;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
+        }
+        if ready(port) && owns_listener(child.id(), port) {
+            return Some(child);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{what} on port {port} not ready after {STARTUP_DEADLINE:?}; log:\n{}",
+                log_tail(log)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// True when process `pid` holds the socket listening on 127.0.0.1:`port` (from /proc).
+pub(super) fn owns_listener(pid: u32, port: u16) -> bool {
+    let Ok(tcp) = std::fs::read_to_string("/proc/net/tcp") else {
+        return true; // not Linux: trust the readiness probe
+    };
+    let local = format!("0100007F:{port:04X}");
+    let inodes: Vec<String> = tcp
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // fields: sl local_address rem_address st ... inode (index 9); 0A = LISTEN
+            (f.len() > 9 && f[1] == local && f[3] == "0A").then(|| format!("socket:[{}]", f[9]))
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .map(|target| inodes.iter().any(|i| Path::new(i) == target))
+            .unwrap_or(false)
+    })
+}
