@@ -175,6 +175,9 @@ pub struct Metrics {
 impl Metrics {
     /// `commands`: lowercase command names, in command-table order; id i → commands[i]; id ==
     /// commands.len() → "unknown". `backends`: backend names in configuration order.
+    ///
+    /// Backend and client handles bind to the recorder installed now (none: no-ops); command
+    /// handles bind to the recorder installed when each command is first recorded.
     pub fn new(commands: &[&'static str], backends: &[String]) -> Metrics {
         Metrics {
             commands: commands.iter().map(|c| CommandMetrics::new(c)).collect(),
