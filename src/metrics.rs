@@ -173,7 +173,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// `commands`: lowercase command names, in command-table order; id i → commands[i]; id ==
+    /// `commands`: lowercase command names, in command-table order; id i → `commands[i]`; id ==
     /// commands.len() → "unknown". `backends`: backend names in configuration order.
     ///
     /// Backend and client handles bind to the recorder installed now (none: no-ops); command
