@@ -1,62 +1,454 @@
-//! TEMPORARY stub, replaced by the obs branch.
-#![allow(missing_docs, dead_code)]
+//! Every metric shardis exports: names as constants, described once in [`install`], and recorded
+//! through handles built once per command, per backend and for the client side, so the request
+//! path does no registry lookup and formats no label.
+
+use std::sync::OnceLock;
 use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, Unit};
+use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};
+
+/// Latency of one client command, from parse to reply; label `command`.
+pub const COMMAND_DURATION_SECONDS: &str = "shardis_command_duration_seconds";
+/// Client commands answered; labels `command`, `result` (`ok` | `error`).
+pub const COMMANDS_TOTAL: &str = "shardis_commands_total";
+/// Latency of one request on a backend link; label `backend`.
+pub const BACKEND_REQUEST_DURATION_SECONDS: &str = "shardis_backend_request_duration_seconds";
+/// 1 while at least one connection to the backend is up; label `backend`.
+pub const BACKEND_UP: &str = "shardis_backend_up";
+/// Open connections to a backend; label `backend`.
+pub const BACKEND_CONNECTIONS: &str = "shardis_backend_connections";
+/// Backend failures; labels `backend`, `kind` (see [`BackendErrorKind`]).
+pub const BACKEND_ERRORS_TOTAL: &str = "shardis_backend_errors_total";
+/// Client connections open now.
+pub const CLIENT_CONNECTIONS: &str = "shardis_client_connections";
+/// Client connections accepted since start.
+pub const CLIENT_CONNECTIONS_TOTAL: &str = "shardis_client_connections_total";
+/// Client connections closed because of malformed RESP.
+pub const CLIENT_PROTOCOL_ERRORS_TOTAL: &str = "shardis_client_protocol_errors_total";
+/// Bytes read from clients.
+pub const RECEIVED_BYTES_TOTAL: &str = "shardis_received_bytes_total";
+/// Bytes written to clients.
+pub const SENT_BYTES_TOTAL: &str = "shardis_sent_bytes_total";
+
+/// Every metric name above, for tests that check dashboards and alert rules against the code.
+pub const ALL_METRICS: &[&str] = &[
+    COMMAND_DURATION_SECONDS,
+    COMMANDS_TOTAL,
+    BACKEND_REQUEST_DURATION_SECONDS,
+    BACKEND_UP,
+    BACKEND_CONNECTIONS,
+    BACKEND_ERRORS_TOTAL,
+    CLIENT_CONNECTIONS,
+    CLIENT_CONNECTIONS_TOTAL,
+    CLIENT_PROTOCOL_ERRORS_TOTAL,
+    RECEIVED_BYTES_TOTAL,
+    SENT_BYTES_TOTAL,
+];
+
+/// Histogram bucket upper bounds in seconds, 10 µs to 1 s, shared by both latency histograms.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0,
+];
+
+/// How often the owner of the [`PrometheusHandle`] should call `run_upkeep` so that recorded
+/// histogram samples are folded into buckets even when nobody scrapes.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Label value for commands that are not in the command table.
+pub const UNKNOWN_COMMAND: &str = "unknown";
+
+/// Why the metrics recorder could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The Prometheus recorder could not be built or installed (for example, one is already installed).
+    #[error("cannot install the Prometheus recorder: {0}")]
+    Recorder(#[from] BuildError),
+}
+
+/// A Prometheus builder with shardis' histogram buckets; [`install`] uses it, and tests build a
+/// local recorder from it.
+pub fn builder() -> Result<PrometheusBuilder, MetricsError> {
+    Ok(PrometheusBuilder::new().set_buckets(LATENCY_BUCKETS)?)
+}
+
+/// Registers the HELP text of every metric with the current recorder (global, or a local one
+/// inside `metrics::with_local_recorder`).
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_histogram!(
+        COMMAND_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time from reading a client command to having its reply ready, by command."
+    );
+    describe_counter!(
+        COMMANDS_TOTAL,
+        "Client commands answered, by command and result (ok or error)."
+    );
+    describe_histogram!(
+        BACKEND_REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time from writing a request to a backend to reading its reply, by backend."
+    );
+    describe_gauge!(
+        BACKEND_UP,
+        "1 while at least one connection to the backend is established, else 0."
+    );
+    describe_gauge!(BACKEND_CONNECTIONS, "Open connections to the backend.");
+    describe_counter!(
+        BACKEND_ERRORS_TOTAL,
+        "Backend failures, by backend and kind (connect, timeout, closed, protocol)."
+    );
+    describe_gauge!(CLIENT_CONNECTIONS, "Client connections open now.");
+    describe_counter!(
+        CLIENT_CONNECTIONS_TOTAL,
+        "Client connections accepted since the proxy started."
+    );
+    describe_counter!(
+        CLIENT_PROTOCOL_ERRORS_TOTAL,
+        "Client connections closed because they sent malformed RESP."
+    );
+    describe_counter!(
+        RECEIVED_BYTES_TOTAL,
+        Unit::Bytes,
+        "Bytes read from clients."
+    );
+    describe_counter!(SENT_BYTES_TOTAL, Unit::Bytes, "Bytes written to clients.");
+}
+
+/// Installs the global Prometheus recorder with shardis' buckets and descriptions; call once in
+/// `main`, before [`Metrics::new`]. The caller renders the handle (the admin server does) and must
+/// call `run_upkeep` on it every [`UPKEEP_INTERVAL`] (the admin server does that too).
+pub fn install() -> Result<PrometheusHandle, MetricsError> {
+    let handle = builder()?.install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+/// Why a backend request or connection failed; the `kind` label of [`BACKEND_ERRORS_TOTAL`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendErrorKind {
+    /// Connecting (or re-connecting) failed.
     Connect,
+    /// A request got no reply in time.
     Timeout,
+    /// The backend closed the connection.
     Closed,
+    /// The backend sent something that is not RESP.
     Protocol,
 }
-#[derive(Debug, thiserror::Error)]
-#[error("metrics")]
-pub struct MetricsError;
-pub fn install() -> Result<metrics_exporter_prometheus::PrometheusHandle, MetricsError> {
-    Err(MetricsError)
-}
-pub struct Metrics {
-    c: CommandMetrics,
-    b: Vec<BackendMetrics>,
-    cl: ClientMetrics,
-}
-impl Metrics {
-    pub fn new(_commands: &[&'static str], backends: &[String]) -> Metrics {
-        Metrics {
-            c: CommandMetrics,
-            b: backends.iter().map(|_| BackendMetrics).collect(),
-            cl: ClientMetrics,
+
+impl BackendErrorKind {
+    /// Every kind, in the order of their index into per-kind tables.
+    pub const ALL: [BackendErrorKind; 4] = [
+        BackendErrorKind::Connect,
+        BackendErrorKind::Timeout,
+        BackendErrorKind::Closed,
+        BackendErrorKind::Protocol,
+    ];
+
+    /// The metric label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            BackendErrorKind::Connect => "connect",
+            BackendErrorKind::Timeout => "timeout",
+            BackendErrorKind::Closed => "closed",
+            BackendErrorKind::Protocol => "protocol",
         }
     }
-    pub fn command(&self, _id: usize) -> &CommandMetrics {
-        &self.c
-    }
-    pub fn unknown_command(&self) -> &CommandMetrics {
-        &self.c
-    }
-    pub fn backend(&self, i: usize) -> Option<&BackendMetrics> {
-        self.b.get(i)
-    }
-    pub fn clients(&self) -> &ClientMetrics {
-        &self.cl
+
+    fn index(self) -> usize {
+        self as usize
     }
 }
-pub struct CommandMetrics;
-impl CommandMetrics {
+
+/// All handles of the proxy, built once at startup and shared as `Arc<Metrics>`.
+#[derive(Debug)]
+pub struct Metrics {
+    commands: Vec<CommandMetrics>,
+    unknown: CommandMetrics,
+    backends: Vec<BackendMetrics>,
+    clients: ClientMetrics,
+}
+
+impl Metrics {
+    /// `commands`: lowercase command names, in command-table order; id i → `commands[i]`; id ==
+    /// commands.len() → "unknown". `backends`: backend names in configuration order.
+    ///
+    /// Backend and client handles bind to the recorder installed now (none: no-ops); command
+    /// handles bind to the recorder installed when each command is first recorded.
+    pub fn new(commands: &[&'static str], backends: &[String]) -> Metrics {
+        Metrics {
+            commands: commands.iter().map(|c| CommandMetrics::new(c)).collect(),
+            unknown: CommandMetrics::new(UNKNOWN_COMMAND),
+            backends: backends.iter().map(|b| BackendMetrics::new(b)).collect(),
+            clients: ClientMetrics::new(),
+        }
+    }
+
+    /// Handles of command `id`; out-of-range ids map to "unknown".
     #[inline]
-    pub fn record(&self, _e: Duration, _ok: bool) {}
+    pub fn command(&self, id: usize) -> &CommandMetrics {
+        self.commands.get(id).unwrap_or(&self.unknown)
+    }
+
+    /// Handles for commands that are not in the command table.
+    pub fn unknown_command(&self) -> &CommandMetrics {
+        &self.unknown
+    }
+
+    /// Handles of backend `index` (configuration order).
+    #[inline]
+    pub fn backend(&self, index: usize) -> Option<&BackendMetrics> {
+        self.backends.get(index)
+    }
+
+    /// Client-side handles.
+    pub fn clients(&self) -> &ClientMetrics {
+        &self.clients
+    }
 }
-pub struct BackendMetrics;
+
+/// Latency and result counters of one command.
+///
+/// The handles are registered on first use, so that `/metrics` lists only commands that clients
+/// actually sent instead of a histogram for each of the ~200 commands in the table.
+#[derive(Debug)]
+pub struct CommandMetrics {
+    name: &'static str,
+    handles: OnceLock<CommandHandles>,
+}
+
+#[derive(Debug)]
+struct CommandHandles {
+    duration: Histogram,
+    ok: Counter,
+    error: Counter,
+}
+
+impl CommandMetrics {
+    fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            handles: OnceLock::new(),
+        }
+    }
+
+    /// The `command` label value.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Records one answered command.
+    #[inline]
+    pub fn record(&self, elapsed: Duration, ok: bool) {
+        let h = self.handles();
+        h.duration.record(elapsed.as_secs_f64());
+        if ok {
+            h.ok.increment(1);
+        } else {
+            h.error.increment(1);
+        }
+    }
+
+    #[inline]
+    fn handles(&self) -> &CommandHandles {
+        self.handles.get_or_init(|| {
+            let command = self.name;
+            CommandHandles {
+                duration: metrics::histogram!(COMMAND_DURATION_SECONDS, "command" => command),
+                ok: metrics::counter!(COMMANDS_TOTAL, "command" => command, "result" => "ok"),
+                error: metrics::counter!(COMMANDS_TOTAL, "command" => command, "result" => "error"),
+            }
+        })
+    }
+}
+
+/// Latency, health and error handles of one backend.
+#[derive(Debug)]
+pub struct BackendMetrics {
+    duration: Histogram,
+    up: Gauge,
+    connections: Gauge,
+    errors: [Counter; 4],
+}
+
 impl BackendMetrics {
-    pub fn record(&self, _e: Duration) {}
-    pub fn set_up(&self, _u: bool) {}
-    pub fn set_connections(&self, _n: usize) {}
-    pub fn error(&self, _k: BackendErrorKind) {}
+    fn new(backend: &str) -> Self {
+        let errors = BackendErrorKind::ALL.map(|kind| {
+            metrics::counter!(BACKEND_ERRORS_TOTAL, "backend" => backend.to_owned(), "kind" => kind.label())
+        });
+        let up = metrics::gauge!(BACKEND_UP, "backend" => backend.to_owned());
+        // Register the series at 0 so a backend that never connected shows as down.
+        up.set(0.0);
+        Self {
+            duration: metrics::histogram!(BACKEND_REQUEST_DURATION_SECONDS, "backend" => backend.to_owned()),
+            up,
+            connections: metrics::gauge!(BACKEND_CONNECTIONS, "backend" => backend.to_owned()),
+            errors,
+        }
+    }
+
+    /// Records the round trip of one request.
+    #[inline]
+    pub fn record(&self, elapsed: Duration) {
+        self.duration.record(elapsed.as_secs_f64());
+    }
+
+    /// Sets `shardis_backend_up` to 1 or 0.
+    pub fn set_up(&self, up: bool) {
+        self.up.set(if up { 1.0 } else { 0.0 });
+    }
+
+    /// Sets the number of open connections.
+    pub fn set_connections(&self, n: usize) {
+        self.connections.set(n as f64);
+    }
+
+    /// Counts one failure of the given kind.
+    pub fn error(&self, kind: BackendErrorKind) {
+        self.errors[kind.index()].increment(1);
+    }
 }
-pub struct ClientMetrics;
+
+/// Client-side connection and traffic handles.
+#[derive(Debug)]
+pub struct ClientMetrics {
+    connections: Gauge,
+    connections_total: Counter,
+    protocol_errors: Counter,
+    received: Counter,
+    sent: Counter,
+}
+
 impl ClientMetrics {
-    pub fn connected(&self) {}
-    pub fn disconnected(&self) {}
-    pub fn protocol_error(&self) {}
-    pub fn received(&self, _b: u64) {}
-    pub fn sent(&self, _b: u64) {}
+    fn new() -> Self {
+        Self {
+            connections: metrics::gauge!(CLIENT_CONNECTIONS),
+            connections_total: metrics::counter!(CLIENT_CONNECTIONS_TOTAL),
+            protocol_errors: metrics::counter!(CLIENT_PROTOCOL_ERRORS_TOTAL),
+            received: metrics::counter!(RECEIVED_BYTES_TOTAL),
+            sent: metrics::counter!(SENT_BYTES_TOTAL),
+        }
+    }
+
+    /// A client connection was accepted.
+    pub fn connected(&self) {
+        self.connections.increment(1.0);
+        self.connections_total.increment(1);
+    }
+
+    /// A client connection was closed.
+    pub fn disconnected(&self) {
+        self.connections.decrement(1.0);
+    }
+
+    /// A client sent malformed RESP.
+    pub fn protocol_error(&self) {
+        self.protocol_errors.increment(1);
+    }
+
+    /// Bytes read from a client.
+    #[inline]
+    pub fn received(&self, bytes: u64) {
+        self.received.increment(bytes);
+    }
+
+    /// Bytes written to a client.
+    #[inline]
+    pub fn sent(&self, bytes: u64) {
+        self.sent.increment(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorded() -> String {
+        let recorder = builder().unwrap().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            describe();
+            let m = Metrics::new(&["get", "set"], &["s1".to_string(), "s2".to_string()]);
+            for _ in 0..3 {
+                m.command(0).record(Duration::from_micros(200), true);
+            }
+            m.command(1).record(Duration::from_millis(2), false);
+            m.command(2).record(Duration::from_micros(5), true);
+            m.command(usize::MAX).record(Duration::from_micros(5), true);
+            let s1 = m.backend(0).unwrap();
+            s1.record(Duration::from_micros(300));
+            s1.set_up(true);
+            s1.set_connections(2);
+            s1.error(BackendErrorKind::Timeout);
+            s1.error(BackendErrorKind::Timeout);
+            assert!(m.backend(2).is_none());
+            let c = m.clients();
+            c.connected();
+            c.connected();
+            c.disconnected();
+            c.protocol_error();
+            c.received(100);
+            c.sent(40);
+        });
+        handle.render()
+    }
+
+    #[test]
+    fn renders_every_metric_with_help_and_counts() {
+        let text = recorded();
+        for name in ALL_METRICS {
+            assert!(
+                text.contains(&format!("# HELP {name} ")),
+                "no HELP for {name}:\n{text}"
+            );
+        }
+        for line in [
+            r#"shardis_commands_total{command="get",result="ok"} 3"#,
+            r#"shardis_commands_total{command="get",result="error"} 0"#,
+            r#"shardis_commands_total{command="set",result="error"} 1"#,
+            r#"shardis_commands_total{command="unknown",result="ok"} 2"#,
+            r#"shardis_command_duration_seconds_bucket{command="get",le="0.00025"} 3"#,
+            r#"shardis_command_duration_seconds_bucket{command="get",le="0.0001"} 0"#,
+            r#"shardis_command_duration_seconds_count{command="get"} 3"#,
+            r#"shardis_command_duration_seconds_bucket{command="set",le="0.0025"} 1"#,
+            r#"shardis_backend_request_duration_seconds_count{backend="s1"} 1"#,
+            r#"shardis_backend_up{backend="s1"} 1"#,
+            r#"shardis_backend_up{backend="s2"} 0"#,
+            r#"shardis_backend_connections{backend="s1"} 2"#,
+            r#"shardis_backend_errors_total{backend="s1",kind="timeout"} 2"#,
+            r#"shardis_backend_errors_total{backend="s2",kind="connect"} 0"#,
+            "shardis_client_connections 1",
+            "shardis_client_connections_total 2",
+            "shardis_client_protocol_errors_total 1",
+            "shardis_received_bytes_total 100",
+            "shardis_sent_bytes_total 40",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+        }
+        // Commands never sent are not exported.
+        assert!(!text.contains(r#"command="del""#));
+    }
+
+    #[test]
+    fn handles_without_a_recorder_are_no_ops() {
+        let m = Metrics::new(&["get"], &["s1".to_string()]);
+        m.command(0).record(Duration::from_micros(1), true);
+        m.unknown_command().record(Duration::from_micros(1), false);
+        m.backend(0).unwrap().error(BackendErrorKind::Closed);
+        m.clients().connected();
+        assert_eq!(m.command(7).name(), "unknown");
+        assert_eq!(m.command(0).name(), "get");
+    }
+
+    #[test]
+    fn error_kind_labels() {
+        let labels: Vec<_> = BackendErrorKind::ALL.iter().map(|k| k.label()).collect();
+        assert_eq!(labels, ["connect", "timeout", "closed", "protocol"]);
+        for (i, k) in BackendErrorKind::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i);
+        }
+    }
 }

@@ -1,0 +1,183 @@
+//! What `/readyz` and `/status` say about the proxy: readiness with the list of down backends,
+//! and a JSON snapshot of the proxy and every backend.
+
+use serde::Serialize;
+
+use super::http::{JSON, Response};
+use crate::server::ProxyState;
+
+/// `/readyz`: 200 once ready; 503 while draining or not yet ready, and with `strict` also while
+/// any backend is down. The body names the state, then one `down: NAME (ADDRESS)` line per down
+/// backend.
+pub fn readiness(state: &ProxyState, strict: bool) -> Response {
+    let down: Vec<_> = state.backends.iter().filter(|b| !b.is_up()).collect();
+    let (status, headline) = if state.is_draining() {
+        (503, "draining".to_owned())
+    } else if !state.is_ready() {
+        (503, "not ready".to_owned())
+    } else if strict && !down.is_empty() {
+        (
+            503,
+            format!(
+                "not ready: {} of {} backends down",
+                down.len(),
+                state.backends.len()
+            ),
+        )
+    } else {
+        (200, "ready".to_owned())
+    };
+    let mut body = headline;
+    body.push('\n');
+    for b in down {
+        body.push_str(&format!("down: {} ({})\n", b.name, b.address));
+    }
+    Response::text(status, body)
+}
+
+/// The JSON document served on `/status`.
+#[derive(Debug, Serialize)]
+pub struct Status<'a> {
+    /// Crate version of the running binary.
+    pub version: &'static str,
+    /// Whole seconds since the proxy state was created.
+    pub uptime_seconds: u64,
+    /// Hex digest of the loaded configuration.
+    pub config_digest: &'a str,
+    /// True once the proxy accepts clients.
+    pub ready: bool,
+    /// True while the proxy drains before exiting.
+    pub draining: bool,
+    /// Connected clients.
+    pub clients: usize,
+    /// Commands processed since start.
+    pub commands: u64,
+    /// One entry per backend, in configuration order.
+    pub backends: Vec<BackendStatus<'a>>,
+}
+
+/// One backend in [`Status`].
+#[derive(Debug, Serialize)]
+pub struct BackendStatus<'a> {
+    /// Configured name.
+    pub name: &'a str,
+    /// Configured `host:port`.
+    pub address: &'a str,
+    /// `up` or `down`.
+    pub state: &'static str,
+    /// Open connections.
+    pub connections: usize,
+    /// Requests written and not yet answered.
+    pub inflight: usize,
+    /// The last error seen on this backend, if any.
+    pub last_error: Option<String>,
+}
+
+impl<'a> Status<'a> {
+    /// Takes a snapshot of `state`.
+    pub fn snapshot(state: &'a ProxyState) -> Self {
+        Status {
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_seconds: state.started.elapsed().as_secs(),
+            config_digest: &state.config_digest,
+            ready: state.is_ready(),
+            draining: state.is_draining(),
+            clients: state.clients(),
+            commands: state.commands(),
+            backends: state
+                .backends
+                .iter()
+                .map(|b| BackendStatus {
+                    name: &b.name,
+                    address: &b.address,
+                    state: if b.is_up() { "up" } else { "down" },
+                    connections: b.connections(),
+                    inflight: b.inflight(),
+                    last_error: b.last_error(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `/status`: the [`Status`] snapshot as JSON.
+pub fn status(state: &ProxyState) -> Response {
+    match serde_json::to_vec_pretty(&Status::snapshot(state)) {
+        Ok(mut body) => {
+            body.push(b'\n');
+            Response::with_type(200, JSON, body)
+        }
+        Err(e) => Response::text(500, format!("cannot encode status: {e}\n")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::backend::BackendState;
+
+    fn state() -> ProxyState {
+        let s1 = Arc::new(BackendState::new("s1", "127.0.0.1:7001"));
+        let s2 = Arc::new(BackendState::new("s2", "127.0.0.1:7002"));
+        s2.connection_opened();
+        s2.add_inflight(3);
+        s1.set_error("connect: connection refused");
+        ProxyState::new("abc123".into(), vec![s1, s2])
+    }
+
+    fn body(r: &Response) -> &str {
+        std::str::from_utf8(&r.body).unwrap()
+    }
+
+    #[test]
+    fn readiness_follows_ready_draining_and_strict() {
+        let st = state();
+        let r = readiness(&st, false);
+        assert_eq!(
+            (r.status, body(&r)),
+            (503, "not ready\ndown: s1 (127.0.0.1:7001)\n")
+        );
+        st.set_ready();
+        let r = readiness(&st, false);
+        assert_eq!(
+            (r.status, body(&r)),
+            (200, "ready\ndown: s1 (127.0.0.1:7001)\n")
+        );
+        let r = readiness(&st, true);
+        assert_eq!(r.status, 503);
+        assert!(body(&r).starts_with("not ready: 1 of 2 backends down\n"));
+        st.backends[0].connection_opened();
+        let r = readiness(&st, true);
+        assert_eq!((r.status, body(&r)), (200, "ready\n"));
+        st.set_draining();
+        let r = readiness(&st, false);
+        assert_eq!((r.status, body(&r)), (503, "draining\n"));
+    }
+
+    #[test]
+    fn status_reports_every_backend() {
+        let st = state();
+        st.client_connected();
+        st.add_commands(42);
+        let r = status(&st);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.content_type, JSON);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(v["config_digest"], "abc123");
+        assert_eq!(v["clients"], 1);
+        assert_eq!(v["commands"], 42);
+        assert!(v["uptime_seconds"].is_u64());
+        let b = &v["backends"];
+        assert_eq!(b[0]["name"], "s1");
+        assert_eq!(b[0]["state"], "down");
+        assert_eq!(b[0]["last_error"], "connect: connection refused");
+        assert_eq!(b[1]["address"], "127.0.0.1:7002");
+        assert_eq!(b[1]["state"], "up");
+        assert_eq!(b[1]["connections"], 1);
+        assert_eq!(b[1]["inflight"], 3);
+        assert!(b[1]["last_error"].is_null());
+    }
+}
