@@ -151,13 +151,17 @@ wait_ready() {
   for ((i = 0; i < ready_deadline_s * 20; i++)); do
     answers_ping "$port" && return 0
     if ! kill -0 "$pid" 2>/dev/null; then
-      echo "demo: $what exited before answering PING; last lines of $logfile:" >&2
-      tail -n 20 "$logfile" >&2 || true
+      if [ -f "$logfile" ]; then
+        echo "demo: $what exited before answering PING; last lines of $logfile:" >&2
+        tail -n 20 "$logfile" >&2 || true
+      else
+        echo "demo: $what exited before answering PING; see its output above" >&2
+      fi
       return 1
     fi
     sleep 0.05
   done
-  echo "demo: $what did not answer PING on 127.0.0.1:$port within ${ready_deadline_s}s; see $logfile" >&2
+  echo "demo: $what did not answer PING on 127.0.0.1:$port within ${ready_deadline_s}s; see ${logfile:-its output above}" >&2
   return 1
 }
 
@@ -173,7 +177,7 @@ shardis_pid=$!
 echo "$shardis_pid" >"$demo_dir/shardis.pid"
 
 proxy_port="${proxy_ports[0]:-6380}"
-if ! wait_ready "$proxy_port" "$shardis_pid" shardis "the output above"; then
+if ! wait_ready "$proxy_port" "$shardis_pid" shardis ""; then
   exit 1
 fi
 cat <<EOF
