@@ -1,0 +1,67 @@
+# shardis: developer entry points. `make` alone lists them.
+#
+# Every target that needs redis-server, redis-cli, redis-benchmark or
+# nutcracker runs `deps` first, which installs them from Debian's packages
+# when it can, or says exactly what to install.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+CARGO ?= cargo
+PYTHON ?= python3
+# Debian installs nutcracker in /usr/sbin, which is not on every user's PATH;
+# the tests and scripts look it up by name.
+export PATH := $(PATH):/usr/local/sbin:/usr/sbin:/sbin
+
+# Honour CARGO_TARGET_DIR so the demo and benchmarks find the binary that
+# `cargo build --release` just produced.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+export SHARDIS_BIN ?= $(TARGET_DIR)/release/shardis
+
+# Extra arguments for the load comparison, e.g.
+#   make bench-load LOAD_ARGS='--rounds 5 --markdown bench.md'
+LOAD_ARGS ?=
+
+.PHONY: help deps build test demo demo-stop bench bench-load
+
+help: ## list the targets
+	@echo "shardis make targets:"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) \
+	  | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 14
+	@echo
+	@echo "variables: CARGO_TARGET_DIR (binary at $(SHARDIS_BIN)), LOAD_ARGS (for bench-load)"
+
+deps: ## install or check redis-server, redis-tools, nutcracker, rustfmt, clippy
+	@scripts/deps.sh
+
+build: ## cargo build --release
+	$(CARGO) build --release
+
+test: deps ## deps, then fmt check, clippy -D warnings, the whole test suite
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@# --all-targets leaves out doctests and nextest cannot run them; they go
+	@# first so that the test runner's summary is the last thing printed.
+	$(CARGO) test --workspace --doc
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  echo "+ $(CARGO) nextest run --workspace --all-targets --no-tests=warn"; \
+	  $(CARGO) nextest run --workspace --all-targets --no-tests=warn; \
+	else \
+	  echo "(cargo-nextest not installed: using cargo test)"; \
+	  echo "+ $(CARGO) test --workspace --all-targets"; \
+	  $(CARGO) test --workspace --all-targets; \
+	fi
+
+demo: deps build ## three redis shards on 7001-7003 and shardis on 6380 (Ctrl-C stops all)
+	@scripts/demo.sh
+
+demo-stop: ## stop a demo left running (shards and shardis)
+	@scripts/demo.sh stop
+
+bench: ## criterion micro-benchmarks (cargo bench)
+	$(CARGO) bench
+
+bench-load: deps build ## redis-benchmark: shardis vs twemproxy vs direct redis
+	$(PYTHON) benches/load.py --shardis-bin "$(SHARDIS_BIN)" $(LOAD_ARGS)

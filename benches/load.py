@@ -1,0 +1,636 @@
+#!/usr/bin/env python3
+"""Load comparison: shardis vs twemproxy (nutcracker) vs one Redis, measured
+with redis-benchmark on this machine (loopback only).
+
+Starts its own redis-servers on free ports (each proxy gets its own set of
+backends, so the connections a backend sees are that proxy's alone), shardis
+and nutcracker with the same ketama ring (servers s1..sN, fnv1a_64), then
+runs each workload against each target in turn (A B C A B C ...) for several
+rounds and reports medians. Stops every process it started on exit, Ctrl-C
+included. Only the Python standard library is used.
+
+    python3 benches/load.py                        # all targets, 3 rounds
+    python3 benches/load.py --targets twemproxy,direct --requests 20000
+    python3 benches/load.py --shardis-args '--threads 1' --backends 8
+    python3 benches/load.py --markdown bench.md --json bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import io
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+TARGETS = ("shardis", "twemproxy", "direct")
+
+# name -> (description, redis-benchmark arguments)
+WORKLOADS = {
+    "getset": ("GET/SET -c 50", ["-t", "get,set", "-c", "50"]),
+    "pipeline": ("GET/SET -c 50 -P 16", ["-t", "get,set", "-c", "50", "-P", "16"]),
+    "mset": ("MSET 10 keys -c 50", ["-t", "mset", "-c", "50"]),
+    "get-c1": ("GET -c 1", ["-t", "get", "-c", "1"]),
+}
+
+START_DEADLINE_S = 10.0
+STOP_DEADLINE_S = 5.0
+
+
+class BenchError(Exception):
+    """A failure that ends the run with a message and no traceback."""
+
+
+# --- a minimal RESP client, enough for PING, SET, GET, INFO and DBSIZE -------
+
+
+def _encode(args) -> bytes:
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        b = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(out)
+
+
+def _read_reply(f):
+    line = f.readline()
+    if not line.endswith(b"\r\n"):
+        raise ConnectionError("connection closed mid-reply")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        return RuntimeError(rest.decode())
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)
+        return data[:-2].decode(errors="replace")
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [_read_reply(f) for _ in range(n)]
+    raise ConnectionError(f"unexpected reply {line!r}")
+
+
+def command(port: int, *args, timeout: float = 2.0):
+    """Sends one command on a fresh connection and returns the reply."""
+    with socket.create_connection((HOST, port), timeout=timeout) as s:
+        s.sendall(_encode(args))
+        with s.makefile("rb") as f:
+            return _read_reply(f)
+
+
+def connected_clients(port: int) -> int:
+    """Clients connected to the redis at `port`, not counting this query's own."""
+    info = command(port, "INFO", "clients")
+    m = re.search(r"^connected_clients:(\d+)", info, re.M)
+    if not m:
+        raise BenchError(f"no connected_clients in INFO from port {port}")
+    return int(m.group(1)) - 1
+
+
+# --- processes ---------------------------------------------------------------
+
+
+class Processes:
+    """Every process this script started, stopped in reverse order."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.procs: list[tuple[str, subprocess.Popen, Path]] = []
+
+    def start(self, name: str, argv: list[str]) -> tuple[subprocess.Popen, Path]:
+        log = self.workdir / f"{name}.log"
+        with open(log, "wb") as out:
+            # A new session: Ctrl-C reaches only this script, which stops
+            # the proxies before their backends.
+            p = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.procs.append((name, p, log))
+        return p, log
+
+    def stop_all(self):
+        for _, p, _ in reversed(self.procs):
+            if p.poll() is None:
+                p.terminate()
+        for name, p, _ in reversed(self.procs):
+            try:
+                p.wait(timeout=STOP_DEADLINE_S)
+            except subprocess.TimeoutExpired:
+                print(f"load: {name} did not stop in {STOP_DEADLINE_S}s; killing it", file=sys.stderr)
+                p.kill()
+                p.wait()
+        self.procs.clear()
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free loopback ports (all held open while choosing)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind((HOST, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def wait_ready(name: str, port: int, proc: subprocess.Popen, log: Path):
+    """Polls PING until it answers PONG, the process exits, or the deadline passes."""
+    deadline = time.monotonic() + START_DEADLINE_S
+    last = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"{name} exited with status {proc.returncode} before answering PING; {log}:\n{tail(log)}")
+        try:
+            if command(port, "PING", timeout=0.5) == "PONG":
+                return
+        except OSError as e:
+            last = e
+        time.sleep(0.05)
+    raise BenchError(f"{name} did not answer PING on {HOST}:{port} within {START_DEADLINE_S}s ({last}); {log}:\n{tail(log)}")
+
+
+def start_redis(procs: Processes, name: str) -> int:
+    for _ in range(3):  # a port picked free can be taken before redis binds it
+        (port,) = free_ports(1)
+        data = procs.workdir / name
+        data.mkdir(exist_ok=True)
+        p, log = procs.start(name, [
+            "redis-server", "--bind", HOST, "--port", str(port), "--dir", str(data),
+            "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", "",
+        ])
+        try:
+            wait_ready(name, port, p, log)
+            return port
+        except BenchError:
+            if p.poll() is None:
+                raise
+    raise BenchError(f"could not start {name}; {log}:\n{tail(log)}")
+
+
+def start_shardis(procs: Processes, binary: Path, extra_args: list[str], backends: list[int]) -> int:
+    port, admin = free_ports(2)
+    servers = ",\n".join(
+        f'  {{ name = "s{i}", address = "{HOST}:{p}", weight = 1 }}' for i, p in enumerate(backends, 1)
+    )
+    cfg = procs.workdir / "shardis.toml"
+    cfg.write_text(f"""# generated by benches/load.py
+[server]
+listen = "{HOST}:{port}"
+
+[admin]
+listen = "{HOST}:{admin}"
+
+[[pools]]
+name = "main"
+distribution = "ketama"
+hash = "fnv1a_64"
+hash_tag = "{{}}"
+timeout_ms = 1000
+backends = [
+{servers},
+]
+""")
+    p, log = procs.start("shardis", [str(binary), "--config", str(cfg), *extra_args])
+    wait_ready("shardis", port, p, log)
+    return port
+
+
+def start_nutcracker(procs: Processes, binary: str, backends: list[int]) -> int:
+    port, stats = free_ports(2)
+    servers = "\n".join(f"    - {HOST}:{p}:1 s{i}" for i, p in enumerate(backends, 1))
+    cfg = procs.workdir / "nutcracker.yml"
+    cfg.write_text(f"""# generated by benches/load.py; same ring as shardis.toml
+bench:
+  listen: {HOST}:{port}
+  hash: fnv1a_64
+  hash_tag: "{{}}"
+  distribution: ketama
+  redis: true
+  timeout: 1000
+  server_connections: 1
+  preconnect: true
+  auto_eject_hosts: false
+  servers:
+{servers}
+""")
+    p, log = procs.start("nutcracker", [
+        binary, "-c", str(cfg), "-s", str(stats), "-a", HOST, "-o", str(procs.workdir / "nutcracker.log"),
+    ])
+    wait_ready("nutcracker", port, p, log)
+    return port
+
+
+# --- measuring ---------------------------------------------------------------
+
+
+class ConnectionSampler:
+    """Polls connected_clients on some redis-servers while a benchmark runs."""
+
+    def __init__(self, ports: list[int], interval: float = 0.25):
+        self.ports, self.interval = ports, interval
+        self.peak = [0] * len(ports)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            for i, p in enumerate(self.ports):
+                try:
+                    self.peak[i] = max(self.peak[i], connected_clients(p))
+                except (OSError, BenchError):
+                    pass
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def run_benchmark(port: int, workload: str, args, timeout: float) -> tuple[dict, list[str]]:
+    """Runs redis-benchmark once; returns {test: metrics} and notable stderr lines."""
+    argv = [
+        "redis-benchmark", "-h", HOST, "-p", str(port), "-n", str(args.requests),
+        "-r", str(args.keyspace), "-d", str(args.value_size), "--csv",
+        *WORKLOADS[workload][1],
+    ]
+    try:
+        r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           timeout=timeout, start_new_session=True)
+    except subprocess.TimeoutExpired:
+        return {}, [f"redis-benchmark timed out after {timeout:.0f}s"]
+    # redis-benchmark asks for CONFIG GET at start; proxies may refuse it.
+    notes = [ln for ln in r.stderr.splitlines() if ln.strip() and "CONFIG" not in ln]
+    if r.returncode != 0:
+        notes.append(f"redis-benchmark exited with status {r.returncode}")
+    results = {}
+    for row in csv.DictReader(io.StringIO(r.stdout)):
+        try:
+            results[row["test"]] = {
+                "rps": float(row["rps"]),
+                "avg_ms": float(row["avg_latency_ms"]),
+                "p50_ms": float(row["p50_latency_ms"]),
+                "p95_ms": float(row["p95_latency_ms"]),
+                "p99_ms": float(row["p99_latency_ms"]),
+                "max_ms": float(row["max_latency_ms"]),
+            }
+        except (KeyError, ValueError):
+            notes.append(f"unparsed output line: {row}")
+    if not results and not notes:
+        notes.append("redis-benchmark printed no results")
+    return results, notes
+
+
+def smoke_test(name: str, port: int):
+    """One SET and GET through the target, so a broken proxy fails loudly."""
+    key, value = f"load.py:smoke:{name}", f"v-{time.time_ns()}"
+    reply = command(port, "SET", key, value)
+    if reply != "OK":
+        raise BenchError(f"{name}: SET returned {reply!r}")
+    reply = command(port, "GET", key)
+    if reply != value:
+        raise BenchError(f"{name}: GET returned {reply!r}, expected {value!r}")
+    command(port, "DEL", key)
+
+
+# --- reporting ---------------------------------------------------------------
+
+
+def tool_version(argv: list[str]) -> str:
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=5, stdin=subprocess.DEVNULL)
+        return (r.stdout + r.stderr).strip().splitlines()[0]
+    except (OSError, subprocess.TimeoutExpired, IndexError):
+        return "unknown"
+
+
+def machine_line(args, nutcracker: str | None, shardis: Path | None) -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    redis = tool_version(["redis-server", "--version"])
+    m = re.search(r"v=(\S+)", redis)
+    redis = m.group(1) if m else redis
+    nut = "n/a"
+    if nutcracker:
+        m = re.search(r"nutcracker-(\S+)", tool_version([nutcracker, "-V"]))
+        nut = m.group(1) if m else "unknown"
+    commit = tool_version(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    load1 = os.getloadavg()[0]
+    parts = [
+        f"{os.cpu_count()} CPUs ({model})",
+        f"Linux {platform.release()}",
+        f"redis {redis}",
+        f"nutcracker {nut}",
+        f"shardis {commit}" + (f" {' '.join(args.shardis_args_list)}" if args.shardis_args_list else ""),
+        f"load avg {load1:.2f} at start",
+        datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+    ]
+    if shardis is None:
+        parts[4] = "shardis not run"
+    return "; ".join(parts)
+
+
+def settings_line(args) -> str:
+    return (f"{args.rounds} rounds, median of each; {args.requests} requests per run, "
+            f"-r {args.keyspace} -d {args.value_size}; {args.backends} backends per proxy; "
+            f"nutcracker server_connections 1, preconnect; all on loopback")
+
+
+def build_rows(results, targets, workloads):
+    """One row per (workload, test, target) with medians and ratios."""
+    rows = []
+    for w in workloads:
+        tests = []
+        for t in targets:
+            for test in results.get(w, {}).get(t, {}):
+                if test not in tests:
+                    tests.append(test)
+        for test in tests:
+            med = {}
+            for t in targets:
+                runs = results[w].get(t, {}).get(test, [])
+                if runs:
+                    med[t] = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms")}
+                    med[t]["n"] = len(runs)
+            for t in targets:
+                if t not in med:
+                    continue
+                m = med[t]
+                ratio = lambda other: (f"{m['rps'] / med[other]['rps']:.2f}"
+                                       if other in med and other != t and med[other]["rps"] else "")
+                rows.append([WORKLOADS[w][0], test, t, f"{m['rps']:,.0f}", f"{m['p50_ms']:.3f}",
+                             f"{m['p99_ms']:.3f}", ratio("twemproxy"), ratio("direct"), str(m["n"])])
+    return rows
+
+
+HEADERS = ["workload", "test", "target", "rps", "p50 ms", "p99 ms", "x twemproxy", "x direct", "runs"]
+
+
+def render_text(headers, rows, text_columns: int) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    fmt = lambda r: "  ".join(str(c).ljust(w) if i < text_columns else str(c).rjust(w)
+                              for i, (c, w) in enumerate(zip(r, widths)))
+    return "\n".join([fmt(headers), "  ".join("-" * w for w in widths), *map(fmt, rows)])
+
+
+def render_markdown(headers, rows, text_columns: int) -> str:
+    align = ["---" if i < text_columns else "---:" for i in range(len(headers))]
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def connection_rows(conns):
+    rows = []
+    for t, c in conns.items():
+        for i in range(len(c["before"])):
+            rows.append([t, f"s{i + 1}", str(c["before"][i]), str(c["peak"][i]), str(c["after"][i]), str(c["keys"][i])])
+    return rows
+
+
+CONN_HEADERS = ["proxy", "backend", "conns before", "conns max during runs", "conns after", "keys after"]
+
+
+# --- main --------------------------------------------------------------------
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--targets", default=",".join(TARGETS),
+                    help=f"comma-separated subset of {','.join(TARGETS)} (default: all)")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS),
+                    help="comma-separated subset of " + ", ".join(f"{k} ({v[0]})" for k, v in WORKLOADS.items()))
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of every workload on every target (default 3)")
+    ap.add_argument("--requests", type=int, default=100_000, help="requests per redis-benchmark run (default 100000)")
+    ap.add_argument("--keyspace", type=int, default=100_000, help="redis-benchmark -r (default 100000)")
+    ap.add_argument("--value-size", type=int, default=64, help="redis-benchmark -d (default 64)")
+    ap.add_argument("--backends", type=int, default=4, help="redis-servers behind each proxy (default 4)")
+    ap.add_argument("--shardis-bin", default=None,
+                    help="shardis binary (default $SHARDIS_BIN, else $CARGO_TARGET_DIR or target, /release/shardis)")
+    ap.add_argument("--shardis-args", default="", help="extra shardis arguments, e.g. '--threads 1'")
+    ap.add_argument("--run-timeout", type=float, default=300, help="seconds before one redis-benchmark run is killed")
+    ap.add_argument("--max-seconds", type=float, default=3600,
+                    help="stop starting new runs after this many seconds and report what was measured")
+    ap.add_argument("--markdown", metavar="FILE", help="also write the tables as Markdown to FILE")
+    ap.add_argument("--json", metavar="FILE", help="also write every run's raw numbers as JSON to FILE")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (configs and logs)")
+    args = ap.parse_args(argv)
+
+    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    bad = [t for t in args.targets if t not in TARGETS]
+    if bad or not args.targets:
+        ap.error(f"--targets: unknown {bad}; choose from {','.join(TARGETS)}")
+    args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    bad = [w for w in args.workloads if w not in WORKLOADS]
+    if bad or not args.workloads:
+        ap.error(f"--workloads: unknown {bad}; choose from {','.join(WORKLOADS)}")
+    if args.rounds < 1 or args.requests < 1 or args.backends < 1:
+        ap.error("--rounds, --requests and --backends must be at least 1")
+    args.shardis_args_list = shlex.split(args.shardis_args)
+    return args
+
+
+def find_binaries(args):
+    for prog in ("redis-server", "redis-benchmark"):
+        if not shutil.which(prog):
+            raise BenchError(f"{prog} not found: run 'make deps' (Debian packages redis-server, redis-tools)")
+    shardis = nutcracker = None
+    if "shardis" in args.targets:
+        default = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release" / "shardis"
+        shardis = Path(args.shardis_bin or os.environ.get("SHARDIS_BIN") or default)
+        if not shardis.is_absolute():
+            shardis = (Path.cwd() / shardis).resolve()
+        if not (shardis.is_file() and os.access(shardis, os.X_OK)):
+            raise BenchError(f"shardis binary not found at {shardis}: run 'make build' "
+                             "(cargo build --release), or leave it out with --targets twemproxy,direct")
+    if "twemproxy" in args.targets:
+        nutcracker = shutil.which("nutcracker") or next(
+            (p for p in ("/usr/sbin/nutcracker", "/usr/local/sbin/nutcracker") if os.access(p, os.X_OK)), None)
+        if not nutcracker:
+            raise BenchError("nutcracker not found: run 'make deps' (Debian package nutcracker), "
+                             "or leave it out with --targets shardis,direct")
+    return shardis, nutcracker
+
+
+def main(argv) -> int:
+    args = parse_args(argv)
+    shardis_bin, nutcracker_bin = find_binaries(args)
+    started = time.monotonic()
+    machine = machine_line(args, nutcracker_bin, shardis_bin)
+
+    workdir = Path(tempfile.mkdtemp(prefix="shardis-load-"))
+    procs = Processes(workdir)
+    try:
+        ports: dict[str, int] = {}
+        backends: dict[str, list[int]] = {}
+        print(f"load: starting servers (work dir {workdir})", flush=True)
+        for t in args.targets:
+            if t == "direct":
+                ports[t] = start_redis(procs, "direct-redis")
+                continue
+            backends[t] = [start_redis(procs, f"{t}-s{i}") for i in range(1, args.backends + 1)]
+            if t == "shardis":
+                ports[t] = start_shardis(procs, shardis_bin, args.shardis_args_list, backends[t])
+            else:
+                ports[t] = start_nutcracker(procs, nutcracker_bin, backends[t])
+        for t in args.targets:
+            smoke_test(t, ports[t])
+            print(f"load: {t} ready on {HOST}:{ports[t]}", flush=True)
+
+        conns = {t: {"before": [connected_clients(p) for p in b], "peak": [0] * len(b)} for t, b in backends.items()}
+        peaks: dict[tuple[str, str], int] = {}
+        results: dict[str, dict[str, dict[str, list]]] = {}
+        notes: list[str] = []
+        raw = []
+        truncated = False
+        total = args.rounds * len(args.workloads) * len(args.targets)
+        n = 0
+        for rnd in range(1, args.rounds + 1):
+            for w in args.workloads:
+                for t in args.targets:
+                    elapsed = time.monotonic() - started
+                    if elapsed > args.max_seconds:
+                        truncated = True
+                        break
+                    n += 1
+                    print(f"load: [{n}/{total}] round {rnd} {WORKLOADS[w][0]:<20} {t:<9}", end=" ", flush=True)
+                    timeout = min(args.run_timeout, max(1.0, args.max_seconds - elapsed))
+                    with ConnectionSampler(backends.get(t, [])) as sampler:
+                        res, run_notes = run_benchmark(ports[t], w, args, timeout)
+                    if t in conns:
+                        conns[t]["peak"] = [max(a, b) for a, b in zip(conns[t]["peak"], sampler.peak)]
+                        peaks[(w, t)] = max(peaks.get((w, t), 0), max(sampler.peak, default=0))
+                    print("  ".join(f"{k} {v['rps']:,.0f} rps p99 {v['p99_ms']:.2f} ms" for k, v in res.items())
+                          or "no result", flush=True)
+                    for note in run_notes:
+                        msg = f"round {rnd} {WORKLOADS[w][0]} {t}: {note}"
+                        print(f"load:   {note}", flush=True)
+                        notes.append(msg)
+                    for test, m in res.items():
+                        results.setdefault(w, {}).setdefault(t, {}).setdefault(test, []).append(m)
+                        raw.append({"round": rnd, "workload": w, "target": t, "test": test, **m})
+                    if procs.procs and any(p.poll() is not None for _, p, _ in procs.procs):
+                        dead = [name for name, p, _ in procs.procs if p.poll() is not None]
+                        raise BenchError(f"{', '.join(dead)} exited during the run; logs in {workdir}")
+                if truncated:
+                    break
+            if truncated:
+                break
+
+        for t, b in backends.items():
+            conns[t]["after"] = [connected_clients(p) for p in b]
+            conns[t]["keys"] = [command(p, "DBSIZE") for p in b]
+
+        rows = build_rows(results, args.targets, args.workloads)
+        for r in rows:  # backend connections seen during that workload
+            key = next(((w, r[2]) for w in args.workloads if WORKLOADS[w][0] == r[0]), None)
+            r.append(str(peaks[key]) if key in peaks else "")
+        headers = HEADERS + ["max conns/backend"]
+        crow = connection_rows(conns)
+
+        print()
+        print(machine)
+        print(settings_line(args))
+        if truncated:
+            print(f"NOTE: stopped early at --max-seconds {args.max_seconds:.0f}; not every run happened")
+        print()
+        print(render_text(headers, rows, 3))
+        if crow:
+            print()
+            print("Connections each backend sees (connected_clients, not counting this script's query):")
+            print(render_text(CONN_HEADERS, crow, 2))
+        if notes:
+            print()
+            print("Notes from redis-benchmark:")
+            for note in dict.fromkeys(notes):
+                print(f"  {note}")
+
+        if args.markdown:
+            md = [f"Machine: {machine}.", "", f"Settings: {settings_line(args)}.", ""]
+            if truncated:
+                md += [f"**Stopped early at {args.max_seconds:.0f} s: not every run happened.**", ""]
+            md += [render_markdown(headers, rows, 3), ""]
+            if crow:
+                md += ["Connections each backend sees:", "", render_markdown(CONN_HEADERS, crow, 2), ""]
+            Path(args.markdown).write_text("\n".join(md))
+            print(f"\nload: wrote {args.markdown}")
+        if args.json:
+            Path(args.json).write_text(json.dumps(
+                {"machine": machine, "settings": settings_line(args), "runs": raw, "connections": conns,
+                 "notes": notes}, indent=1))
+            print(f"load: wrote {args.json}")
+        print(f"load: done in {time.monotonic() - started:.0f}s")
+        missing = [f"{WORKLOADS[w][0]} on {t}" for w in args.workloads for t in args.targets
+                   if not results.get(w, {}).get(t)]
+        if missing and not truncated:
+            print(f"load: error: no result for {', '.join(missing)}", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        procs.stop_all()
+        if args.keep:
+            print(f"load: kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _terminate(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except BenchError as e:
+        print(f"load: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("\nload: interrupted; stopped every process it started", file=sys.stderr)
+        sys.exit(130)
