@@ -16,6 +16,7 @@ pub mod admin;
 pub mod backend;
 pub mod config;
 pub mod metrics;
+pub mod net;
 pub mod protocol;
 pub mod router;
 pub mod server;

@@ -21,6 +21,7 @@ use tracing::{info, warn};
 use super::{BackendState, ReplyTo, Request};
 use crate::config::{BackendConfig, PoolConfig};
 use crate::metrics::{BackendErrorKind, Metrics};
+use crate::net::{read_once, write_once};
 use crate::protocol::reply::ReplyScanner;
 
 /// Requests taken from the queue per wake-up, written together.
@@ -201,10 +202,24 @@ impl Link {
                         break End::Failed(BackendErrorKind::Closed, e.to_string());
                     }
                 }
-                n = rx.recv_many(&mut batch, BATCH), if can_take => {
+                mut n = rx.recv_many(&mut batch, BATCH), if can_take => {
                     if n == 0 {
                         rx_open = false;
                         continue;
+                    }
+                    if n < BATCH && !inflight.is_empty() {
+                        // Busy link: let the sessions that can run now queue their requests
+                        // too, so one write carries them all (what an event loop like
+                        // twemproxy's gets for free). An idle link writes at once: a lone
+                        // client should not wait for a trip through the scheduler.
+                        tokio::task::yield_now().await;
+                        while batch.len() < BATCH {
+                            match rx.try_recv() {
+                                Ok(req) => batch.push(req),
+                                Err(_) => break,
+                            }
+                        }
+                        n = batch.len();
                     }
                     let now = Instant::now();
                     for req in batch.drain(..) {
@@ -263,7 +278,7 @@ impl Link {
                 rbuf.reserve(READ_CHUNK);
             }
             let spare = rbuf.capacity() - rbuf.len();
-            match sock.try_read_buf(rbuf) {
+            match read_once(sock, rbuf) {
                 Ok(0) => {
                     return Err(End::Failed(
                         BackendErrorKind::Closed,
@@ -317,7 +332,7 @@ impl Link {
 /// Writes as much of `wbuf` as the socket takes now; `WouldBlock` leaves the rest for later.
 fn flush(sock: &TcpStream, wbuf: &mut BytesMut) -> io::Result<()> {
     while !wbuf.is_empty() {
-        match sock.try_write(wbuf) {
+        match write_once(sock, wbuf) {
             Ok(n) => wbuf.advance(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) => return Err(e),

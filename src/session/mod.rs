@@ -24,6 +24,7 @@ use tracing::{debug, info};
 
 use crate::backend::{Pool, Reply};
 use crate::metrics::Metrics;
+use crate::net::{read_once, write_once};
 use crate::protocol::reply::{is_error, put_error};
 use crate::protocol::request::{Request, RequestParser};
 use crate::server::ProxyState;
@@ -152,7 +153,7 @@ pub async fn run(
                 if rbuf.capacity() - rbuf.len() < want {
                     rbuf.reserve(want);
                 }
-                match stream.try_read_buf(&mut rbuf) {
+                match read_once(&stream, &mut rbuf) {
                     Ok(0) => eof = true,
                     Ok(n) => clients.received(n as u64),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -178,18 +179,14 @@ pub async fn run(
 
 /// Writes what the socket takes now.
 fn write_some(stream: &TcpStream, wbuf: &mut BytesMut) -> io::Result<usize> {
-    let mut total = 0;
-    while !wbuf.is_empty() {
-        match stream.try_write(wbuf) {
-            Ok(n) => {
-                wbuf.advance(n);
-                total += n;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(e),
+    match write_once(stream, wbuf) {
+        Ok(n) => {
+            wbuf.advance(n);
+            Ok(n)
         }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) => Err(e),
     }
-    Ok(total)
 }
 
 impl Session {

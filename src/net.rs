@@ -1,0 +1,55 @@
+//! Socket reads and writes shared by client sessions and backend links: one syscall per call,
+//! and a short transfer clears the socket's readiness so the next wait costs no extra syscall.
+//!
+//! tokio's `try_read`/`try_write` clear readiness only when the kernel says `EWOULDBLOCK`, so a
+//! loop of `readable()` + `try_read` pays one wasted `recvfrom` per wake-up. A read that filled
+//! less than the buffer drained the socket (for a stream socket), so readiness can be cleared
+//! at once. tokio compares readiness ticks, so data that arrives after the read is never lost:
+//! its edge sets readiness again.
+
+use std::io;
+
+use bytes::BytesMut;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+/// Reads what is there, at most the buffer's spare capacity, with one `recv`.
+///
+/// `Ok(0)` is end of stream; `WouldBlock` means nothing was there.
+pub fn read_once(sock: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    let spare = buf.capacity() - buf.len();
+    let mut read = 0;
+    let result = sock.try_io(Interest::READABLE, || {
+        read = sock.try_read_buf(buf)?;
+        if read > 0 && read < spare {
+            // Drained: tell the reactor, so that the next `readable()` really waits.
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(read)
+        }
+    });
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && read > 0 => Ok(read),
+        other => other,
+    }
+}
+
+/// Writes as much of `data` as the socket takes with one `send`.
+///
+/// Returns the bytes written; `WouldBlock` when the socket took nothing.
+pub fn write_once(sock: &TcpStream, data: &[u8]) -> io::Result<usize> {
+    let mut written = 0;
+    let result = sock.try_io(Interest::WRITABLE, || {
+        written = sock.try_write(data)?;
+        if written < data.len() {
+            // The send buffer is full: the next `writable()` waits for room.
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(written)
+        }
+    });
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && written > 0 => Ok(written),
+        other => other,
+    }
+}
