@@ -111,6 +111,32 @@ impl Pool {
         }
     }
 
+    /// A pool whose links are not started: every backend gets one queue, and the caller
+    /// receives what sessions send to it. For benches and tests of the data path without
+    /// sockets.
+    pub fn detached(cfg: &PoolConfig) -> (Pool, Vec<mpsc::Receiver<Request>>) {
+        let mut receivers = Vec::with_capacity(cfg.backends.len());
+        let backends = cfg
+            .backends
+            .iter()
+            .map(|b| {
+                let (tx, rx) = mpsc::channel(LINK_QUEUE);
+                receivers.push(rx);
+                Backend {
+                    state: Arc::new(BackendState::new(b.name.clone(), b.address.to_string())),
+                    links: Box::new([tx]),
+                }
+            })
+            .collect();
+        let pool = Pool {
+            name: cfg.name.clone(),
+            ring: Ring::new(cfg),
+            backends,
+            timeout: cfg.timeout,
+        };
+        (pool, receivers)
+    }
+
     /// Shared states of all backends, in configuration order.
     pub fn states(&self) -> Vec<Arc<BackendState>> {
         self.backends.iter().map(|b| b.state.clone()).collect()

@@ -70,18 +70,8 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut session = Session {
-        id,
-        ctx: ctx.clone(),
-        tx,
-        pending: VecDeque::with_capacity(64),
-        base_seq: 0,
-        wbuf: BytesMut::with_capacity(READ_RESERVE),
-        closing: *shutdown.borrow(),
-        name: None,
-        scratch: Vec::new(),
-    };
+    let (mut session, mut rx) = Session::new(ctx.clone(), id);
+    session.closing = *shutdown.borrow();
     let mut rbuf = BytesMut::with_capacity(READ_RESERVE);
     let mut parser = RequestParser::new(ctx.max_request_bytes);
     let mut eof = false;
@@ -91,38 +81,7 @@ pub async fn run(
     debug!(client = id, "connected");
 
     let result: io::Result<()> = loop {
-        let now = Instant::now();
-        let mut commands = 0u64;
-        while !session.closing && session.pending.len() < ctx.max_pipeline {
-            match parser.parse(&rbuf) {
-                Ok(Some(Request::Multibulk { len })) => {
-                    let frame = rbuf.split_to(len).freeze();
-                    session.dispatch(frame, parser.args(), now).await;
-                }
-                Ok(Some(Request::Inline { len, encoded })) => {
-                    rbuf.advance(len);
-                    session.dispatch(encoded, parser.args(), now).await;
-                }
-                Ok(Some(Request::Empty { len })) => {
-                    rbuf.advance(len);
-                    continue;
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    clients.protocol_error();
-                    info!(client = id, "protocol error: {e}");
-                    let mut out = BytesMut::new();
-                    put_error(&mut out, &format!("ERR Protocol error: {e}"));
-                    session.push_ready(out.freeze());
-                    session.closing = true;
-                    break;
-                }
-            }
-            commands += 1;
-        }
-        if commands > 0 {
-            ctx.state.add_commands(commands);
-        }
+        session.feed(&mut rbuf, &mut parser).await;
         session.move_ready();
         if !session.wbuf.is_empty() {
             match write_some(&stream, &mut session.wbuf) {
@@ -190,6 +149,70 @@ fn write_some(stream: &TcpStream, wbuf: &mut BytesMut) -> io::Result<usize> {
 }
 
 impl Session {
+    /// A session for client `id`, and the inbox its replies arrive on (hand each to
+    /// [`Session::on_reply`]).
+    pub fn new(ctx: Arc<Context>, id: u64) -> (Session, mpsc::UnboundedReceiver<Reply>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let session = Session {
+            id,
+            ctx,
+            tx,
+            pending: VecDeque::with_capacity(64),
+            base_seq: 0,
+            wbuf: BytesMut::with_capacity(READ_RESERVE),
+            closing: false,
+            name: None,
+            scratch: Vec::new(),
+        };
+        (session, rx)
+    }
+
+    /// Serves every complete command in `rbuf` (up to `max_pipeline` in flight) and removes
+    /// it from the buffer; returns how many it took. A protocol error queues an error reply
+    /// and closes the session to further input.
+    pub async fn feed(&mut self, rbuf: &mut BytesMut, parser: &mut RequestParser) -> u64 {
+        let now = Instant::now();
+        let mut commands = 0u64;
+        while !self.closing && self.pending.len() < self.ctx.max_pipeline {
+            match parser.parse(rbuf) {
+                Ok(Some(Request::Multibulk { len })) => {
+                    let frame = rbuf.split_to(len).freeze();
+                    self.dispatch(frame, parser.args(), now).await;
+                }
+                Ok(Some(Request::Inline { len, encoded })) => {
+                    rbuf.advance(len);
+                    self.dispatch(encoded, parser.args(), now).await;
+                }
+                Ok(Some(Request::Empty { len })) => {
+                    rbuf.advance(len);
+                    continue;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.ctx.metrics.clients().protocol_error();
+                    info!(client = self.id, "protocol error: {e}");
+                    let mut out = BytesMut::new();
+                    put_error(&mut out, &format!("ERR Protocol error: {e}"));
+                    self.push_ready(out.freeze());
+                    self.closing = true;
+                    break;
+                }
+            }
+            commands += 1;
+        }
+        if commands > 0 {
+            self.ctx.state.add_commands(commands);
+        }
+        commands
+    }
+
+    /// Moves the replies that are complete, in order, to the output buffer and returns it;
+    /// the caller writes from its front.
+    pub fn output(&mut self) -> &mut BytesMut {
+        self.move_ready();
+        &mut self.wbuf
+    }
+
     /// Sequence number the next command gets.
     fn next_seq(&self) -> u64 {
         self.base_seq + self.pending.len() as u64
@@ -214,7 +237,8 @@ impl Session {
         }
     }
 
-    fn on_reply(&mut self, reply: Reply) {
+    /// Takes one reply from a backend link.
+    pub fn on_reply(&mut self, reply: Reply) {
         let Some(index) = reply.seq.checked_sub(self.base_seq) else {
             return;
         };
