@@ -1,6 +1,7 @@
 //! A shardis in front of N real redis-servers, with direct access to each backend so tests can
 //! check where a key really landed, not only what the proxy says.
 
+use std::collections::HashMap;
 use std::process::Command;
 
 use super::{Client, Frame, Redis, Shardis, TempDir, shardis_config};
@@ -107,6 +108,26 @@ impl Cluster {
                 i
             })
             .collect()
+    }
+
+    /// Every key on every backend (KEYS * on each, directly) and the backend holding it;
+    /// panics if a key is on two backends.
+    pub fn locate(&self) -> HashMap<Vec<u8>, usize> {
+        let mut found = HashMap::new();
+        for i in 0..self.redis.len() {
+            let Frame::Array(keys) = self.backend(i).cmd_str(&["KEYS", "*"]) else {
+                panic!("KEYS * on s{} did not return an array", i + 1);
+            };
+            for k in keys {
+                let Frame::Bulk(k) = k else {
+                    panic!("non-bulk key {k:?} on s{}", i + 1)
+                };
+                if let Some(other) = found.insert(k.clone(), i) {
+                    panic!("key {k:?} is on both s{} and s{}", other + 1, i + 1);
+                }
+            }
+        }
+        found
     }
 
     /// DBSIZE of every backend, asked directly.
