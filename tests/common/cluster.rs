@@ -81,6 +81,7 @@ impl Cluster {
             .arg("route")
             .arg("--config")
             .arg(&path)
+            .arg("--") // keys may start with '-'
             .args(keys)
             .output()
             .expect("run shardis route");
