@@ -133,10 +133,10 @@ fn mixed_commands_answered_in_order() {
 fn big_replies_followed_by_small_ones() {
     let cluster = Cluster::start(4);
     let mut c = cluster.client();
-    let big: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 253) as u8).collect();
+    let big: Vec<u8> = (0..3 * 512 * 1024).map(|i| (i % 253) as u8).collect();
     assert_eq!(c.cmd(&[b"SET", b"big", &big]), ok());
     assert_eq!(c.cmd_str(&["SET", "small", "s"]), ok());
-    const ROUNDS: usize = 20;
+    const ROUNDS: usize = 12;
     let mut buf = Vec::new();
     for _ in 0..ROUNDS {
         buf.extend(Client::encode(&[b"GET", b"big"]));
@@ -145,10 +145,11 @@ fn big_replies_followed_by_small_ones() {
     }
     let (mut c, writer) = pipeline(&cluster, buf);
     for r in 0..ROUNDS {
-        assert!(
-            c.read_reply() == Frame::Bulk(big.clone()),
-            "round {r}: GET big"
-        );
+        match c.read_reply() {
+            Frame::Bulk(v) if v == big => {}
+            Frame::Bulk(v) => panic!("round {r}: GET big: {} bytes, not the value", v.len()),
+            other => panic!("round {r}: GET big: {other:?}"),
+        }
         assert_eq!(c.read_reply(), bulk("s"), "round {r}: GET small");
         assert_eq!(
             c.read_reply(),
