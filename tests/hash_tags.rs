@@ -132,6 +132,60 @@ fn multi_key_commands_work_on_co_located_keys() {
         int(1),
     );
     check(&mut c, &["GET", "{t}:bits"], bulk("3"));
+    check(&mut c, &["RPUSH", "{t}:nums", "3", "1", "2"], int(3));
+    check(&mut c, &["SORT", "{t}:nums", "STORE", "{t}:sorted"], int(3));
+    check(
+        &mut c,
+        &["LRANGE", "{t}:sorted", "0", "-1"],
+        bulks(&["1", "2", "3"]),
+    );
+    check(
+        &mut c,
+        &[
+            "GEOADD",
+            "{t}:geo",
+            "13.361389",
+            "38.115556",
+            "Palermo",
+            "15.087269",
+            "37.502669",
+            "Catania",
+        ],
+        int(2),
+    );
+    check(
+        &mut c,
+        &[
+            "GEORADIUS",
+            "{t}:geo",
+            "15",
+            "37",
+            "100",
+            "km",
+            "STORE",
+            "{t}:near",
+        ],
+        int(1),
+    );
+    check(
+        &mut c,
+        &["ZRANGE", "{t}:near", "0", "-1"],
+        bulks(&["Catania"]),
+    );
+    check(
+        &mut c,
+        &[
+            "GEORADIUSBYMEMBER",
+            "{t}:geo",
+            "Palermo",
+            "200",
+            "km",
+            "STOREDIST",
+            "{t}:dist",
+        ],
+        int(2),
+    );
+    check(&mut c, &["ZCARD", "{t}:dist"], int(2));
     check(
         &mut c,
         &["MGET", "{t}:z", "{t}:b", "{t}:nope"],
@@ -146,7 +200,7 @@ fn multi_key_commands_work_on_co_located_keys() {
             assert_eq!(n, 0, "s{} holds keys of tag {{t}}: {sizes:?}", i + 1);
         }
     }
-    assert_eq!(sizes[home], 15, "keys of tag {{t}}: {sizes:?}");
+    assert_eq!(sizes[home], 20, "keys of tag {{t}}: {sizes:?}");
 }
 
 #[test]
@@ -236,6 +290,22 @@ fn keys_on_different_backends_get_crossslot() {
             a,
             b,
         ],
+        // Commands that write a destination named in an option.
+        vec!["SORT", a, "STORE", b],
+        vec!["SORT", a, "BY", "w_*", "GET", "#", "ALPHA", "STORE", b],
+        vec!["GEORADIUS", a, "15", "37", "100", "km", "STORE", b],
+        vec!["GEORADIUS", a, "15", "37", "100", "km", "STOREDIST", b],
+        vec![
+            "GEORADIUSBYMEMBER",
+            a,
+            "m",
+            "100",
+            "km",
+            "COUNT",
+            "1",
+            "STORE",
+            b,
+        ],
     ];
     for args in &refused {
         check(&mut c, args, err(CROSSSLOT));
@@ -247,4 +317,12 @@ fn keys_on_different_backends_get_crossslot() {
     check(&mut c, &["MSETNX", a, "1", tagged, "2"], int(1));
     check(&mut c, &["RENAME", a, "{apart}:y"], ok());
     check(&mut c, &["GET", "{apart}:y"], bulk("1"));
+    check(&mut c, &["RPUSH", a, "2", "1"], int(2));
+    check(&mut c, &["SORT", a, "STORE", "{apart}:sorted"], int(2));
+    check(&mut c, &["SORT", a], bulks(&["1", "2"]));
+    check(
+        &mut c,
+        &["LRANGE", "{apart}:sorted", "0", "-1"],
+        bulks(&["1", "2"]),
+    );
 }
