@@ -15,6 +15,9 @@ pub enum Keys {
     /// The argument at `count_at` says how many keys follow from `count_at + 1`; `dest` is a
     /// key before the count (ZUNIONSTORE's destination), if any.
     Counted { count_at: u8, dest: bool },
+    /// One key at `key`, and options from `options` on, among which `STORE key` or
+    /// `STOREDIST key` (SORT, GEORADIUS) names a destination key that is written too.
+    Store { key: u8, options: u8 },
 }
 
 /// How multi-backend replies are combined.
@@ -136,6 +139,12 @@ const KDN2: Keys = Keys::Counted {
     count_at: 2,
     dest: true,
 };
+/// `SORT key [BY p] [LIMIT o c] [GET p ...] [ASC|DESC] [ALPHA] [STORE dest]`.
+const KSORT: Keys = Keys::Store { key: 1, options: 2 };
+/// `GEORADIUS key lon lat radius unit [...] [STORE dest] [STOREDIST dest]`.
+const KGEORADIUS: Keys = Keys::Store { key: 1, options: 6 };
+/// `GEORADIUSBYMEMBER key member radius unit [...] [STORE dest] [STOREDIST dest]`.
+const KGEOMEMBER: Keys = Keys::Store { key: 1, options: 5 };
 const NONE: Keys = Keys::None;
 const F: Kind = Kind::Forward;
 const U: Kind = Kind::Unsupported;
@@ -242,7 +251,7 @@ pub static COMMANDS: &[Command] = &[
     c("rename", 3, K12, F, W),
     c("renamenx", 3, K12, F, W),
     c("copy", -3, K12, F, W),
-    c("sort", -2, K1, F, W),
+    c("sort", -2, KSORT, F, W),
     c("sort_ro", -2, K1, F, R),
     c("dbsize", 1, NONE, Kind::Broadcast(Merge::Sum), R),
     c("flushdb", -1, NONE, Kind::Broadcast(Merge::AllOk), W),
@@ -365,8 +374,8 @@ pub static COMMANDS: &[Command] = &[
     c("geodist", -4, K1, F, R),
     c("geohash", -2, K1, F, R),
     c("geopos", -2, K1, F, R),
-    c("georadius", -6, K1, F, W),
-    c("georadiusbymember", -5, K1, F, W),
+    c("georadius", -6, KGEORADIUS, F, W),
+    c("georadiusbymember", -5, KGEOMEMBER, F, W),
     c("georadius_ro", -6, K1, F, R),
     c("georadiusbymember_ro", -5, K1, F, R),
     c("geosearch", -7, K1, F, R),

@@ -219,6 +219,7 @@ fn put_info(out: &mut BytesMut, c: &Command) {
         Keys::None => (0, 0, 0),
         Keys::Range { first, last, step } => (first as i64, last as i64, step as i64),
         Keys::Counted { .. } => (0, 0, 0),
+        Keys::Store { key, .. } => (key as i64, key as i64, 1),
     };
     put_integer(out, first);
     put_integer(out, last);

@@ -88,6 +88,11 @@ pub async fn run(
                 Ok(n) => clients.sent(n as u64),
                 Err(e) => break Err(e),
             }
+            // Drained in one go: replies that move_ready held back at MAX_OUTPUT must move
+            // now, since neither the socket nor the backends would wake the select for them.
+            if session.wbuf.is_empty() && matches!(session.pending.front(), Some(Slot::Ready(_))) {
+                continue;
+            }
         }
         if (session.closing || eof) && session.pending.is_empty() && session.wbuf.is_empty() {
             break Ok(());

@@ -88,6 +88,18 @@ pub fn key_span(
                 step: step as usize,
             }))
         }
+        Keys::Store { key, options } => {
+            let (key, options) = (key as usize, options as usize);
+            if key >= argc {
+                return Err(RouteError::WrongArity);
+            }
+            Ok(Some(KeySpan {
+                dest: store_destination(frame, args, options),
+                first: key,
+                last: key,
+                step: 1,
+            }))
+        }
         Keys::Counted { count_at, dest } => {
             let count_at = count_at as usize;
             let numkeys = args
@@ -116,6 +128,35 @@ pub fn key_span(
             }))
         }
     }
+}
+
+/// The position of the key after the last `STORE` or `STOREDIST` option (the one Redis
+/// writes), reading options from `from` on and skipping the arguments of the others, so a
+/// pattern or count spelled "store" is not taken for the option.
+fn store_destination(frame: &[u8], args: &[Range<usize>], from: usize) -> Option<usize> {
+    let mut dest = None;
+    let mut i = from;
+    while i < args.len() {
+        let arg = &frame[args[i].clone()];
+        let takes = if arg.eq_ignore_ascii_case(b"STORE") || arg.eq_ignore_ascii_case(b"STOREDIST")
+        {
+            if i + 1 < args.len() {
+                dest = Some(i + 1);
+            }
+            1
+        } else if arg.eq_ignore_ascii_case(b"LIMIT") {
+            2
+        } else if arg.eq_ignore_ascii_case(b"BY")
+            || arg.eq_ignore_ascii_case(b"GET")
+            || arg.eq_ignore_ascii_case(b"COUNT")
+        {
+            1
+        } else {
+            0
+        };
+        i += 1 + takes;
+    }
+    dest
 }
 
 /// The one backend that owns every key in `span`, or `CrossSlot`.
@@ -192,6 +233,66 @@ mod tests {
             .unwrap();
         assert_eq!(s.positions().collect::<Vec<_>>(), vec![2]);
         assert_eq!(span_of(&keys(&["PING"])).unwrap(), None);
+    }
+
+    #[test]
+    fn store_destinations() {
+        let positions = |parts: &[&str]| {
+            span_of(&keys(parts))
+                .unwrap()
+                .unwrap()
+                .positions()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(positions(&["SORT", "k"]), vec![1]);
+        assert_eq!(positions(&["SORT", "k", "ALPHA", "STORE", "d"]), vec![4, 1]);
+        assert_eq!(
+            positions(&["sort", "k", "store", "d1", "STORE", "d2"]),
+            vec![5, 1]
+        );
+        // Option arguments that spell STORE are patterns, counts or members, not options.
+        assert_eq!(
+            positions(&["SORT", "k", "BY", "store", "GET", "STORE"]),
+            vec![1]
+        );
+        assert_eq!(
+            positions(&[
+                "SORT", "k", "LIMIT", "0", "10", "GET", "store", "STORE", "d"
+            ]),
+            vec![8, 1]
+        );
+        assert_eq!(positions(&["SORT", "k", "STORE"]), vec![1]);
+        assert_eq!(
+            positions(&[
+                "GEORADIUS",
+                "k",
+                "15",
+                "37",
+                "200",
+                "km",
+                "COUNT",
+                "5",
+                "STORE",
+                "d"
+            ]),
+            vec![9, 1]
+        );
+        assert_eq!(
+            positions(&[
+                "GEORADIUSBYMEMBER",
+                "k",
+                "STORE",
+                "200",
+                "km",
+                "STOREDIST",
+                "d"
+            ]),
+            vec![6, 1]
+        );
+        assert_eq!(
+            positions(&["GEORADIUSBYMEMBER", "k", "STORE", "200", "km"]),
+            vec![1]
+        );
     }
 
     #[test]

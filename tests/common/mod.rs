@@ -6,6 +6,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod client;
+mod cluster;
 mod procs;
 mod shardis;
 
@@ -15,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 pub use client::{Client, Frame};
+pub use cluster::{Cluster, POOL, bulk, bulks, err, int, ok};
 pub use procs::{Nutcracker, Redis};
 pub use shardis::{Shardis, shardis_config};
 

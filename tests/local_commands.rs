@@ -1,0 +1,372 @@
+//! Commands shardis answers itself (PING, ECHO, QUIT, SELECT, COMMAND, CLIENT, HELLO, AUTH,
+//! TIME) and the ones it answers for the whole pool (DBSIZE summed, INFO with a `# Proxy`
+//! section), with exact replies.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{Client, Cluster, Frame, bulk, err, int, ok};
+use shardis::protocol::command::COMMANDS;
+
+#[track_caller]
+fn check(c: &mut Client, args: &[&str], expected: Frame) {
+    assert_eq!(c.cmd_str(args), expected, "{args:?}");
+}
+
+/// How long the proxy may take to close a connection it should close.
+const CLOSE_DEADLINE: Duration = Duration::from_secs(10);
+
+fn pong() -> Frame {
+    Frame::Simple("PONG".into())
+}
+
+/// Writes `bytes` on a fresh connection and returns everything the proxy sends until it
+/// closes the connection (panics if it does not close it within the read timeout).
+fn send_until_closed(cluster: &Cluster, bytes: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(cluster.proxy.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(CLOSE_DEADLINE))
+        .expect("set_read_timeout");
+    stream.write_all(bytes).expect("write");
+    let mut out = Vec::new();
+    stream
+        .read_to_end(&mut out)
+        .unwrap_or_else(|e| panic!("connection not closed ({e}); got so far {out:?}"));
+    out
+}
+
+#[test]
+fn ping_and_echo() {
+    let cluster = Cluster::start(4);
+    let mut c = cluster.client();
+    check(&mut c, &["PING"], pong());
+    check(&mut c, &["ping"], pong());
+    check(&mut c, &["PING", "hello world"], bulk("hello world"));
+    check(&mut c, &["PING", ""], bulk(""));
+    check(
+        &mut c,
+        &["PING", "a", "b"],
+        err("ERR wrong number of arguments for 'ping' command"),
+    );
+    check(&mut c, &["ECHO", "hi there"], bulk("hi there"));
+    assert_eq!(
+        c.cmd(&[b"ECHO", b"\r\n\0\xff"]),
+        Frame::Bulk(b"\r\n\0\xff".to_vec())
+    );
+    check(
+        &mut c,
+        &["ECHO"],
+        err("ERR wrong number of arguments for 'echo' command"),
+    );
+    check(
+        &mut c,
+        &["ECHO", "a", "b"],
+        err("ERR wrong number of arguments for 'echo' command"),
+    );
+    check(&mut c, &["PING"], pong());
+}
+
+#[test]
+fn quit_replies_ok_then_closes() {
+    let cluster = Cluster::start(4);
+    assert_eq!(send_until_closed(&cluster, b"QUIT\r\n"), b"+OK\r\n");
+    // Commands pipelined before QUIT run; commands after it do not.
+    let mut pipe = Client::encode(&[b"SET", b"quit:before", b"1"]);
+    pipe.extend(Client::encode(&[b"QUIT"]));
+    pipe.extend(Client::encode(&[b"SET", b"quit:after", b"2"]));
+    pipe.extend_from_slice(b"PING\r\n");
+    assert_eq!(send_until_closed(&cluster, &pipe), b"+OK\r\n+OK\r\n");
+    let mut c = cluster.client();
+    check(&mut c, &["GET", "quit:before"], bulk("1"));
+    check(&mut c, &["EXISTS", "quit:after"], int(0));
+    assert!(cluster.holders(b"quit:after").is_empty());
+}
+
+#[test]
+fn select_only_database_zero() {
+    let cluster = Cluster::start(4);
+    let mut c = cluster.client();
+    check(&mut c, &["SELECT", "0"], ok());
+    check(
+        &mut c,
+        &["SELECT", "1"],
+        err("ERR shardis serves database 0 only"),
+    );
+    check(
+        &mut c,
+        &["SELECT", "zero"],
+        err("ERR shardis serves database 0 only"),
+    );
+    check(
+        &mut c,
+        &["SELECT"],
+        err("ERR wrong number of arguments for 'select' command"),
+    );
+    // Still on database 0 of every backend.
+    check(&mut c, &["SET", "db:key", "v"], ok());
+    let owner = cluster.holder(b"db:key");
+    assert_eq!(
+        cluster.backend(owner).cmd_str(&["GET", "db:key"]),
+        bulk("v")
+    );
+}
+
+#[test]
+fn command_introspection() {
+    let cluster = Cluster::start(4);
+    let mut c = cluster.client();
+    let count = COMMANDS.len() as i64;
+    check(&mut c, &["COMMAND", "COUNT"], int(count));
+    check(&mut c, &["COMMAND", "DOCS"], Frame::Array(vec![]));
+    check(&mut c, &["COMMAND", "DOCS", "get"], Frame::Array(vec![]));
+    let get = Frame::Array(vec![
+        bulk("get"),
+        int(2),
+        Frame::Array(vec![Frame::Simple("readonly".into())]),
+        int(1),
+        int(1),
+        int(1),
+    ]);
+    let mset = Frame::Array(vec![
+        bulk("mset"),
+        int(-3),
+        Frame::Array(vec![Frame::Simple("write".into())]),
+        int(1),
+        int(-1),
+        int(2),
+    ]);
+    check(
+        &mut c,
+        &["COMMAND", "INFO", "get"],
+        Frame::Array(vec![get.clone()]),
+    );
+    check(
+        &mut c,
+        &["COMMAND", "INFO", "GET", "nosuchcommand", "mset"],
+        Frame::Array(vec![get.clone(), Frame::Null, mset]),
+    );
+    let Frame::Array(all) = c.cmd_str(&["COMMAND"]) else {
+        panic!("COMMAND did not return an array");
+    };
+    assert_eq!(all.len() as i64, count);
+    assert!(all.contains(&get), "COMMAND lists get");
+    let Frame::Array(names) = c.cmd_str(&["COMMAND", "LIST"]) else {
+        panic!("COMMAND LIST did not return an array");
+    };
+    assert_eq!(names.len() as i64, count);
+    assert!(names.contains(&bulk("mget")));
+    check(
+        &mut c,
+        &["COMMAND", "GETKEYS", "GET", "k"],
+        err("ERR unsupported COMMAND subcommand 'GETKEYS'"),
+    );
+    check(&mut c, &["PING"], pong());
+}
+
+#[test]
+fn client_name_info_and_id() {
+    let cluster = Cluster::start(4);
+    let mut c = cluster.client();
+    check(&mut c, &["CLIENT", "GETNAME"], Frame::Null);
+    check(&mut c, &["CLIENT", "SETNAME", "app-1"], ok());
+    check(&mut c, &["client", "getname"], bulk("app-1"));
+    check(
+        &mut c,
+        &["CLIENT", "SETNAME", "bad name"],
+        err("ERR Client names cannot contain spaces, newlines or special characters."),
+    );
+    check(&mut c, &["CLIENT", "GETNAME"], bulk("app-1"));
+    check(&mut c, &["CLIENT", "SETNAME", ""], ok());
+    check(&mut c, &["CLIENT", "GETNAME"], Frame::Null);
+    check(&mut c, &["CLIENT", "SETINFO", "lib-name", "redis-py"], ok());
+    check(&mut c, &["CLIENT", "SETINFO", "lib-ver", "5.0.0"], ok());
+    check(
+        &mut c,
+        &["CLIENT", "GETNAME", "extra"],
+        err("ERR wrong number of arguments for 'client|getname' command"),
+    );
+    check(
+        &mut c,
+        &["CLIENT", "KILL", "ID", "1"],
+        err("ERR unsupported CLIENT subcommand 'KILL'"),
+    );
+    check(
+        &mut c,
+        &["CLIENT"],
+        err("ERR wrong number of arguments for 'client' command"),
+    );
+
+    let Frame::Integer(id) = c.cmd_str(&["CLIENT", "ID"]) else {
+        panic!("CLIENT ID is not an integer");
+    };
+    check(&mut c, &["CLIENT", "ID"], int(id));
+    let Frame::Integer(other) = cluster.client().cmd_str(&["CLIENT", "ID"]) else {
+        panic!("CLIENT ID is not an integer");
+    };
+    assert_ne!(id, other, "two connections share a client id");
+    // Names are per connection.
+    check(&mut c, &["CLIENT", "SETNAME", "mine"], ok());
+    assert_eq!(
+        cluster.client().cmd_str(&["CLIENT", "GETNAME"]),
+        Frame::Null
+    );
+}
+
+#[test]
+fn hello_2_only() {
+    let cluster = Cluster::start(4);
+    let mut c = cluster.client();
+    let Frame::Integer(id) = c.cmd_str(&["CLIENT", "ID"]) else {
+        panic!("CLIENT ID is not an integer");
+    };
+    // RESP2 has no maps: HELLO answers with a flat array of field, value pairs.
+    let expected = Frame::Array(vec![
+        bulk("server"),
+        bulk("shardis"),
+        bulk("version"),
+        bulk(env!("CARGO_PKG_VERSION")),
+        bulk("proto"),
+        int(2),
+        bulk("id"),
+        int(id),
+        bulk("mode"),
+        bulk("standalone"),
+        bulk("role"),
+        bulk("master"),
+        bulk("modules"),
+        Frame::Array(vec![]),
+    ]);
+    check(&mut c, &["HELLO", "2"], expected.clone());
+    check(&mut c, &["HELLO"], expected.clone());
+    check(
+        &mut c,
+        &[
+            "HELLO",
+            "2",
+            "AUTH",
+            "default",
+            "secret",
+            "SETNAME",
+            "via-hello",
+        ],
+        expected.clone(),
+    );
+    check(&mut c, &["CLIENT", "GETNAME"], bulk("via-hello"));
+    check(
+        &mut c,
+        &["HELLO", "3"],
+        err("NOPROTO unsupported protocol version: shardis speaks RESP2"),
+    );
+    // Refused: the connection stays in RESP2 and usable.
+    check(&mut c, &["SET", "after:hello", "v"], ok());
+    check(&mut c, &["GET", "after:hello"], bulk("v"));
+    check(&mut c, &["HELLO", "2"], expected);
+}
+
+#[test]
+fn auth_without_configured_password() {
+    let cluster = Cluster::start(4);
+    let mut c = cluster.client();
+    check(
+        &mut c,
+        &["AUTH", "secret"],
+        err(
+            "ERR AUTH <password> called without any password configured for the default user. \
+             Are you sure your configuration is correct?",
+        ),
+    );
+    check(&mut c, &["AUTH", "default", "anything"], ok());
+    check(
+        &mut c,
+        &["AUTH", "bob", "secret"],
+        err("WRONGPASS invalid username-password pair or user is disabled."),
+    );
+    check(&mut c, &["PING"], pong());
+}
+
+#[test]
+fn time_is_now() {
+    let cluster = Cluster::start(4);
+    let mut c = cluster.client();
+    let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let Frame::Array(parts) = c.cmd_str(&["TIME"]) else {
+        panic!("TIME is not an array");
+    };
+    let after = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    assert_eq!(parts.len(), 2);
+    let secs: u64 = parts[0].as_text().parse().expect("seconds");
+    let micros: u64 = parts[1].as_text().parse().expect("microseconds");
+    assert!(micros < 1_000_000);
+    assert!((before.as_secs()..=after.as_secs()).contains(&secs));
+}
+
+#[test]
+fn dbsize_sums_every_backend() {
+    let cluster = Cluster::start(4);
+    let mut c = cluster.client();
+    check(&mut c, &["DBSIZE"], int(0));
+    let mut pipe = Vec::new();
+    for i in 0..200u32 {
+        let k = format!("{:08x}:dbsize", i.wrapping_mul(0x9e37_79b9));
+        pipe.extend(Client::encode(&[b"SET", k.as_bytes(), b"v"]));
+    }
+    c.send_raw(&pipe);
+    for _ in 0..200 {
+        assert_eq!(c.read_reply(), ok());
+    }
+    let sizes = cluster.dbsizes();
+    assert!(sizes.iter().all(|&n| n > 0), "not spread: {sizes:?}");
+    assert_eq!(sizes.iter().sum::<i64>(), 200);
+    check(&mut c, &["DBSIZE"], int(200));
+    // Keys written behind the proxy's back count too: it asks every backend.
+    assert_eq!(cluster.backend(2).cmd_str(&["SET", "direct", "1"]), ok());
+    check(&mut c, &["DBSIZE"], int(201));
+    check(
+        &mut c,
+        &["DBSIZE", "extra"],
+        err("ERR wrong number of arguments for 'dbsize' command"),
+    );
+}
+
+#[test]
+fn info_has_a_proxy_section_and_every_backend() {
+    let cluster = Cluster::start(4);
+    let mut c = cluster.client();
+    for k in ["info:a", "bravo:info", "charlie:info", "delta:info"] {
+        check(&mut c, &["SET", k, "v"], ok());
+    }
+    let text = c.cmd_str(&["INFO"]).as_text();
+    assert!(text.starts_with("# Proxy\r\n"), "INFO starts with:\n{text}");
+    let field = |section: &str, name: &str| -> String {
+        let body = text
+            .split("\r\n\r\n")
+            .find(|s| s.starts_with(section))
+            .unwrap_or_else(|| panic!("no section {section:?} in INFO:\n{text}"));
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("no {name} in {section:?}:\n{text}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        field("# Proxy", "shardis_version"),
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(field("# Proxy", "backends_total"), "4");
+    assert_eq!(field("# Proxy", "backends_up"), "4");
+    assert_eq!(field("# Proxy", "connected_clients"), "1");
+    let sizes = cluster.dbsizes();
+    for (i, r) in cluster.redis.iter().enumerate() {
+        let section = format!("# Backend s{}", i + 1);
+        assert_eq!(field(&section, "address"), r.addr());
+        assert_eq!(field(&section, "connected"), "1");
+        assert_eq!(field(&section, "keys"), sizes[i].to_string(), "{section}");
+    }
+    // A section argument is accepted; the proxy answers with its own text.
+    let server = c.cmd_str(&["INFO", "server"]).as_text();
+    assert!(server.starts_with("# Proxy\r\n"));
+    check(&mut c, &["PING"], pong());
+}
