@@ -275,7 +275,8 @@ impl Link {
     ) -> Result<(), End> {
         loop {
             if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
-                rbuf.reserve(READ_CHUNK);
+                // Grow with the buffered partial reply, so a large reply is copied O(log n) times.
+                rbuf.reserve(READ_CHUNK.max(rbuf.len()));
             }
             let spare = rbuf.capacity() - rbuf.len();
             match read_once(sock, rbuf) {
