@@ -202,7 +202,8 @@ def start_redis(procs: Processes, name: str) -> int:
     raise BenchError(f"could not start {name}; {log}:\n{tail(log)}")
 
 
-def start_shardis(procs: Processes, binary: Path, extra_args: list[str], backends: list[int]) -> int:
+def start_shardis(procs: Processes, binary: Path, extra_args: list[str], backends: list[int],
+                  pool_lines: str = "") -> int:
     port, admin = free_ports(2)
     servers = ",\n".join(
         f'  {{ name = "s{i}", address = "{HOST}:{p}", weight = 1 }}' for i, p in enumerate(backends, 1)
@@ -221,6 +222,7 @@ distribution = "ketama"
 hash = "fnv1a_64"
 hash_tag = "{{}}"
 timeout_ms = 1000
+{pool_lines}
 backends = [
 {servers},
 ]
@@ -377,7 +379,8 @@ def machine_line(args, nutcracker: str | None, shardis: Path | None) -> str:
 def settings_line(args) -> str:
     return (f"{args.rounds} rounds, median of each; {args.requests} requests per run, "
             f"-r {args.keyspace} -d {args.value_size}; {args.backends} backends per proxy; "
-            f"nutcracker server_connections 1, preconnect; all on loopback")
+            f"nutcracker server_connections 1, preconnect; "
+            f"shardis args '{args.shardis_args}' pool '{args.shardis_pool}'; all on loopback")
 
 
 def build_rows(results, targets, workloads):
@@ -453,6 +456,8 @@ def parse_args(argv):
     ap.add_argument("--shardis-bin", default=None,
                     help="shardis binary (default $SHARDIS_BIN, else $CARGO_TARGET_DIR or target, /release/shardis)")
     ap.add_argument("--shardis-args", default="", help="extra shardis arguments, e.g. '--threads 1'")
+    ap.add_argument("--shardis-pool", default="",
+                    help="extra lines for shardis's [[pools]] table, e.g. 'connections_per_backend = 2'")
     ap.add_argument("--run-timeout", type=float, default=300, help="seconds before one redis-benchmark run is killed")
     ap.add_argument("--max-seconds", type=float, default=3600,
                     help="stop starting new runs after this many seconds and report what was measured")
@@ -515,7 +520,8 @@ def main(argv) -> int:
                 continue
             backends[t] = [start_redis(procs, f"{t}-s{i}") for i in range(1, args.backends + 1)]
             if t == "shardis":
-                ports[t] = start_shardis(procs, shardis_bin, args.shardis_args_list, backends[t])
+                ports[t] = start_shardis(procs, shardis_bin, args.shardis_args_list, backends[t],
+                                         args.shardis_pool.replace("\\n", "\n"))
             else:
                 ports[t] = start_nutcracker(procs, nutcracker_bin, backends[t])
         for t in args.targets:
