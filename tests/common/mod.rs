@@ -6,6 +6,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod client;
+pub mod ops;
 mod procs;
 mod shardis;
 

@@ -8,53 +8,60 @@ use super::{
     Client, Frame, START_ATTEMPTS, STARTUP_DEADLINE, TempDir, find_program, free_port, log_tail,
 };
 
-/// A redis-server on 127.0.0.1:`port`, without persistence, killed on drop.
+/// A redis-server on 127.0.0.1:`port`, without persistence, with DEBUG allowed from loopback,
+/// killed on drop.
 pub struct Redis {
     /// The port it listens on.
     pub port: u16,
     child: Child,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Redis {
     /// Starts a redis-server on a free port and waits until it answers PING.
     pub fn start() -> Redis {
-        let program = find_program("redis-server", "redis-server");
         let dir = TempDir::new("redis");
-        let log = dir.path().join("redis.log");
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
-            let child = Command::new(&program)
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-                .arg("--dir")
-                .arg(dir.path())
-                .arg("--logfile")
-                .arg(&log)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
-            let ping = |port| {
-                std::net::TcpStream::connect(("127.0.0.1", port))
-                    .map(|s| {
-                        Client::from_stream(s).cmd_str(&["PING"]) == Frame::Simple("PONG".into())
-                    })
-                    .unwrap_or(false)
-            };
-            if let Some(child) = wait_ready(child, port, "redis-server", &log, ping) {
-                return Redis {
-                    port,
-                    child,
-                    _dir: dir,
-                };
+            if let Some(child) = spawn_redis(port, dir.path()) {
+                return Redis { port, child, dir };
             }
         }
         panic!(
             "redis-server did not start after {START_ATTEMPTS} attempts; log:\n{}",
-            log_tail(&log)
+            log_tail(&dir.path().join("redis.log"))
         );
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the server (SIGKILL, like a crash) and waits until it is gone; its port is free
+    /// afterwards until [`Redis::restart`].
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a fresh, empty server on the same port after [`Redis::kill`], retrying until
+    /// [`STARTUP_DEADLINE`] while the port is still held by the closing sockets of the old one.
+    pub fn restart(&mut self) {
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        loop {
+            if let Some(child) = spawn_redis(self.port, self.dir.path()) {
+                self.child = child;
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not restart on port {}; log:\n{}",
+                self.port,
+                log_tail(&self.dir.path().join("redis.log"))
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// "127.0.0.1:port".
@@ -66,6 +73,32 @@ impl Redis {
     pub fn client(&self) -> Client {
         Client::connect(&self.addr())
     }
+}
+
+/// Runs redis-server on 127.0.0.1:`port` in `dir`; `None` if it exited at startup (port taken).
+fn spawn_redis(port: u16, dir: &Path) -> Option<Child> {
+    let program = find_program("redis-server", "redis-server");
+    let log = dir.join("redis.log");
+    let child = Command::new(&program)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        // Fault tests make a backend slow with DEBUG SLEEP, which Redis 7 refuses by default.
+        .args(["--enable-debug-command", "local"])
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(&log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+    let ping = |port| {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .map(|s| Client::from_stream(s).cmd_str(&["PING"]) == Frame::Simple("PONG".into()))
+            .unwrap_or(false)
+    };
+    wait_ready(child, port, "redis-server", &log, ping)
 }
 
 impl Drop for Redis {
