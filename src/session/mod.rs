@@ -128,6 +128,9 @@ pub async fn run(
                 Ok(n) => clients.sent(n as u64),
                 Err(e) => break Err(e),
             }
+            // The write may have emptied a buffer that was too full to take the replies ready
+            // behind it; move them now, or nothing below would wake the session for them.
+            session.move_ready();
         }
         if (session.closing || eof) && session.pending.is_empty() && session.wbuf.is_empty() {
             break Ok(());
