@@ -8,54 +8,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::ops::{backends, http_get, key_on, start_redises, wait_for};
-use common::{Client, Frame, Redis, Shardis, free_port, shardis_config};
+use common::{Client, Frame, Mock, Redis, Shardis, free_port, shardis_config};
 
 /// Slack on top of `timeout_ms` for a loaded test machine running a debug build.
 const MARGIN: Duration = Duration::from_millis(1000);
-
-/// A mock backend: accepts connections and holds them open; `reply` (if any) is written back
-/// for every read.
-struct Mock {
-    addr: String,
-    _conns: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Mock {
-    fn start(reply: Option<&'static [u8]>) -> Mock {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind mock");
-        let addr = listener.local_addr().expect("mock addr").to_string();
-        let conns = Arc::new(Mutex::new(Vec::new()));
-        let held = conns.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { return };
-                if let Some(reply) = reply {
-                    let mut s = stream.try_clone().expect("clone mock stream");
-                    std::thread::spawn(move || {
-                        let mut buf = [0u8; 4096];
-                        while let Ok(n) = s.read(&mut buf) {
-                            if n == 0 || s.write_all(reply).is_err() {
-                                return;
-                            }
-                        }
-                    });
-                }
-                let _ = stream.set_nodelay(true);
-                held.lock().expect("mock lock").push(stream);
-            }
-        });
-        Mock {
-            addr,
-            _conns: conns,
-        }
-    }
-}
 
 fn error_text(reply: &Frame) -> &str {
     match reply {

@@ -6,6 +6,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod client;
+mod mock;
 pub mod ops;
 mod procs;
 mod shardis;
@@ -16,6 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 pub use client::{Client, Frame};
+pub use mock::Mock;
 pub use procs::{Nutcracker, Redis};
 pub use shardis::{Shardis, shardis_config};
 
