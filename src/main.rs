@@ -1,6 +1,6 @@
 //! The `shardis` binary: parse the command line, set up logging and metrics, run.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -199,8 +199,11 @@ fn local(listener: &TcpListener) -> String {
 fn init_logging(cli: &Cli) -> Result<(), String> {
     let filter =
         tracing_subscriber::EnvFilter::try_new(&cli.log_level).map_err(|e| e.to_string())?;
+    // Colours only on a terminal: in a file, journald or a container log they are escape
+    // sequences that break grep and log parsers.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => builder.try_init(),
