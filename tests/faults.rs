@@ -93,8 +93,7 @@ fn killed_backend_fails_in_flight_requests_and_reconnects_after_restart() {
     );
 
     // A request in flight on s2 when it dies: s2 is asleep, so the GET waits on the link.
-    let mut sleeper = redises[1].client();
-    sleeper.send_raw(&Client::encode(&[b"DEBUG", b"SLEEP", b"10"]));
+    let _sleeper = redises[1].debug_sleep(10.0);
     let mut waiting = shardis.client();
     waiting.send_raw(&Client::encode(&[b"GET", on_s2.as_bytes()]));
     wait_for(
@@ -215,8 +214,7 @@ fn debug_sleep_past_the_timeout_never_mixes_replies() {
     }
 
     // s2 sleeps well past the timeout.
-    let mut sleeper = redises[1].client();
-    sleeper.send_raw(&Client::encode(&[b"DEBUG", b"SLEEP", b"1.5"]));
+    let mut sleeper = redises[1].debug_sleep(1.5);
     let (reply, took) = timed(&mut c, &["GET", &config_keys[0]]);
     let err = error_text(&reply);
     assert!(err.contains("s2") && err.contains("timed out"), "{err}");

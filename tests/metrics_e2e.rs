@@ -41,10 +41,20 @@ fn status(shardis: &Shardis) -> serde_json::Value {
     serde_json::from_str(&r.body).expect("status JSON")
 }
 
+/// Waits until every backend has its 2 links connected (links connect in the background).
+fn wait_connected(shardis: &Shardis) {
+    wait_for(Duration::from_secs(10), "every link to connect", || {
+        let st = status(shardis);
+        let backends = st["backends"].as_array().expect("backends").clone();
+        backends.iter().all(|b| b["connections"] == 2).then_some(())
+    });
+}
+
 #[test]
 fn known_traffic_gives_exact_counts_histograms_and_gauges() {
     let redises = start_redises(3);
     let shardis = Shardis::start(&shardis_config(&backends(&redises), ""));
+    wait_connected(&shardis);
     let mut c = shardis.client();
     // Bytes the client sent, and bytes of the replies it got.
     let (sent, replied) = (Cell::new(0usize), Cell::new(0usize));
@@ -207,6 +217,7 @@ fn a_dead_backend_shows_everywhere_and_recovers() {
     let mut redises = start_redises(2);
     let shardis = Shardis::start(&shardis_config(&backends(&redises), ""));
     assert_eq!(http_get(shardis.admin, "/healthz").status, 200);
+    wait_connected(&shardis);
     let ready = wait_for(Duration::from_secs(10), "both backends up", || {
         let r = http_get(shardis.admin, "/readyz?strict=1");
         (r.status == 200).then_some(r)

@@ -150,8 +150,9 @@ fn stragglers_past_the_grace_are_cut_off_and_the_exit_is_still_zero() {
         "the slow request to be in flight",
         || (inflight(&shardis) > 0).then_some(()),
     );
-    shardis.signal("TERM");
+    // Timed from before the signal: the proxy's grace starts when the signal arrives.
     let signalled = Instant::now();
+    shardis.signal("TERM");
     let status = shardis.wait_exit(grace + MARGIN);
     assert!(status.success(), "exit status {status:?}");
     assert!(

@@ -73,6 +73,32 @@ impl Redis {
     pub fn client(&self) -> Client {
         Client::connect(&self.addr())
     }
+
+    /// Sends `DEBUG SLEEP secs` on a new direct connection and returns it (its `+OK` comes when
+    /// the sleep ends) once the server really sleeps: its main thread waits in nanosleep, per
+    /// /proc/PID/wchan. A request sent afterwards, through the proxy or not, is then certain to
+    /// wait for the sleep, however loaded the machine is.
+    pub fn debug_sleep(&self, secs: f64) -> Client {
+        let mut c = self.client();
+        c.send_raw(&Client::encode(&[
+            b"DEBUG",
+            b"SLEEP",
+            secs.to_string().as_bytes(),
+        ]));
+        let wchan = format!("/proc/{}/wchan", self.pid());
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        loop {
+            let now = std::fs::read_to_string(&wchan).unwrap_or_default();
+            if now.contains("nanosleep") {
+                return c;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start sleeping ({wchan}: {now:?})"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
 }
 
 /// Runs redis-server on 127.0.0.1:`port` in `dir`; `None` if it exited at startup (port taken).
