@@ -123,9 +123,11 @@ fn killed_backend_fails_in_flight_requests_and_reconnects_after_restart() {
         assert!(took < MARGIN, "took {took:?}");
         assert_eq!(c.cmd_str(&["SET", &on_s1, "a"]), Frame::Simple("OK".into()));
     }
-    let status = http_get(shardis.admin, "/status");
-    let v: serde_json::Value = serde_json::from_str(&status.body).unwrap();
-    assert_eq!(v["backends"][1]["state"], "down", "{}", status.body);
+    wait_for(Duration::from_secs(5), "/status to show s2 down", || {
+        let status = http_get(shardis.admin, "/status");
+        let v: serde_json::Value = serde_json::from_str(&status.body).unwrap();
+        (v["backends"][1]["state"] == "down").then_some(())
+    });
 
     // Restarted on the same port (empty): the link comes back by itself, within its backoff.
     redises[1].restart();

@@ -50,9 +50,9 @@ fn closed_by_peer(stream: &mut TcpStream, wait: Duration) -> bool {
 
 fn drains_in_flight_requests_then_exits_zero(signal: &str) {
     let redises = start_redises(2);
-    let grace = Duration::from_millis(5000);
+    let grace = Duration::from_millis(10_000);
     let config = with_server(
-        &shardis_config(&backends(&redises), "timeout_ms = 10000"),
+        &shardis_config(&backends(&redises), "timeout_ms = 20000"),
         &format!("shutdown_grace_ms = {}", grace.as_millis()),
     );
     let mut shardis = Shardis::start(&config);
@@ -71,7 +71,7 @@ fn drains_in_flight_requests_then_exits_zero(signal: &str) {
         SLOW_GET.as_bytes(),
         b"1",
         key.as_bytes(),
-        b"1500",
+        b"3000",
     ]));
     wait_for(
         Duration::from_secs(5),
