@@ -1,12 +1,11 @@
 //! redis-server and nutcracker (twemproxy) processes on free loopback ports.
 
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{
-    Client, Frame, START_ATTEMPTS, STARTUP_DEADLINE, TempDir, find_program, free_port, log_tail,
-};
+use super::{Client, START_ATTEMPTS, STARTUP_DEADLINE, TempDir, find_program, free_port, log_tail};
 
 /// A redis-server on 127.0.0.1:`port`, without persistence, with DEBUG allowed from loopback,
 /// killed on drop.
@@ -119,12 +118,21 @@ fn spawn_redis(port: u16, dir: &Path) -> Option<Child> {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
-    let ping = |port| {
-        std::net::TcpStream::connect(("127.0.0.1", port))
-            .map(|s| Client::from_stream(s).cmd_str(&["PING"]) == Frame::Simple("PONG".into()))
-            .unwrap_or(false)
+    wait_ready(child, port, "redis-server", &log, answers_ping)
+}
+
+/// True when the listener on `port` answers PING with PONG. Any failure is false, not a
+/// panic: under parallel tests the port may briefly belong to another test's process that
+/// closes connections (a draining proxy), and [`wait_ready`] then retries on another port.
+fn answers_ping(port: u16) -> bool {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
     };
-    wait_ready(child, port, "redis-server", &log, ping)
+    let mut pong = [0u8; 7];
+    s.set_read_timeout(Some(Duration::from_secs(2))).is_ok()
+        && s.write_all(b"PING\r\n").is_ok()
+        && s.read_exact(&mut pong).is_ok()
+        && &pong == b"+PONG\r\n"
 }
 
 impl Drop for Redis {
