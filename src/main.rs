@@ -1,6 +1,6 @@
 //! The `shardis` binary: parse the command line, set up logging and metrics, run.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -148,6 +148,13 @@ fn run(cli: &Cli) -> ExitCode {
         }
     };
     runtime.block_on(async {
+        let shutdown = match shutdown_signal() {
+            Ok(signal) => signal,
+            Err(e) => {
+                eprintln!("shardis: cannot listen for SIGTERM/SIGINT: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let prometheus = match shardis::metrics::install() {
             Ok(handle) => Some(handle),
             Err(e) => {
@@ -177,7 +184,7 @@ fn run(cli: &Cli) -> ExitCode {
         println!("shardis listening on {addr}, admin on {admin_addr}");
         let _ = std::io::stdout().flush();
         tracing::info!(threads, "listening on {addr}, admin on {admin_addr}");
-        shardis::server::serve(&config, listener, admin, prometheus, shutdown_signal()).await;
+        shardis::server::serve(&config, listener, admin, prometheus, shutdown).await;
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
@@ -192,8 +199,11 @@ fn local(listener: &TcpListener) -> String {
 fn init_logging(cli: &Cli) -> Result<(), String> {
     let filter =
         tracing_subscriber::EnvFilter::try_new(&cli.log_level).map_err(|e| e.to_string())?;
+    // Colours only on a terminal: in a file, journald or a container log they are escape
+    // sequences that break grep and log parsers.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => builder.try_init(),
@@ -202,18 +212,17 @@ fn init_logging(cli: &Cli) -> Result<(), String> {
     .map_err(|e| e.to_string())
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// A future that resolves on SIGTERM or SIGINT. The handlers are registered here, before the
+/// proxy announces its listeners: a signal that arrives earlier would otherwise still have its
+/// default action and kill the process instead of draining it.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        () = term => tracing::info!("SIGTERM received"),
-    }
+    })
 }

@@ -1,7 +1,7 @@
 //! Configuration: a TOML file (or `--backend` flags) turned into a validated, typed [`Config`].
 //!
-//! Parsing rejects unknown keys; validation then reports every invalid value at once, each
-//! line naming its key (`pools[0].backends[2].weight: must be from 1 to 1000000 (got 0)`).
+//! Validation reports every unknown key and every invalid value at once, each line naming its
+//! key (`pools[0].backends[2].weight: must be from 1 to 1000000 (got 0)`).
 
 mod address;
 mod raw;
@@ -42,7 +42,7 @@ pub mod limits {
     /// Default `timeout_ms` of a pool.
     pub const TIMEOUT_MS: i64 = 1000;
     /// Default `connections_per_backend`.
-    pub const CONNECTIONS_PER_BACKEND: i64 = 2;
+    pub const CONNECTIONS_PER_BACKEND: i64 = 1;
     /// Largest `connections_per_backend`.
     pub const MAX_CONNECTIONS_PER_BACKEND: i64 = 64;
     /// Largest backend `weight`.
@@ -136,7 +136,7 @@ pub enum ConfigError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// Not valid TOML, a value of the wrong type, or an unknown key.
+    /// Not valid TOML, or a value of the wrong type.
     #[error("config syntax error: {0}")]
     Syntax(#[from] toml::de::Error),
     /// Well-formed but invalid settings: one `key: problem` line each.
@@ -167,8 +167,14 @@ impl Config {
 
     /// Parses and validates TOML text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text)?;
-        validate::validate(raw)
+        // Unknown keys are collected rather than rejected by serde, so that they are reported
+        // together with every other problem instead of hiding them.
+        let mut unknown = Vec::new();
+        let raw: RawConfig =
+            serde_ignored::deserialize(toml::Deserializer::parse(text)?, |path| {
+                unknown.push(key_path(&path))
+            })?;
+        validate::validate(raw, unknown)
     }
 
     /// The `--backend HOST:PORT` mode: one pool "main" with default settings, each backend
@@ -195,7 +201,7 @@ impl Config {
                 ..RawPool::default()
             }],
         };
-        validate::validate(raw)
+        validate::validate(raw, Vec::new())
     }
 
     /// Human-readable resolved settings, defaults included, ending with the digest line.
@@ -272,5 +278,21 @@ impl Config {
             let _ = write!(s, "{b:02x}");
             s
         })
+    }
+}
+
+/// A key's path as validation messages name keys: `pools[0].backends[1].weight`.
+fn key_path(path: &serde_ignored::Path) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
+        Path::Map { parent, key } => match key_path(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => key_path(parent),
     }
 }

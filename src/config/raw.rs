@@ -1,11 +1,11 @@
-//! The configuration file as written: serde structs that reject unknown keys and keep every
-//! value loosely typed (optional, `i64`, `String`) so validation can report all problems at once.
+//! The configuration file as written: serde structs that keep every value loosely typed
+//! (optional, `i64`, `String`) so validation can report all problems at once. Keys they do not
+//! have are collected by [`super::Config::parse`] and reported with the other problems.
 
 use serde::Deserialize;
 
 /// The whole file.
 #[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     pub server: Option<RawServer>,
     pub admin: Option<RawAdmin>,
@@ -15,7 +15,6 @@ pub(super) struct RawConfig {
 
 /// `[server]`.
 #[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawServer {
     pub listen: Option<String>,
     pub max_clients: Option<i64>,
@@ -28,14 +27,12 @@ pub(super) struct RawServer {
 
 /// `[admin]`.
 #[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawAdmin {
     pub listen: Option<String>,
 }
 
 /// One `[[pools]]` entry.
 #[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawPool {
     pub name: Option<String>,
     pub distribution: Option<String>,
@@ -49,7 +46,6 @@ pub(super) struct RawPool {
 
 /// One entry of `backends = [...]`.
 #[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawBackend {
     pub name: Option<String>,
     pub address: Option<String>,

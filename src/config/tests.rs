@@ -54,7 +54,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(p.hash_tag, None);
     assert_eq!(p.timeout, Duration::from_millis(1000));
     assert_eq!(p.connect_timeout, Duration::from_millis(1000));
-    assert_eq!(p.connections_per_backend.get(), 2);
+    assert_eq!(p.connections_per_backend.get(), 1);
     // twemproxy's default name: the address as written.
     assert_eq!(p.backends[0].name, "127.0.0.1:7001");
     assert_eq!(p.backends[0].weight.get(), 1);
@@ -113,14 +113,38 @@ fn every_key_is_read() {
 }
 
 #[test]
-fn unknown_keys_and_wrong_types_are_syntax_errors() {
-    let e = Config::parse(&with_pool("hashtag = \"{}\"")).unwrap_err();
-    assert_eq!(e.kind(), "syntax");
-    assert!(e.to_string().contains("hashtag"), "{e}");
-    let e = Config::parse(&MINIMAL.replace("[[pools]]", "[[pools]]\nwieght = 1")).unwrap_err();
-    assert!(e.to_string().contains("wieght"), "{e}");
-    let e = Config::parse("[server]\nlisten = \"127.0.0.1:1\"\nport = 5\n").unwrap_err();
-    assert!(e.to_string().contains("port"), "{e}");
+fn unknown_keys_are_problems_named_by_their_path() {
+    assert_problem(
+        &with_pool("hashtag = \"{}\""),
+        "pools[0].hashtag: unknown key",
+    );
+    assert_problem(
+        &MINIMAL.replace("[[pools]]", "[[pools]]\nwieght = 1"),
+        "pools[0].wieght: unknown key",
+    );
+    assert_problem(
+        "[server]\nlisten = \"127.0.0.1:1\"\nport = 5\n[[pools]]\nbackends = [{ address = \"h:1\" }]",
+        "server.port: unknown key",
+    );
+    assert_problem(
+        &with_pool("").replace("name = \"s2\"", "name = \"s2\", wieght = 2"),
+        "pools[0].backends[1].wieght: unknown key",
+    );
+    assert_problem(
+        &format!("[srever]\n{}", with_pool("")),
+        "srever: unknown key",
+    );
+    assert_problem(
+        &with_pool("").replace(
+            "[server]\n",
+            "[admin]\nlisten = \"127.0.0.1:2\"\nport = 1\n[server]\n",
+        ),
+        "admin.port: unknown key",
+    );
+}
+
+#[test]
+fn wrong_types_are_syntax_errors() {
     let e = Config::parse(&with_pool("timeout_ms = \"fast\"")).unwrap_err();
     assert_eq!(e.kind(), "syntax");
     let e = Config::parse("[server\n").unwrap_err();
@@ -334,6 +358,7 @@ fn reports_every_problem_at_once() {
         listen = "nowhere"
         max_pipeline = 0
         [[pools]]
+        hashtag = "{}"
         hash = "sha1"
         hash_tag = "{"
         timeout_ms = 0
@@ -345,6 +370,7 @@ fn reports_every_problem_at_once() {
     "#;
     let p = problems(text);
     let expected = [
+        "pools[0].hashtag: unknown key",
         "server.listen: \"nowhere\"",
         "server.max_pipeline: must be at least 1",
         "pools[0].hash: unknown hash \"sha1\"",

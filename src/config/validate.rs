@@ -59,9 +59,13 @@ impl Problems {
     }
 }
 
-/// Converts and checks a raw configuration, reporting every problem found.
-pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+/// Converts and checks a raw configuration, reporting every problem found: first the
+/// `unknown` keys (paths like `pools[0].hashtag`), then every invalid value.
+pub(super) fn validate(raw: RawConfig, unknown: Vec<String>) -> Result<Config, ConfigError> {
     let mut p = Problems::default();
+    for key in unknown {
+        p.add(key, "unknown key (config/shardis.toml lists every key)");
+    }
     let server = server(&mut p, raw.server);
     let admin = admin(&mut p, raw.admin);
     if server.listen == admin.listen && server.listen.port() != 0 {

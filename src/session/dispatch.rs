@@ -64,7 +64,7 @@ impl Session {
                 };
                 let n = self.ctx.pool.backends.len();
                 let seq = self.next_seq();
-                self.pending.push_back(Slot::Fanout(Box::new(Fanout {
+                self.push_waiting(Slot::Fanout(Box::new(Fanout {
                     cmd: id,
                     start: now,
                     merge,
@@ -94,7 +94,7 @@ impl Session {
     /// Sends the whole command to one backend.
     async fn forward(&mut self, id: usize, backend: usize, frame: Bytes, now: Instant) {
         let seq = self.next_seq();
-        self.pending.push_back(Slot::Single {
+        self.push_waiting(Slot::Single {
             cmd: id,
             start: now,
             backend,
@@ -188,7 +188,7 @@ impl Session {
 
         let seq = self.next_seq();
         let nparts = bufs.len();
-        self.pending.push_back(Slot::Fanout(Box::new(Fanout {
+        self.push_waiting(Slot::Fanout(Box::new(Fanout {
             cmd: id,
             start: now,
             merge,

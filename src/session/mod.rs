@@ -1,10 +1,12 @@
 //! One task per client: read frames, route them, fan out multi-key commands, and answer in the
 //! order the commands arrived.
 //!
-//! Bounds: at most `max_pipeline` commands in flight per client, and replies are moved to the
-//! write buffer only while it holds less than [`MAX_OUTPUT`]. A client that writes without
-//! reading fills both, and the session then stops reading from it until it catches up, so its
-//! memory stays bounded and other clients are unaffected.
+//! Bounds: at most `max_pipeline` commands in flight per client, replies are moved to the write
+//! buffer only while it holds less than [`MAX_OUTPUT`], and commands are sent only while the
+//! replies they are expected to bring (by this client's recent reply sizes) fit in
+//! [`MAX_OUTPUT`] too. A client that writes without reading fills these, and the session then
+//! stops reading from it until it catches up, so its memory stays bounded and its replies do
+//! not clog the backend links that other clients share.
 
 mod dispatch;
 mod local;
@@ -59,6 +61,11 @@ pub struct Session {
     name: Option<Bytes>,
     /// Backend index per key, reused by fan-out.
     scratch: Vec<usize>,
+    /// Commands sent to backends whose replies are not all in.
+    awaiting: usize,
+    /// Expected size of this client's next reply: jumps up to any larger reply at once and
+    /// decays by 1/16 per reply, so a pipeline of large values keeps few of them in flight.
+    reply_estimate: usize,
 }
 
 /// Serves one client until it disconnects, sends QUIT, breaks the protocol, or shutdown
@@ -88,19 +95,15 @@ pub async fn run(
                 Ok(n) => clients.sent(n as u64),
                 Err(e) => break Err(e),
             }
-            // Drained in one go: replies that move_ready held back at MAX_OUTPUT must move
-            // now, since neither the socket nor the backends would wake the select for them.
-            if session.wbuf.is_empty() && matches!(session.pending.front(), Some(Slot::Ready(_))) {
-                continue;
-            }
+            // The write may have emptied a buffer that was too full to take the replies ready
+            // behind it; move them now, or nothing below would wake the session for them.
+            session.move_ready();
         }
         if (session.closing || eof) && session.pending.is_empty() && session.wbuf.is_empty() {
             break Ok(());
         }
-        let can_read = !session.closing
-            && !eof
-            && session.pending.len() < ctx.max_pipeline
-            && session.wbuf.len() < MAX_OUTPUT;
+        // Not reading while nothing may be sent keeps the read buffer bounded too.
+        let can_read = !session.closing && !eof && session.may_send(ctx.max_pipeline);
         tokio::select! {
             biased;
             Some(reply) = rx.recv() => {
@@ -168,6 +171,9 @@ impl Session {
             closing: false,
             name: None,
             scratch: Vec::new(),
+            awaiting: 0,
+            // Until replies are seen, allow 16 in flight (the client may be fetching large values).
+            reply_estimate: MAX_OUTPUT / 16,
         };
         (session, rx)
     }
@@ -178,7 +184,7 @@ impl Session {
     pub async fn feed(&mut self, rbuf: &mut BytesMut, parser: &mut RequestParser) -> u64 {
         let now = Instant::now();
         let mut commands = 0u64;
-        while !self.closing && self.pending.len() < self.ctx.max_pipeline {
+        while !self.closing && self.may_send(self.ctx.max_pipeline) {
             match parser.parse(rbuf) {
                 Ok(Some(Request::Multibulk { len })) => {
                     let frame = rbuf.split_to(len).freeze();
@@ -223,6 +229,21 @@ impl Session {
         self.base_seq + self.pending.len() as u64
     }
 
+    /// True while another command may be sent: fewer than `max_pipeline` in the queue, less than
+    /// [`MAX_OUTPUT`] waiting to be written, and the replies expected for the commands in flight
+    /// within [`MAX_OUTPUT`]. With nothing in flight one command may always go.
+    fn may_send(&self, max_pipeline: usize) -> bool {
+        self.pending.len() < max_pipeline
+            && self.wbuf.len() < MAX_OUTPUT
+            && self.awaiting.saturating_mul(self.reply_estimate) < MAX_OUTPUT
+    }
+
+    /// Queues a command that was sent to a backend; [`Session::on_reply`] completes it.
+    fn push_waiting(&mut self, slot: Slot) {
+        self.awaiting += 1;
+        self.pending.push_back(slot);
+    }
+
     /// Queues a reply that is already complete (local answers, errors).
     fn push_ready(&mut self, reply: Bytes) {
         self.pending.push_back(Slot::Ready(reply));
@@ -244,6 +265,8 @@ impl Session {
 
     /// Takes one reply from a backend link.
     pub fn on_reply(&mut self, reply: Reply) {
+        let len = reply.frame.len();
+        self.reply_estimate = len.max(self.reply_estimate - self.reply_estimate / 16);
         let Some(index) = reply.seq.checked_sub(self.base_seq) else {
             return;
         };
@@ -274,6 +297,7 @@ impl Session {
         };
         if let Some(slot) = self.pending.get_mut(index as usize) {
             *slot = Slot::Ready(done);
+            self.awaiting -= 1;
         }
     }
 

@@ -7,6 +7,8 @@
 
 mod client;
 mod cluster;
+mod mock;
+pub mod ops;
 mod procs;
 mod shardis;
 
@@ -17,6 +19,7 @@ use std::time::Duration;
 
 pub use client::{Client, Frame};
 pub use cluster::{Cluster, POOL, bulk, bulks, err, int, ok};
+pub use mock::Mock;
 pub use procs::{Nutcracker, Redis};
 pub use shardis::{Shardis, shardis_config};
 

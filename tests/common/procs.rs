@@ -1,60 +1,66 @@
 //! redis-server and nutcracker (twemproxy) processes on free loopback ports.
 
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{
-    Client, Frame, START_ATTEMPTS, STARTUP_DEADLINE, TempDir, find_program, free_port, log_tail,
-};
+use super::{Client, START_ATTEMPTS, STARTUP_DEADLINE, TempDir, find_program, free_port, log_tail};
 
-/// A redis-server on 127.0.0.1:`port`, without persistence, killed on drop.
+/// A redis-server on 127.0.0.1:`port`, without persistence, with DEBUG allowed from loopback,
+/// killed on drop.
 pub struct Redis {
     /// The port it listens on.
     pub port: u16,
     child: Child,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Redis {
     /// Starts a redis-server on a free port and waits until it answers PING.
     pub fn start() -> Redis {
-        let program = find_program("redis-server", "redis-server");
         let dir = TempDir::new("redis");
-        let log = dir.path().join("redis.log");
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
-            let child = Command::new(&program)
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-                .arg("--dir")
-                .arg(dir.path())
-                .arg("--logfile")
-                .arg(&log)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
-            let ping = |port| {
-                std::net::TcpStream::connect(("127.0.0.1", port))
-                    .map(|s| {
-                        Client::from_stream(s).cmd_str(&["PING"]) == Frame::Simple("PONG".into())
-                    })
-                    .unwrap_or(false)
-            };
-            if let Some(child) = wait_ready(child, port, "redis-server", &log, ping) {
-                return Redis {
-                    port,
-                    child,
-                    _dir: dir,
-                };
+            if let Some(child) = spawn_redis(port, dir.path()) {
+                return Redis { port, child, dir };
             }
         }
         panic!(
             "redis-server did not start after {START_ATTEMPTS} attempts; log:\n{}",
-            log_tail(&log)
+            log_tail(&dir.path().join("redis.log"))
         );
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the server (SIGKILL, like a crash) and waits until it is gone; its port is free
+    /// afterwards until [`Redis::restart`].
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a fresh, empty server on the same port after [`Redis::kill`], retrying until
+    /// [`STARTUP_DEADLINE`] while the port is still held by the closing sockets of the old one.
+    pub fn restart(&mut self) {
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        loop {
+            if let Some(child) = spawn_redis(self.port, self.dir.path()) {
+                self.child = child;
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not restart on port {}; log:\n{}",
+                self.port,
+                log_tail(&self.dir.path().join("redis.log"))
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// "127.0.0.1:port".
@@ -66,6 +72,67 @@ impl Redis {
     pub fn client(&self) -> Client {
         Client::connect(&self.addr())
     }
+
+    /// Sends `DEBUG SLEEP secs` on a new direct connection and returns it (its `+OK` comes when
+    /// the sleep ends) once the server really sleeps: its main thread waits in nanosleep, per
+    /// /proc/PID/wchan. A request sent afterwards, through the proxy or not, is then certain to
+    /// wait for the sleep, however loaded the machine is.
+    pub fn debug_sleep(&self, secs: f64) -> Client {
+        let mut c = self.client();
+        c.send_raw(&Client::encode(&[
+            b"DEBUG",
+            b"SLEEP",
+            secs.to_string().as_bytes(),
+        ]));
+        let wchan = format!("/proc/{}/wchan", self.pid());
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        loop {
+            let now = std::fs::read_to_string(&wchan).unwrap_or_default();
+            if now.contains("nanosleep") {
+                return c;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start sleeping ({wchan}: {now:?})"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Runs redis-server on 127.0.0.1:`port` in `dir`; `None` if it exited at startup (port taken).
+fn spawn_redis(port: u16, dir: &Path) -> Option<Child> {
+    let program = find_program("redis-server", "redis-server");
+    let log = dir.join("redis.log");
+    let child = Command::new(&program)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        // Fault tests make a backend slow with DEBUG SLEEP, which Redis 7 refuses by default.
+        .args(["--enable-debug-command", "local"])
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(&log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+    wait_ready(child, port, "redis-server", &log, answers_ping)
+}
+
+/// True when the listener on `port` answers PING with PONG. Any failure is false, not a
+/// panic: under parallel tests the port may briefly belong to another test's process that
+/// closes connections (a draining proxy), and [`wait_ready`] then retries on another port.
+fn answers_ping(port: u16) -> bool {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let mut pong = [0u8; 7];
+    s.set_read_timeout(Some(Duration::from_secs(2))).is_ok()
+        && s.write_all(b"PING\r\n").is_ok()
+        && s.read_exact(&mut pong).is_ok()
+        && &pong == b"+PONG\r\n"
 }
 
 impl Drop for Redis {

@@ -37,11 +37,22 @@ impl Shardis {
         let dir = TempDir::new("shardis");
         let config = dir.path().join("shardis.toml");
         std::fs::write(&config, config_toml).expect("write shardis.toml");
+        let mut all = vec!["--config".to_string(), config.display().to_string()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        Shardis::launch(dir, &all)
+    }
+
+    /// Runs `shardis ARGS` without writing a config file (for `--backend` mode); the arguments
+    /// must choose free listeners (`--listen 127.0.0.1:0 --admin 127.0.0.1:0`).
+    pub fn start_cli(args: &[&str]) -> Shardis {
+        let all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        Shardis::launch(TempDir::new("shardis"), &all)
+    }
+
+    fn launch(dir: TempDir, args: &[String]) -> Shardis {
         let stderr_path = dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).expect("create stderr.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_shardis"))
-            .arg("--config")
-            .arg(&config)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -109,23 +120,46 @@ impl Shardis {
         if let Ok(Some(status)) = self.child.try_wait() {
             return status;
         }
+        self.signal("TERM");
+        self.wait_exit(EXIT_DEADLINE)
+    }
+
+    /// Sends a signal by name ("TERM", "INT") with the `kill` command, without waiting.
+    pub fn signal(&self, name: &str) {
         let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
-            .expect("run kill -TERM");
-        assert!(sent.success(), "kill -TERM {} failed", self.child.id());
-        let deadline = Instant::now() + EXIT_DEADLINE;
+            .expect("run kill");
+        assert!(sent.success(), "kill -{name} {} failed", self.child.id());
+    }
+
+    /// The exit status if the process has exited.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("wait for shardis")
+    }
+
+    /// Waits up to `deadline` for the process to exit; panics (after killing it) if it does not.
+    pub fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
+        let until = Instant::now() + deadline;
         loop {
-            if let Some(status) = self.child.try_wait().expect("wait for shardis") {
+            if let Some(status) = self.try_exit() {
                 return status;
             }
-            if Instant::now() > deadline {
+            if Instant::now() > until {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                panic!("shardis did not exit within {EXIT_DEADLINE:?} of SIGTERM");
+                panic!(
+                    "shardis did not exit within {deadline:?}; stderr:\n{}",
+                    log_tail(&self.dir.path().join("stderr.log"))
+                );
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The config file written by [`Shardis::start`] (absent for [`Shardis::start_cli`]).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("shardis.toml")
     }
 }
 

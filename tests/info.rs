@@ -1,0 +1,104 @@
+//! INFO answered by the proxy: a `# Proxy` section (version, uptime, clients, commands, backends
+//! up/total), then one section per backend whose figures come from that backend's own INFO.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::ops::{NAMES, backends, start_redises, wait_for};
+use common::{Client, Frame, Shardis, shardis_config};
+
+/// INFO's sections by header (`Proxy`, `Backend s1`, ...), each as field -> value.
+fn sections(c: &mut Client) -> Vec<(String, HashMap<String, String>)> {
+    let text = c.cmd_str(&["INFO"]).as_text();
+    assert!(
+        text.contains("\r\n"),
+        "INFO lines end with CRLF like Redis': {text:?}"
+    );
+    let mut out: Vec<(String, HashMap<String, String>)> = Vec::new();
+    for line in text.split("\r\n").filter(|l| !l.is_empty()) {
+        if let Some(header) = line.strip_prefix("# ") {
+            out.push((header.to_string(), HashMap::new()));
+        } else {
+            let (k, v) = line
+                .split_once(':')
+                .unwrap_or_else(|| panic!("not field:value: {line:?}"));
+            out.last_mut()
+                .unwrap_or_else(|| panic!("a field before any section: {line:?}"))
+                .1
+                .insert(k.to_string(), v.to_string());
+        }
+    }
+    out
+}
+
+fn num(section: &HashMap<String, String>, field: &str) -> u64 {
+    section
+        .get(field)
+        .unwrap_or_else(|| panic!("no {field} in {section:?}"))
+        .parse()
+        .unwrap_or_else(|_| panic!("{field} is not a number in {section:?}"))
+}
+
+#[test]
+fn info_has_a_proxy_section_and_one_section_per_backend() {
+    let mut redises = start_redises(3);
+    let shardis = Shardis::start(&shardis_config(&backends(&redises), ""));
+    let mut c = shardis.client();
+    for i in 0..30 {
+        assert_eq!(
+            c.cmd_str(&["SET", &format!("key:{i}"), "v"]),
+            Frame::Simple("OK".into())
+        );
+    }
+    let mut other = shardis.client();
+    assert_eq!(other.cmd_str(&["PING"]), Frame::Simple("PONG".into()));
+
+    let info = sections(&mut c);
+    let names: Vec<&str> = info.iter().map(|(h, _)| h.as_str()).collect();
+    assert_eq!(names, ["Proxy", "Backend s1", "Backend s2", "Backend s3"]);
+    let proxy = &info[0].1;
+    assert_eq!(proxy["shardis_version"], env!("CARGO_PKG_VERSION"));
+    assert!(num(proxy, "uptime_in_seconds") < 3600);
+    assert_eq!(num(proxy, "connected_clients"), 2);
+    // 30 SETs, 1 PING and this INFO.
+    assert_eq!(num(proxy, "total_commands_processed"), 32);
+    assert_eq!(num(proxy, "backends_up"), 3);
+    assert_eq!(num(proxy, "backends_total"), 3);
+
+    let mut total = 0;
+    for (i, redis) in redises.iter().enumerate() {
+        let section = &info[i + 1].1;
+        assert_eq!(section["address"], redis.addr());
+        assert_eq!(num(section, "connected"), 1);
+        assert!(num(section, "used_memory") > 100_000, "{section:?}");
+        let dbsize = match redis.client().cmd_str(&["DBSIZE"]) {
+            Frame::Integer(n) => n as u64,
+            other => panic!("DBSIZE: {other:?}"),
+        };
+        assert_eq!(num(section, "keys"), dbsize, "keys of {}", NAMES[i]);
+        total += dbsize;
+    }
+    assert_eq!(total, 30);
+
+    // A dead backend: counted down, its section says so and has no figures.
+    redises[2].kill();
+    let info = wait_for(Duration::from_secs(10), "backends_up to drop", || {
+        let info = sections(&mut c);
+        (num(&info[0].1, "backends_up") == 2).then_some(info)
+    });
+    assert_eq!(num(&info[0].1, "backends_total"), 3);
+    let s3 = &info[3].1;
+    assert_eq!(
+        (
+            num(s3, "connected"),
+            num(s3, "used_memory"),
+            num(s3, "keys")
+        ),
+        (0, 0, 0)
+    );
+    assert_eq!(num(&info[1].1, "connected"), 1);
+    // The connection that asked is still fine.
+    assert_eq!(c.cmd_str(&["PING"]), Frame::Simple("PONG".into()));
+}
