@@ -196,8 +196,12 @@ fn ring(n: usize) -> Ring {
 /// An MGET of `keys` distinct keys, parsed.
 fn mget(keys: usize) -> (Vec<u8>, Vec<Range<usize>>) {
     let mut frame = format!("*{}\r\n$4\r\nMGET\r\n", keys + 1);
-    for i in 0..keys {
-        let k = format!("key:{i:012}");
+    for i in 0..keys as u64 {
+        // Scattered numbers, so that the keys spread over the backends (see benches/router.rs).
+        let k = format!(
+            "key:{:012}",
+            i.wrapping_mul(0x9e37_79b9_7f4a_7c15) % 1_000_000_000_000
+        );
         frame += &format!("${}\r\n{k}\r\n", k.len());
     }
     let frame = frame.into_bytes();
@@ -240,6 +244,10 @@ fn split(c: &mut Criterion) {
         for &p in &placed {
             counts[p] += 1;
         }
+        assert!(
+            counts.iter().all(|&n| n > 0),
+            "keys on every backend: {counts:?}"
+        );
         let mut bufs: Vec<BytesMut> = (0..NBACKENDS)
             .map(|_| BytesMut::with_capacity(64 + frame.len()))
             .collect();

@@ -2,8 +2,8 @@
 //! extraction; and ring lookup for every distribution at 1, 16 and 256 backends, with the ring
 //! built from a parsed configuration as the proxy builds it.
 //!
-//! Lookups cycle through 4096 distinct keys (or hashes) so that a binary search is not
-//! predicted perfectly from the previous iteration.
+//! Lookups cycle through 4096 distinct keys (or hashes) spread over the ring, so that a binary
+//! search is not predicted from the previous iteration.
 
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -88,13 +88,24 @@ fn tags(c: &mut Criterion) {
 }
 
 fn lookups(c: &mut Criterion) {
-    let keys: Vec<Vec<u8>> = (0..NKEYS)
+    // Scattered numbers: sequential ones differ only in their last bytes, which FNV-1a maps
+    // to nearby hashes, and neighbouring lookups would hit the same ketama point.
+    let ids: Vec<u64> = (0..NKEYS as u64)
+        .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) % 1_000_000_000_000)
+        .collect();
+    let keys: Vec<Vec<u8>> = ids
+        .iter()
         .map(|i| format!("key:{i:012}").into_bytes())
         .collect();
-    let tagged: Vec<Vec<u8>> = (0..NKEYS)
+    let tagged: Vec<Vec<u8>> = ids
+        .iter()
         .map(|i| format!("{{user:{i}}}:profile").into_bytes())
         .collect();
-    let hashes: Vec<u32> = keys.iter().map(|k| HashKind::Fnv1a64.hash(k)).collect();
+    // Placement on its own sees hashes spread over all 32 bits.
+    let hashes: Vec<u32> = ids
+        .iter()
+        .map(|i| HashKind::Xxh3.hash(&i.to_le_bytes()))
+        .collect();
 
     // Placement alone, from a precomputed hash.
     let mut group = c.benchmark_group("ring_locate");
