@@ -115,6 +115,29 @@ fn select_only_database_zero() {
 }
 
 #[test]
+fn copy_to_another_database_is_refused() {
+    let cluster = Cluster::start(4);
+    let mut c = cluster.client();
+    check(&mut c, &["SET", "{c}:src", "v"], ok());
+    for db in ["DB", "db"] {
+        check(
+            &mut c,
+            &["COPY", "{c}:src", "{c}:dst", db, "1"],
+            err("ERR shardis serves database 0 only: COPY ... DB is not supported"),
+        );
+    }
+    // Nothing was written to database 1 of any backend.
+    for i in 0..4 {
+        let mut b = cluster.backend(i);
+        check(&mut b, &["SELECT", "1"], ok());
+        check(&mut b, &["DBSIZE"], int(0));
+    }
+    // COPY within database 0 still works.
+    check(&mut c, &["COPY", "{c}:src", "{c}:dst", "REPLACE"], int(1));
+    check(&mut c, &["GET", "{c}:dst"], bulk("v"));
+}
+
+#[test]
 fn command_introspection() {
     let cluster = Cluster::start(4);
     let mut c = cluster.client();

@@ -16,6 +16,14 @@ use crate::protocol::reply::{put_array_len, put_bulk, put_error};
 /// The request shardis sends to every backend for INFO.
 const INFO_REQUEST: &[u8] = b"*1\r\n$4\r\nINFO\r\n";
 
+/// Whether COPY's options name a destination database (`DB n`), which would write outside
+/// database 0, the only one shardis serves.
+fn names_other_db(frame: &[u8], options: &[Range<usize>]) -> bool {
+    options
+        .iter()
+        .any(|a| frame[a.clone()].eq_ignore_ascii_case(b"db"))
+}
+
 impl Session {
     /// Serves one command: its reply, now or later, takes the next place in the queue.
     pub(super) async fn dispatch(&mut self, frame: Bytes, args: &[Range<usize>], now: Instant) {
@@ -45,6 +53,13 @@ impl Session {
                 ),
             ),
             Kind::Forward => {
+                if cmd.name == "copy" && names_other_db(&frame, &args[3..]) {
+                    return self.fail(
+                        id,
+                        now,
+                        "ERR shardis serves database 0 only: COPY ... DB is not supported",
+                    );
+                }
                 let span = match key_span(cmd, &frame, args) {
                     Ok(Some(span)) => span,
                     Ok(None) => return self.fail(id, now, &RouteError::NoKeys.message(cmd.name)),
