@@ -30,6 +30,8 @@ const BATCH: usize = 512;
 const MAX_INFLIGHT: usize = 16 * 1024;
 /// Bytes buffered for writing before the link stops taking requests.
 const MAX_WRITE_BUFFER: usize = 4 * 1024 * 1024;
+/// Socket reads per wake-up before the link lets other tasks run.
+const READS_PER_WAKE: usize = 16;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
@@ -273,7 +275,9 @@ impl Link {
         scanner: &mut ReplyScanner,
         inflight: &mut VecDeque<InFlight>,
     ) -> Result<(), End> {
-        loop {
+        // A bounded number of reads per wake-up: a backend streaming a large reply goes back
+        // through the select (and tokio's cooperative budget) instead of holding the worker.
+        for _ in 0..READS_PER_WAKE {
             if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
                 // Grow with the buffered partial reply, so a large reply is copied O(log n) times.
                 rbuf.reserve(READ_CHUNK.max(rbuf.len()));
@@ -296,6 +300,7 @@ impl Link {
                 Err(e) => return Err(End::Failed(BackendErrorKind::Closed, e.to_string())),
             }
         }
+        Ok(())
     }
 
     fn deliver(
