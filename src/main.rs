@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use shardis::config::Config;
-use shardis::router::Ring;
+use shardis::router::{DistributionKind, HashKind, Ring};
 use tokio::net::TcpListener;
 
 /// shardis: a sharding Redis proxy. Point Redis clients at it; it spreads keys over several
@@ -77,6 +77,15 @@ fn check(path: &Path) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
             println!("{}", config.describe());
+            for pool in &config.pools {
+                if pool.distribution == DistributionKind::Ketama && pool.hash == HashKind::Crc32 {
+                    println!(
+                        "warning: pools {:?}: crc32 is a 15-bit hash; with ketama nearly every \
+                         key lands on one backend (as in twemproxy). Prefer fnv1a_64, murmur or xxh3.",
+                        pool.name
+                    );
+                }
+            }
             println!("{}: OK", path.display());
             ExitCode::SUCCESS
         }

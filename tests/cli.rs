@@ -282,3 +282,34 @@ fn listen_and_admin_flags_override_the_file() {
     );
     assert_eq!(http_get(proxy.admin, "/healthz").status, 200);
 }
+
+#[test]
+fn check_warns_about_crc32_with_ketama_but_accepts_it() {
+    let dir = TempDir::new("cli");
+    let backends = [
+        ("s1", "127.0.0.1:7001".to_string()),
+        ("s2", "127.0.0.1:7002".to_string()),
+    ];
+    let skewed = write(
+        &dir,
+        "crc32.toml",
+        &shardis_config(&backends, "hash = \"crc32\""),
+    );
+    let out = shardis(&["check", "--config", &skewed]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("warning: pools \"main\": crc32 is a 15-bit hash"),
+        "{stdout}"
+    );
+    // The same hash with modula, or another hash with ketama: no warning.
+    for extra in [
+        "hash = \"crc32\"\ndistribution = \"modula\"",
+        "hash = \"murmur\"",
+    ] {
+        let path = write(&dir, "ok.toml", &shardis_config(&backends, extra));
+        let out = shardis(&["check", "--config", &path]);
+        assert!(out.status.success());
+        assert!(!text(&out.stdout).contains("warning"), "{extra}");
+    }
+}
