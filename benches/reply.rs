@@ -275,14 +275,13 @@ fn mget_fanout(keys: usize, parts: usize, value: usize, failed: bool) -> Fanout 
         .map(|k| ((k % parts) as u32, (k / parts) as u32))
         .collect();
     let v = vec![b'v'; value];
-    let mut fanout = Fanout {
-        cmd: lookup(b"mget").expect("mget").0,
-        start: tokio::time::Instant::now(),
-        merge: Merge::Mget,
-        parts: vec![None; parts],
-        left: parts,
+    let mut fanout = Fanout::new(
+        lookup(b"mget").expect("mget").0,
+        tokio::time::Instant::now(),
+        Merge::Mget,
+        parts,
         order,
-    };
+    );
     for part in 0..parts {
         let n = (keys + parts - 1 - part) / parts;
         let reply = if failed && part == parts - 1 {

@@ -9,7 +9,7 @@
 
 use std::io;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
@@ -34,10 +34,24 @@ pub fn read_once(sock: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
     }
 }
 
+/// Writes the front of `buf` with one `send` and removes what was written; returns how many
+/// bytes that was, 0 when the socket takes nothing now. After a short write the socket's
+/// readiness is cleared, so waiting on `writable()` for the rest costs no extra syscall.
+pub fn write_front(sock: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    match write_once(sock, buf) {
+        Ok(n) => {
+            buf.advance(n);
+            Ok(n)
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
 /// Writes as much of `data` as the socket takes with one `send`.
 ///
 /// Returns the bytes written; `WouldBlock` when the socket took nothing.
-pub fn write_once(sock: &TcpStream, data: &[u8]) -> io::Result<usize> {
+fn write_once(sock: &TcpStream, data: &[u8]) -> io::Result<usize> {
     let mut written = 0;
     let result = sock.try_io(Interest::WRITABLE, || {
         written = sock.try_write(data)?;

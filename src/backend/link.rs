@@ -12,7 +12,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use super::{BackendState, ReplyTo, Request};
 use crate::config::{BackendConfig, PoolConfig};
 use crate::metrics::{BackendErrorKind, Metrics};
-use crate::net::{read_once, write_once};
+use crate::net::{read_once, write_front};
 use crate::protocol::reply::ReplyScanner;
 
 /// Requests taken from the queue per wake-up, written together.
@@ -200,16 +200,16 @@ impl Link {
                     }
                 }
                 ready = sock.writable(), if !wbuf.is_empty() => {
-                    if let Err(e) = ready.and_then(|()| flush(sock, &mut wbuf)) {
+                    if let Err(e) = ready.and_then(|()| write_front(sock, &mut wbuf)) {
                         break End::Failed(BackendErrorKind::Closed, e.to_string());
                     }
                 }
-                mut n = rx.recv_many(&mut batch, BATCH), if can_take => {
+                n = rx.recv_many(&mut batch, BATCH), if can_take => {
                     if n == 0 {
                         rx_open = false;
                         continue;
                     }
-                    if n < BATCH && !inflight.is_empty() {
+                    if batch.len() < BATCH && !inflight.is_empty() {
                         // Busy link: let the sessions that can run now queue their requests
                         // too, so one write carries them all (what an event loop like
                         // twemproxy's gets for free). An idle link writes at once: a lone
@@ -221,19 +221,18 @@ impl Link {
                                 Err(_) => break,
                             }
                         }
-                        n = batch.len();
                     }
                     let now = Instant::now();
+                    self.state.add_inflight(batch.len());
                     for req in batch.drain(..) {
                         wbuf.extend_from_slice(&req.frame);
                         inflight.push_back(InFlight { reply: req.reply, sent: now });
                     }
-                    self.state.add_inflight(n);
                     if !armed {
                         timer.as_mut().reset(now + self.timeout);
                         armed = true;
                     }
-                    if let Err(e) = flush(sock, &mut wbuf) {
+                    if let Err(e) = write_front(sock, &mut wbuf) {
                         break End::Failed(BackendErrorKind::Closed, e.to_string());
                     }
                 }
@@ -333,16 +332,4 @@ impl Link {
         self.state.sub_inflight(done);
         result
     }
-}
-
-/// Writes as much of `wbuf` as the socket takes now; `WouldBlock` leaves the rest for later.
-fn flush(sock: &TcpStream, wbuf: &mut BytesMut) -> io::Result<()> {
-    while !wbuf.is_empty() {
-        match write_once(sock, wbuf) {
-            Ok(n) => wbuf.advance(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

@@ -79,14 +79,13 @@ impl Session {
                 };
                 let n = self.ctx.pool.backends.len();
                 let seq = self.next_seq();
-                self.push_waiting(Slot::Fanout(Box::new(Fanout {
-                    cmd: id,
-                    start: now,
+                self.push_waiting(Slot::Fanout(Box::new(Fanout::new(
+                    id,
+                    now,
                     merge,
-                    parts: vec![None; n],
-                    left: n,
-                    order: Vec::new(),
-                })));
+                    n,
+                    Vec::new(),
+                ))));
                 for backend in 0..n {
                     self.send(backend, frame.clone(), seq, backend as u32).await;
                 }
@@ -203,14 +202,9 @@ impl Session {
 
         let seq = self.next_seq();
         let nparts = bufs.len();
-        self.push_waiting(Slot::Fanout(Box::new(Fanout {
-            cmd: id,
-            start: now,
-            merge,
-            parts: vec![None; nparts],
-            left: nparts,
-            order,
-        })));
+        self.push_waiting(Slot::Fanout(Box::new(Fanout::new(
+            id, now, merge, nparts, order,
+        ))));
         for (part, buf) in bufs.into_iter().enumerate() {
             self.send(part_backend[part], buf.freeze(), seq, part as u32)
                 .await;

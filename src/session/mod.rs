@@ -26,7 +26,7 @@ use tracing::{debug, info};
 
 use crate::backend::{Pool, Reply};
 use crate::metrics::Metrics;
-use crate::net::{read_once, write_once};
+use crate::net::{read_once, write_front};
 use crate::protocol::reply::{is_error, put_error};
 use crate::protocol::request::{Request, RequestParser};
 use crate::server::ProxyState;
@@ -91,7 +91,7 @@ pub async fn run(
         session.feed(&mut rbuf, &mut parser).await;
         session.move_ready();
         if !session.wbuf.is_empty() {
-            match write_some(&stream, &mut session.wbuf) {
+            match write_front(&stream, &mut session.wbuf) {
                 Ok(n) => clients.sent(n as u64),
                 Err(e) => break Err(e),
             }
@@ -103,7 +103,7 @@ pub async fn run(
             break Ok(());
         }
         // Not reading while nothing may be sent keeps the read buffer bounded too.
-        let can_read = !session.closing && !eof && session.may_send(ctx.max_pipeline);
+        let can_read = !session.closing && !eof && session.may_send();
         tokio::select! {
             biased;
             Some(reply) = rx.recv() => {
@@ -128,7 +128,7 @@ pub async fn run(
                 }
             }
             ready = stream.writable(), if !session.wbuf.is_empty() => {
-                match ready.and_then(|()| write_some(&stream, &mut session.wbuf)) {
+                match ready.and_then(|()| write_front(&stream, &mut session.wbuf)) {
                     Ok(n) => clients.sent(n as u64),
                     Err(e) => break Err(e),
                 }
@@ -142,18 +142,6 @@ pub async fn run(
     clients.disconnected();
     ctx.state.client_disconnected();
     debug!(client = id, "disconnected");
-}
-
-/// Writes what the socket takes now.
-fn write_some(stream: &TcpStream, wbuf: &mut BytesMut) -> io::Result<usize> {
-    match write_once(stream, wbuf) {
-        Ok(n) => {
-            wbuf.advance(n);
-            Ok(n)
-        }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-        Err(e) => Err(e),
-    }
 }
 
 impl Session {
@@ -184,7 +172,7 @@ impl Session {
     pub async fn feed(&mut self, rbuf: &mut BytesMut, parser: &mut RequestParser) -> u64 {
         let now = Instant::now();
         let mut commands = 0u64;
-        while !self.closing && self.may_send(self.ctx.max_pipeline) {
+        while !self.closing && self.may_send() {
             match parser.parse(rbuf) {
                 Ok(Some(Request::Multibulk { len })) => {
                     let frame = rbuf.split_to(len).freeze();
@@ -232,8 +220,8 @@ impl Session {
     /// True while another command may be sent: fewer than `max_pipeline` in the queue, less than
     /// [`MAX_OUTPUT`] waiting to be written, and the replies expected for the commands in flight
     /// within [`MAX_OUTPUT`]. With nothing in flight one command may always go.
-    fn may_send(&self, max_pipeline: usize) -> bool {
-        self.pending.len() < max_pipeline
+    fn may_send(&self) -> bool {
+        self.pending.len() < self.ctx.max_pipeline
             && self.wbuf.len() < MAX_OUTPUT
             && self.awaiting.saturating_mul(self.reply_estimate) < MAX_OUTPUT
     }

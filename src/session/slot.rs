@@ -37,6 +37,25 @@ pub struct Fanout {
 }
 
 impl Fanout {
+    /// Command `cmd`, started at `start`, waiting for `parts` replies; `order` as for MGET
+    /// (empty otherwise).
+    pub fn new(
+        cmd: usize,
+        start: Instant,
+        merge: Merge,
+        parts: usize,
+        order: Vec<(u32, u32)>,
+    ) -> Fanout {
+        Fanout {
+            cmd,
+            start,
+            merge,
+            parts: vec![None; parts],
+            left: parts,
+            order,
+        }
+    }
+
     /// Records part `part`'s reply; returns true when every part has answered.
     pub fn fill(&mut self, part: u32, frame: Bytes) -> bool {
         if let Some(slot) = self.parts.get_mut(part as usize)
@@ -134,14 +153,7 @@ mod tests {
     }
 
     fn fanout(merge: Merge, parts: usize, order: Vec<(u32, u32)>) -> Fanout {
-        Fanout {
-            cmd: 0,
-            start: Instant::now(),
-            merge,
-            parts: vec![None; parts],
-            left: parts,
-            order,
-        }
+        Fanout::new(0, Instant::now(), merge, parts, order)
     }
 
     #[test]
