@@ -4,38 +4,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{Client, Cluster, Frame, bulk, err, int, ok};
+use common::{Client, Cluster, Frame, bulk, err, int, ok, pong};
 use shardis::protocol::command::COMMANDS;
 
 #[track_caller]
 fn check(c: &mut Client, args: &[&str], expected: Frame) {
     assert_eq!(c.cmd_str(args), expected, "{args:?}");
-}
-
-/// How long the proxy may take to close a connection it should close.
-const CLOSE_DEADLINE: Duration = Duration::from_secs(10);
-
-fn pong() -> Frame {
-    Frame::Simple("PONG".into())
-}
-
-/// Writes `bytes` on a fresh connection and returns everything the proxy sends until it
-/// closes the connection (panics if it does not close it within the read timeout).
-fn send_until_closed(cluster: &Cluster, bytes: &[u8]) -> Vec<u8> {
-    let mut stream = TcpStream::connect(cluster.proxy.addr).expect("connect");
-    stream
-        .set_read_timeout(Some(CLOSE_DEADLINE))
-        .expect("set_read_timeout");
-    stream.write_all(bytes).expect("write");
-    let mut out = Vec::new();
-    stream
-        .read_to_end(&mut out)
-        .unwrap_or_else(|e| panic!("connection not closed ({e}); got so far {out:?}"));
-    out
 }
 
 #[test]
@@ -72,13 +48,13 @@ fn ping_and_echo() {
 #[test]
 fn quit_replies_ok_then_closes() {
     let cluster = Cluster::start(4);
-    assert_eq!(send_until_closed(&cluster, b"QUIT\r\n"), b"+OK\r\n");
+    assert_eq!(cluster.send_until_closed(b"QUIT\r\n"), b"+OK\r\n");
     // Commands pipelined before QUIT run; commands after it do not.
     let mut pipe = Client::encode(&[b"SET", b"quit:before", b"1"]);
     pipe.extend(Client::encode(&[b"QUIT"]));
     pipe.extend(Client::encode(&[b"SET", b"quit:after", b"2"]));
     pipe.extend_from_slice(b"PING\r\n");
-    assert_eq!(send_until_closed(&cluster, &pipe), b"+OK\r\n+OK\r\n");
+    assert_eq!(cluster.send_until_closed(&pipe), b"+OK\r\n+OK\r\n");
     let mut c = cluster.client();
     check(&mut c, &["GET", "quit:before"], bulk("1"));
     check(&mut c, &["EXISTS", "quit:after"], int(0));

@@ -4,36 +4,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
-
-use common::{Client, Cluster, Frame, bulk, err, int, ok};
-
-/// How long the proxy may take to close a connection it should close.
-const CLOSE_DEADLINE: Duration = Duration::from_secs(10);
-
-fn pong() -> Frame {
-    Frame::Simple("PONG".into())
-}
-
-/// Writes `bytes` on a fresh connection and returns everything the proxy sends until it
-/// closes the connection (panics if it does not close it in time).
-fn send_until_closed(cluster: &Cluster, bytes: &[u8]) -> Vec<u8> {
-    let mut stream = TcpStream::connect(cluster.proxy.addr).expect("connect");
-    stream
-        .set_read_timeout(Some(CLOSE_DEADLINE))
-        .expect("set_read_timeout");
-    stream.write_all(bytes).expect("write");
-    let mut out = Vec::new();
-    stream.read_to_end(&mut out).unwrap_or_else(|e| {
-        panic!(
-            "connection not closed ({e}); got so far {:?}",
-            String::from_utf8_lossy(&out)
-        )
-    });
-    out
-}
+use common::{Client, Cluster, Frame, bulk, err, int, ok, pong};
 
 #[test]
 fn inline_commands() {
@@ -88,7 +59,7 @@ fn inline_commands() {
     assert_eq!(c.read_reply(), bulk("3"));
 
     assert_eq!(
-        send_until_closed(&cluster, b"PING\r\nSET \"unbalanced x\r\nPING\r\n"),
+        cluster.send_until_closed(b"PING\r\nSET \"unbalanced x\r\nPING\r\n"),
         b"+PONG\r\n-ERR Protocol error: unbalanced quotes in request\r\n"
     );
 }
@@ -299,7 +270,7 @@ fn broken_frames_close_only_their_connection() {
         let mut bytes = b"PING\r\n".to_vec();
         bytes.extend_from_slice(input);
         bytes.extend(Client::encode(&[b"SET", b"after-broken", b"x"]));
-        let out = send_until_closed(&cluster, &bytes);
+        let out = cluster.send_until_closed(&bytes);
         assert_eq!(
             String::from_utf8_lossy(&out),
             format!("+PONG\r\n-ERR Protocol error: {why}\r\n"),

@@ -2,13 +2,19 @@
 //! check where a key really landed, not only what the proxy says.
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::Command;
+use std::time::Duration;
 
 use super::{Client, Frame, Redis, Shardis, TempDir, shardis_config};
 
 /// The pool settings every data-path test uses: twemproxy's defaults plus the `{}` hash tag.
 pub const POOL: &str =
     "distribution = \"ketama\"\nhash = \"fnv1a_64\"\nhash_tag = \"{}\"\ntimeout_ms = 1000";
+
+/// How long the proxy may take to close a connection it should close.
+pub const CLOSE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// redis-servers s1..sN and a shardis over them; all killed on drop.
 pub struct Cluster {
@@ -140,6 +146,31 @@ impl Cluster {
             })
             .collect()
     }
+}
+
+impl Cluster {
+    /// Writes `bytes` on a fresh connection to the proxy and returns everything the proxy
+    /// sends until it closes the connection (panics if it does not close it in time).
+    pub fn send_until_closed(&self, bytes: &[u8]) -> Vec<u8> {
+        let mut stream = TcpStream::connect(self.proxy.addr).expect("connect");
+        stream
+            .set_read_timeout(Some(CLOSE_DEADLINE))
+            .expect("set_read_timeout");
+        stream.write_all(bytes).expect("write");
+        let mut out = Vec::new();
+        stream.read_to_end(&mut out).unwrap_or_else(|e| {
+            panic!(
+                "connection not closed ({e}); got so far {:?}",
+                String::from_utf8_lossy(&out)
+            )
+        });
+        out
+    }
+}
+
+/// `+PONG`.
+pub fn pong() -> Frame {
+    Frame::Simple("PONG".into())
 }
 
 /// `+OK`.

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 pub use client::{Client, Frame};
-pub use cluster::{Cluster, POOL, bulk, bulks, err, int, ok};
+pub use cluster::{CLOSE_DEADLINE, Cluster, POOL, bulk, bulks, err, int, ok, pong};
 pub use mock::Mock;
 pub use procs::{Nutcracker, Redis};
 pub use shardis::{Shardis, shardis_config};
