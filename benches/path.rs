@@ -140,26 +140,62 @@ fn bench(c: &mut Criterion) {
     let nils: Vec<Bytes> = (0..=keys.len())
         .map(|n| Bytes::from(format!("*{n}\r\n{}", "$-1\r\n".repeat(n))))
         .collect();
-    let mut rig = rig();
+    let mut split = rig();
     group.throughput(Throughput::Elements(1));
     group.bench_function("split+merge", |b| {
         b.iter(|| {
             rt.block_on(async {
                 let mut rbuf = BytesMut::from(&input[..]);
-                rig.wire.clear();
-                rig.session.feed(&mut rbuf, &mut rig.parser).await;
-                for link in &mut rig.links {
+                split.wire.clear();
+                split.session.feed(&mut rbuf, &mut split.parser).await;
+                for link in &mut split.links {
                     while let Ok(req) = link.try_recv() {
                         // "*<n+1>\r\n$4\r\nMGET\r\n...": answer n nils.
                         let n = count_of(&req.frame).saturating_sub(1);
-                        rig.wire.extend_from_slice(&req.frame);
+                        split.wire.extend_from_slice(&req.frame);
                         req.reply.send(nils[n.min(keys.len())].clone());
                     }
                 }
-                while let Ok(r) = rig.inbox.try_recv() {
-                    rig.session.on_reply(r);
+                while let Ok(r) = split.inbox.try_recv() {
+                    split.session.on_reply(r);
                 }
-                let out = rig.session.output();
+                let out = split.session.output();
+                let n = out.len();
+                out.clear();
+                black_box(n)
+            })
+        });
+    });
+    group.finish();
+
+    // MSET of 10 keys: split across the 4 backends, each part answers +OK.
+    let mut group = c.benchmark_group("path/mset10");
+    let mut args: Vec<&[u8]> = vec![b"MSET"];
+    for k in &keys {
+        args.push(k.as_slice());
+        args.push(b"value");
+    }
+    let mut input = Vec::new();
+    encode(&args, &mut input);
+    let ok = Bytes::from_static(b"+OK\r\n");
+    let mut split = rig();
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("split+merge", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut rbuf = BytesMut::from(&input[..]);
+                split.wire.clear();
+                split.session.feed(&mut rbuf, &mut split.parser).await;
+                for link in &mut split.links {
+                    while let Ok(req) = link.try_recv() {
+                        split.wire.extend_from_slice(&req.frame);
+                        req.reply.send(ok.clone());
+                    }
+                }
+                while let Ok(r) = split.inbox.try_recv() {
+                    split.session.on_reply(r);
+                }
+                let out = split.session.output();
                 let n = out.len();
                 out.clear();
                 black_box(n)

@@ -227,3 +227,39 @@ fn del_and_unlink_sum_and_really_delete() {
         err("ERR wrong number of arguments for 'unlink' command")
     );
 }
+
+/// Many split commands in one write: each is split while the parts of the ones before it are
+/// still queued for the links, so the session's part buffer is shared and must not be
+/// overwritten. Every MGET must see exactly what the MSET before it wrote.
+#[test]
+fn pipelined_splits_keep_their_parts_apart() {
+    let cluster = Cluster::start(4);
+    let mut c = cluster.client();
+    let keys = spread_keys(12, "pp");
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    assert_eq!(
+        cluster.route(&refs).iter().collect::<HashSet<_>>().len(),
+        4,
+        "12 keys should use all four backends"
+    );
+    const ROUNDS: usize = 50;
+    let mut batch = Vec::new();
+    for round in 0..ROUNDS {
+        let values: Vec<String> = keys.iter().map(|k| format!("{k}={round}")).collect();
+        let mut mset: Vec<&[u8]> = vec![b"MSET"];
+        for (k, v) in keys.iter().zip(&values) {
+            mset.push(k.as_bytes());
+            mset.push(v.as_bytes());
+        }
+        batch.extend(Client::encode(&mset));
+        let mut mget: Vec<&[u8]> = vec![b"MGET"];
+        mget.extend(keys.iter().map(|k| k.as_bytes()));
+        batch.extend(Client::encode(&mget));
+    }
+    c.send_raw(&batch);
+    for round in 0..ROUNDS {
+        assert_eq!(c.read_reply(), ok(), "MSET of round {round}");
+        let expected: Vec<Frame> = keys.iter().map(|k| bulk(format!("{k}={round}"))).collect();
+        assert_array(c.read_reply(), &expected);
+    }
+}

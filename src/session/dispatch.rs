@@ -151,63 +151,82 @@ impl Session {
             Err(e) => return self.fail(id, now, &e.message(cmd.name)),
         };
         let ring = &self.ctx.pool.ring;
-        self.scratch.clear();
-        self.scratch.extend(
+        let sc = &mut self.split;
+        sc.backend_of.clear();
+        sc.backend_of.extend(
             span.positions()
                 .map(|pos| ring.backend_for(&frame[args[pos].clone()])),
         );
-        let first = self.scratch[0];
-        if self.scratch.iter().all(|&b| b == first) {
+        let first = sc.backend_of[0];
+        if sc.backend_of.iter().all(|&b| b == first) {
             return self.forward(id, first, frame, now).await;
         }
 
         // Parts in order of first appearance; each gets the keys (and values) it owns.
-        let nbackends = self.ctx.pool.backends.len();
-        let mut part_of = vec![u32::MAX; nbackends];
-        let mut counts: Vec<u32> = Vec::new();
-        let mut part_backend: Vec<usize> = Vec::new();
+        sc.part_of.clear();
+        sc.part_of.resize(self.ctx.pool.backends.len(), u32::MAX);
+        sc.counts.clear();
+        sc.part_backend.clear();
         let mut order = Vec::with_capacity(if merge == Merge::Mget {
-            self.scratch.len()
+            sc.backend_of.len()
         } else {
             0
         });
-        for &backend in &self.scratch {
-            if part_of[backend] == u32::MAX {
-                part_of[backend] = counts.len() as u32;
-                counts.push(0);
-                part_backend.push(backend);
+        for &backend in &sc.backend_of {
+            if sc.part_of[backend] == u32::MAX {
+                sc.part_of[backend] = sc.counts.len() as u32;
+                sc.counts.push(0);
+                sc.part_backend.push(backend);
             }
-            let part = part_of[backend];
+            let part = sc.part_of[backend];
             if merge == Merge::Mget {
-                order.push((part, counts[part as usize]));
+                order.push((part, sc.counts[part as usize]));
             }
-            counts[part as usize] += 1;
+            sc.counts[part as usize] += 1;
         }
+        // Key positions grouped by part (a counting sort), so each part is written whole.
+        sc.starts.clear();
+        let mut at = 0;
+        for &n in &sc.counts {
+            sc.starts.push(at);
+            at += n as usize;
+        }
+        sc.by_part.clear();
+        sc.by_part.resize(at, 0);
+        for (pos, &backend) in span.positions().zip(&sc.backend_of) {
+            let part = sc.part_of[backend] as usize;
+            sc.by_part[sc.starts[part]] = pos;
+            sc.starts[part] += 1;
+        }
+        // All parts go into one buffer and are split off it: one allocation, not one per part,
+        // and none at all once the links have dropped the previous command's parts.
         let per_key = if pairs { 2 } else { 1 };
-        let mut bufs: Vec<BytesMut> = counts
-            .iter()
-            .map(|&n| {
-                let mut b = BytesMut::with_capacity(64 + frame.len() / counts.len());
-                put_array_len(&mut b, 1 + n as usize * per_key);
-                put_bulk(&mut b, &frame[args[0].clone()]);
-                b
-            })
-            .collect();
-        for (pos, &backend) in span.positions().zip(&self.scratch) {
-            let buf = &mut bufs[part_of[backend] as usize];
-            for arg in &args[pos..pos + per_key] {
-                put_bulk(buf, &frame[arg.clone()]);
+        sc.arena.reserve(64 * sc.counts.len() + frame.len());
+        let mut keys = sc.by_part.iter();
+        for &n in &sc.counts {
+            put_array_len(&mut sc.arena, 1 + n as usize * per_key);
+            put_bulk(&mut sc.arena, &frame[args[0].clone()]);
+            for &pos in keys.by_ref().take(n as usize) {
+                for arg in &args[pos..pos + per_key] {
+                    put_bulk(&mut sc.arena, &frame[arg.clone()]);
+                }
             }
+            let part = sc.arena.split().freeze();
+            sc.parts.push(part);
         }
 
         let seq = self.next_seq();
-        let nparts = bufs.len();
+        let nparts = self.split.parts.len();
         self.push_waiting(Slot::Fanout(Box::new(Fanout::new(
             id, now, merge, nparts, order,
         ))));
-        for (part, buf) in bufs.into_iter().enumerate() {
-            self.send(part_backend[part], buf.freeze(), seq, part as u32)
-                .await;
+        for part in 0..nparts {
+            let (backend, frame) = (
+                self.split.part_backend[part],
+                std::mem::take(&mut self.split.parts[part]),
+            );
+            self.send(backend, frame, seq, part as u32).await;
         }
+        self.split.parts.clear();
     }
 }

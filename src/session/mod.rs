@@ -47,6 +47,25 @@ pub struct Context {
     pub slowlog: Option<Duration>,
 }
 
+/// Working space for splitting a multi-key command, kept between commands so a split
+/// allocates nothing once the session has seen one of its size.
+#[derive(Default)]
+struct SplitScratch {
+    /// Backend of each key, in request order.
+    backend_of: Vec<usize>,
+    /// Part number of each backend (`u32::MAX`: none).
+    part_of: Vec<u32>,
+    /// Keys per part, and each part's backend.
+    counts: Vec<u32>,
+    part_backend: Vec<usize>,
+    /// Key argument positions grouped by part, and where each part's group starts.
+    by_part: Vec<usize>,
+    starts: Vec<usize>,
+    /// The parts' frames are written here and split off.
+    arena: BytesMut,
+    parts: Vec<Bytes>,
+}
+
 /// One client connection's state.
 pub struct Session {
     id: u64,
@@ -59,8 +78,8 @@ pub struct Session {
     /// No more commands are read; the session ends once every reply is written.
     closing: bool,
     name: Option<Bytes>,
-    /// Backend index per key, reused by fan-out.
-    scratch: Vec<usize>,
+    /// Reused by every split command.
+    split: SplitScratch,
     /// Commands sent to backends whose replies are not all in.
     awaiting: usize,
     /// Expected size of this client's next reply: jumps up to any larger reply at once and
@@ -158,7 +177,7 @@ impl Session {
             wbuf: BytesMut::with_capacity(READ_RESERVE),
             closing: false,
             name: None,
-            scratch: Vec::new(),
+            split: SplitScratch::default(),
             awaiting: 0,
             // Until replies are seen, allow 16 in flight (the client may be fetching large values).
             reply_estimate: MAX_OUTPUT / 16,
