@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::ops::{backends, http_get, key_on, start_redises, wait_for};
+use common::ops::{backends, http_get, key_on, metric, start_redises, wait_for};
 use common::{Client, Frame, Mock, Redis, Shardis, free_port, shardis_config};
 
 /// Slack on top of `timeout_ms` for a loaded test machine running a debug build.
@@ -252,5 +252,52 @@ fn debug_sleep_past_the_timeout_never_mixes_replies() {
     assert_eq!(
         c.cmd_str(&["DBSIZE"]),
         Frame::Integer(config_keys.len() as i64)
+    );
+}
+
+#[test]
+fn a_backend_that_stays_down_is_logged_once_then_its_return() {
+    let mut redises = start_redises(1);
+    let config = shardis_config(&backends(&redises), "");
+    let shardis = Shardis::start(&config);
+    wait_for(Duration::from_secs(10), "the link to connect", || {
+        shardis.stderr().contains("connected to").then_some(())
+    });
+    redises[0].kill();
+    // Every failed attempt is counted; wait for several retries (50, 100, 200, 400 ms apart).
+    wait_for(Duration::from_secs(10), "five failed reconnects", || {
+        let metrics = http_get(shardis.admin, "/metrics").body;
+        let failed = metric(
+            &metrics,
+            r#"shardis_backend_errors_total{backend="s1",kind="connect"}"#,
+        )?;
+        (failed >= 5.0).then_some(())
+    });
+    let log = shardis.stderr();
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("connect failed"))
+        .collect();
+    assert_eq!(
+        warned.len(),
+        1,
+        "one warning for the outage, not one per retry:\n{log}"
+    );
+    assert!(
+        warned[0].contains("repeats are logged at debug level"),
+        "{}",
+        warned[0]
+    );
+
+    redises[0].restart();
+    wait_for(
+        Duration::from_secs(10),
+        "the reconnect to be logged",
+        || {
+            let log = shardis.stderr();
+            log.lines()
+                .any(|l| l.contains("INFO") && l.contains("failed attempt(s)"))
+                .then_some(())
+        },
     );
 }

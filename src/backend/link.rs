@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{BackendState, ReplyTo, Request};
 use crate::config::{BackendConfig, PoolConfig};
@@ -38,6 +38,37 @@ const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// A connection that lived this long resets the backoff.
 const STABLE: Duration = Duration::from_secs(1);
+
+/// How often a backend that stays down is logged again at warning level.
+const REMIND_EVERY: Duration = Duration::from_secs(30);
+
+/// Consecutive failed connection attempts, for logging an outage without a line per retry.
+#[derive(Default)]
+struct Outage {
+    failures: u32,
+    last_warned: Option<Instant>,
+}
+
+/// What to log for one failed attempt.
+#[derive(Debug, PartialEq, Eq)]
+enum Log {
+    First,
+    Reminder,
+    Quiet,
+}
+
+impl Outage {
+    fn failed(&mut self, now: Instant) -> Log {
+        self.failures = self.failures.saturating_add(1);
+        let log = match self.last_warned {
+            None => Log::First,
+            Some(at) if now.saturating_duration_since(at) >= REMIND_EVERY => Log::Reminder,
+            Some(_) => return Log::Quiet,
+        };
+        self.last_warned = Some(now);
+        log
+    }
+}
 
 /// Why a connection ended.
 enum End {
@@ -119,6 +150,7 @@ impl Link {
     /// Runs until every sender is dropped.
     pub(super) async fn run(self, mut rx: mpsc::Receiver<Request>) {
         let mut backoff = MIN_BACKOFF;
+        let mut outage = Outage::default();
         loop {
             let attempt = timeout(
                 self.connect_timeout,
@@ -129,7 +161,16 @@ impl Link {
                 Ok(Ok(sock)) => {
                     let _ = sock.set_nodelay(true);
                     self.set_connected(true);
-                    info!(backend = %self.name, "connected to {}:{}", self.host, self.port);
+                    match outage.failures {
+                        0 => {
+                            info!(backend = %self.name, "connected to {}:{}", self.host, self.port)
+                        }
+                        n => info!(
+                            backend = %self.name,
+                            "connected to {}:{} after {n} failed attempt(s)", self.host, self.port
+                        ),
+                    }
+                    outage = Outage::default();
                     let opened = Instant::now();
                     let end = self.serve(&sock, &mut rx).await;
                     self.set_connected(false);
@@ -152,7 +193,25 @@ impl Link {
                     self.connect_timeout.as_millis()
                 ),
             };
-            warn!(backend = %self.name, "{err}; retrying in {} ms", backoff.as_millis());
+            // Every attempt is counted in the metrics and shown in /status; the log says
+            // once that the backend is down and then reminds every REMIND_EVERY, instead of
+            // a line per retry.
+            match outage.failed(Instant::now()) {
+                Log::First => warn!(
+                    backend = %self.name,
+                    "{err}; retrying with backoff up to {} ms (repeats are logged at debug \
+                     level, with a reminder every {} s)",
+                    MAX_BACKOFF.as_millis(),
+                    REMIND_EVERY.as_secs()
+                ),
+                Log::Reminder => warn!(
+                    backend = %self.name,
+                    "still unavailable after {} attempts: {err}", outage.failures
+                ),
+                Log::Quiet => {
+                    debug!(backend = %self.name, "{err}; retrying in {} ms", backoff.as_millis())
+                }
+            }
             self.record_error(BackendErrorKind::Connect, &err);
             // Down: answer at once rather than queueing behind a dead backend.
             let reply = self.error_reply(&format!("is unavailable: {err}"));
@@ -331,5 +390,27 @@ impl Link {
         };
         self.state.sub_inflight(done);
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_is_logged_once_then_reminded() {
+        let t0 = Instant::now();
+        let mut outage = Outage::default();
+        assert_eq!(outage.failed(t0), Log::First);
+        for ms in [50, 150, 350, 750, 1550, 29_000] {
+            assert_eq!(outage.failed(t0 + Duration::from_millis(ms)), Log::Quiet);
+        }
+        assert_eq!(outage.failed(t0 + REMIND_EVERY), Log::Reminder);
+        assert_eq!(
+            outage.failed(t0 + REMIND_EVERY + Duration::from_secs(2)),
+            Log::Quiet
+        );
+        assert_eq!(outage.failed(t0 + REMIND_EVERY * 2), Log::Reminder);
+        assert_eq!(outage.failures, 10);
     }
 }
