@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -72,6 +73,41 @@ impl ProxyState {
     }
 }
 
+/// What a connection beyond `max_clients` is told, as Redis says it.
+const REFUSAL: &[u8] = b"-ERR max number of clients reached\r\n";
+/// Refused connections kept open at once so their clients can read the refusal; beyond this
+/// (a connection flood) they are closed at once.
+const REFUSALS_LINGERING: usize = 64;
+/// How long a refused connection is kept open, and how much of its input is read and dropped.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+const REFUSAL_DRAIN: usize = 64 * 1024;
+
+/// Like Redis: say why, then close. Closing a socket whose input was not read resets the
+/// connection, and a reset can make the client lose the refusal (or see only the reset), so the
+/// proxy half-closes, reads and drops what the client sent until it closes too, within bounds.
+fn refuse(stream: TcpStream, lingering: &Arc<Semaphore>) {
+    let _ = stream.try_write(REFUSAL);
+    let Ok(slot) = lingering.clone().try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let _ = stream.shutdown().await;
+        let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+            let mut buf = [0u8; 4096];
+            let mut drained = 0;
+            while drained < REFUSAL_DRAIN {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => drained += n,
+                }
+            }
+        })
+        .await;
+        drop(slot);
+    });
+}
+
 /// Serves clients on `listener` until `shutdown` resolves, then drains: stops accepting,
 /// marks the proxy as draining (readiness fails), lets sessions finish the commands they
 /// already read, and gives up on the stragglers after `grace`.
@@ -84,6 +120,7 @@ pub async fn run(
 ) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let permits = Arc::new(Semaphore::new(max_clients));
+    let lingering = Arc::new(Semaphore::new(REFUSALS_LINGERING));
     let mut sessions = JoinSet::new();
     let mut next_id: u64 = 1;
     ctx.state.set_ready();
@@ -94,8 +131,7 @@ pub async fn run(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
                     let Ok(permit) = permits.clone().try_acquire_owned() else {
-                        // Like Redis: say why, then close.
-                        let _ = stream.try_write(b"-ERR max number of clients reached\r\n");
+                        refuse(stream, &lingering);
                         continue;
                     };
                     let (ctx, stop) = (ctx.clone(), stop_rx.clone());

@@ -24,8 +24,8 @@ fn refusal(shardis: &Shardis) -> Vec<u8> {
     got
 }
 
-/// A connection that answers PING, or `None` if the proxy refused it. A refused connection gets
-/// the refusal, or a reset because the PING was left unread when the proxy closed it.
+/// A connection that answers PING, or `None` if the proxy refused it (with the refusal, or any
+/// read error: this helper polls for a free place, it does not judge the refusal).
 fn admitted(shardis: &Shardis) -> Option<Client> {
     let mut stream = TcpStream::connect(shardis.addr).expect("connect");
     stream
@@ -73,4 +73,33 @@ fn connections_beyond_max_clients_are_refused_with_an_error() {
     });
     assert_eq!(c.cmd_str(&["GET", "k"]), Frame::Bulk(b"v".to_vec()));
     assert_eq!(refusal(&shardis), REFUSAL, "the limit still holds");
+}
+
+/// A refused client that has already sent a command still reads the refusal: closing a socket
+/// with unread input resets it, and a reset can discard the refusal before the client reads it,
+/// so the proxy reads what the client sent before closing.
+#[test]
+fn a_refused_client_that_already_sent_a_command_still_reads_why() {
+    let redises = start_redises(1);
+    let config = with_server(&shardis_config(&backends(&redises), ""), "max_clients = 1");
+    let shardis = Shardis::start(&config);
+    let mut admitted = shardis.client();
+    assert_eq!(admitted.cmd_str(&["PING"]), Frame::Simple("PONG".into()));
+
+    for attempt in 0..20 {
+        let mut s = TcpStream::connect(shardis.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("set_read_timeout");
+        // Sent before the proxy has even accepted the connection, as a pipelining client does.
+        s.write_all(&Client::encode(&[b"SET", b"k", &[b'v'; 4096]]))
+            .expect("write");
+        // Give the refusal (and, without the fix, the reset) time to arrive before reading.
+        std::thread::sleep(Duration::from_millis(20));
+        let mut got = Vec::new();
+        match s.read_to_end(&mut got) {
+            Ok(_) => assert_eq!(got, REFUSAL, "attempt {attempt}"),
+            Err(e) => panic!("attempt {attempt}: {e} after {got:?}"),
+        }
+    }
+    assert_eq!(admitted.cmd_str(&["PING"]), Frame::Simple("PONG".into()));
 }
