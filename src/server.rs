@@ -16,7 +16,7 @@ use crate::backend::{BackendState, Pool};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::protocol::command;
-use crate::session::{self, Context};
+use crate::session::{self, Context, Stop};
 
 /// Proxy-wide state shared with the admin server and INFO.
 #[derive(Debug)]
@@ -73,6 +73,9 @@ impl ProxyState {
     }
 }
 
+/// How long sessions get to write their error replies once the shutdown grace is over.
+const ABANDON_WAIT: Duration = Duration::from_millis(200);
+
 /// What a connection beyond `max_clients` is told, as Redis says it.
 const REFUSAL: &[u8] = b"-ERR max number of clients reached\r\n";
 /// Refused connections kept open at once so their clients can read the refusal; beyond this
@@ -118,7 +121,7 @@ pub async fn run(
     grace: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(Stop::No);
     let permits = Arc::new(Semaphore::new(max_clients));
     let lingering = Arc::new(Semaphore::new(REFUSALS_LINGERING));
     let mut sessions = JoinSet::new();
@@ -158,18 +161,26 @@ pub async fn run(
         sessions.len(),
         grace.as_millis()
     );
-    let _ = stop_tx.send(true);
+    let _ = stop_tx.send(Stop::Drain);
     let drained = tokio::time::timeout(grace, async {
         while sessions.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
         warn!(
-            "shutdown grace of {} ms expired with {} client(s) still busy; closing them",
+            "shutdown grace of {} ms expired with {} client(s) still busy; answering their \
+             waiting commands with an error and closing them",
             grace.as_millis(),
             sessions.len()
         );
-        sessions.abort_all();
+        let _ = stop_tx.send(Stop::Abandon);
+        let abandoned = tokio::time::timeout(ABANDON_WAIT, async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
+        if abandoned.is_err() {
+            sessions.abort_all();
+        }
     }
 }
 

@@ -160,6 +160,14 @@ fn stragglers_past_the_grace_are_cut_off_and_the_exit_is_still_zero() {
         "exited after {:?}, before the grace",
         signalled.elapsed()
     );
+    // The straggler is told why its command got no reply, then its connection is closed.
+    match c.read_reply() {
+        Frame::Error(e) => assert!(
+            e.starts_with("ERR shardis is shutting down"),
+            "the straggler's error: {e}"
+        ),
+        other => panic!("expected an error reply for the straggler, got {other:?}"),
+    }
     assert!(
         closed_by_peer(&mut busy, Duration::from_secs(5)),
         "the straggler's connection is closed, not left hanging"

@@ -34,6 +34,9 @@ use slot::Slot;
 
 /// Reply bytes buffered for a client before the session stops moving replies to it.
 pub const MAX_OUTPUT: usize = 1024 * 1024;
+/// The reply to each command still waiting for a backend when the shutdown grace runs out.
+const ABANDONED: &[u8] =
+    b"-ERR shardis is shutting down: no reply from the backend within the shutdown grace\r\n";
 /// Least free space kept in the read buffer before a read.
 const READ_RESERVE: usize = 16 * 1024;
 
@@ -66,6 +69,18 @@ struct SplitScratch {
     parts: Vec<Bytes>,
 }
 
+/// What the server asks of its sessions, in the order it asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Serve as usual.
+    No,
+    /// Read no more commands; finish the ones in flight, then close.
+    Drain,
+    /// The shutdown grace is over: answer every command still waiting with an error, write
+    /// what can be written at once, and close.
+    Abandon,
+}
+
 /// One client connection's state.
 pub struct Session {
     id: u64,
@@ -93,11 +108,11 @@ pub async fn run(
     stream: TcpStream,
     ctx: Arc<Context>,
     id: u64,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<Stop>,
 ) {
     let _ = stream.set_nodelay(true);
     let (mut session, mut rx) = Session::new(ctx.clone(), id);
-    session.closing = *shutdown.borrow();
+    session.closing = *shutdown.borrow() != Stop::No;
     let mut rbuf = BytesMut::with_capacity(READ_RESERVE);
     let mut parser = RequestParser::new(ctx.max_request_bytes);
     let mut eof = false;
@@ -152,7 +167,16 @@ pub async fn run(
                     Err(e) => break Err(e),
                 }
             }
-            _ = shutdown.changed(), if !session.closing => session.closing = true,
+            Ok(()) = shutdown.changed() => match *shutdown.borrow_and_update() {
+                Stop::No => {}
+                Stop::Drain => session.closing = true,
+                Stop::Abandon => {
+                    session.abandon();
+                    // One attempt: a client that is not reading gets nothing more.
+                    let _ = write_front(&stream, &mut session.wbuf);
+                    break Ok(());
+                }
+            },
         }
     };
     if let Err(e) = result {
@@ -268,6 +292,27 @@ impl Session {
                 _ => break,
             }
         }
+    }
+
+    /// Answers every command still waiting for a backend with [`ABANDONED`] (counted as
+    /// failed) and moves what is ready to the output, for a shutdown that cannot wait longer.
+    pub fn abandon(&mut self) {
+        self.closing = true;
+        let now = Instant::now();
+        let metrics = self.ctx.metrics.clone();
+        for slot in &mut self.pending {
+            let (cmd, start) = match slot {
+                Slot::Ready(_) => continue,
+                Slot::Single { cmd, start, .. } => (*cmd, *start),
+                Slot::Fanout(fanout) => (fanout.cmd, fanout.start),
+            };
+            metrics
+                .command(cmd)
+                .record(now.saturating_duration_since(start), false);
+            *slot = Slot::Ready(Bytes::from_static(ABANDONED));
+        }
+        self.awaiting = 0;
+        self.move_ready();
     }
 
     /// Takes one reply from a backend link.
