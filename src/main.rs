@@ -53,7 +53,8 @@ enum Command {
     Route {
         #[arg(long, short = 'c', value_name = "FILE")]
         config: PathBuf,
-        #[arg(value_name = "KEY", required = true)]
+        /// Keys may start with '-' (anything after the first key is a key).
+        #[arg(value_name = "KEY", required = true, allow_hyphen_values = true)]
         keys: Vec<String>,
     },
 }
