@@ -254,6 +254,14 @@ fn hello_2_only() {
         expected.clone(),
     );
     check(&mut c, &["CLIENT", "GETNAME"], bulk("via-hello"));
+    // Without a password only the default user exists, as in Redis; a failed HELLO changes
+    // nothing, not even the name.
+    check(
+        &mut c,
+        &["HELLO", "2", "SETNAME", "bob-conn", "AUTH", "bob", "secret"],
+        err("WRONGPASS invalid username-password pair or user is disabled."),
+    );
+    check(&mut c, &["CLIENT", "GETNAME"], bulk("via-hello"));
     check(
         &mut c,
         &["HELLO", "3"],

@@ -10,6 +10,9 @@ use super::Session;
 use crate::protocol::command::{COMMANDS, Command, Keys, Local, lookup};
 use crate::protocol::reply::{put_array_len, put_bulk, put_integer, put_null, put_simple};
 
+/// Redis' reply to credentials it does not accept.
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
 impl Session {
     pub(super) fn local(
         &mut self,
@@ -64,10 +67,10 @@ Ok(())
                           Are you sure your configuration is correct?"
                     .into()),
                 3 if arg(1) == Some(b"default") => {
-put_simple(&mut out, "OK");
-Ok(())
-},
-                3 => Err("WRONGPASS invalid username-password pair or user is disabled.".into()),
+                    put_simple(&mut out, "OK");
+                    Ok(())
+                }
+                3 => Err(WRONGPASS.into()),
                 _ => Err("ERR syntax error".into()),
             },
             Local::Hello => self.hello(&mut out, frame, args),
@@ -97,15 +100,26 @@ Ok(())
             return Err("NOPROTO unsupported protocol version: shardis speaks RESP2".into());
         }
         let mut i = 2;
+        let mut name = None;
         while i < args.len() {
             match arg(i).map(|a| a.to_ascii_uppercase()).as_deref() {
-                Some(b"AUTH") if i + 2 < args.len() => i += 3,
+                // Like Redis without a password: only the default user, with any password.
+                Some(b"AUTH") if i + 2 < args.len() => {
+                    if arg(i + 1) != Some(b"default") {
+                        return Err(WRONGPASS.into());
+                    }
+                    i += 3;
+                }
                 Some(b"SETNAME") if i + 1 < args.len() => {
-                    self.name = arg(i + 1).map(Bytes::copy_from_slice);
+                    name = arg(i + 1);
                     i += 2;
                 }
                 _ => return Err("ERR syntax error in HELLO option".into()),
             }
+        }
+        // Only a HELLO that succeeds names the connection.
+        if let Some(name) = name {
+            self.name = Some(Bytes::copy_from_slice(name));
         }
         put_array_len(out, 14);
         put_bulk(out, b"server");
