@@ -182,6 +182,12 @@ fn client_name_info_and_id() {
     check(&mut c, &["CLIENT", "GETNAME"], Frame::Null);
     check(&mut c, &["CLIENT", "SETINFO", "lib-name", "redis-py"], ok());
     check(&mut c, &["CLIENT", "SETINFO", "lib-ver", "5.0.0"], ok());
+    check(&mut c, &["CLIENT", "SETINFO", "LIB-NAME", "go-redis"], ok());
+    check(
+        &mut c,
+        &["CLIENT", "SETINFO", "colour", "blue"],
+        err("ERR Unrecognized option 'colour'"),
+    );
     check(
         &mut c,
         &["CLIENT", "GETNAME", "extra"],

@@ -163,7 +163,18 @@ Ok(())
                 Some(name) => put_bulk(out, name),
                 None => put_null(out),
             },
-            (Some(b"SETINFO"), 4) => put_simple(out, "OK"),
+            (Some(b"SETINFO"), 4) => {
+                // Redis 7.2 knows these two attributes; shardis only acknowledges them.
+                let attr = value.unwrap_or_default();
+                if !attr.eq_ignore_ascii_case(b"lib-name") && !attr.eq_ignore_ascii_case(b"lib-ver")
+                {
+                    return Err(format!(
+                        "ERR Unrecognized option '{}'",
+                        String::from_utf8_lossy(attr)
+                    ));
+                }
+                put_simple(out, "OK");
+            }
             (Some(b"ID"), 2) => put_integer(out, self.id as i64),
             (Some(sub @ (b"SETNAME" | b"GETNAME" | b"SETINFO" | b"ID")), _) => {
                 return Err(format!(
