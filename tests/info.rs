@@ -11,7 +11,12 @@ use common::{Client, Frame, Shardis, shardis_config};
 
 /// INFO's sections by header (`Proxy`, `Backend s1`, ...), each as field -> value.
 fn sections(c: &mut Client) -> Vec<(String, HashMap<String, String>)> {
-    let text = c.cmd_str(&["INFO"]).as_text();
+    sections_of(c, &["INFO"])
+}
+
+/// The sections of the reply to `info` (`INFO` with arguments).
+fn sections_of(c: &mut Client, info: &[&str]) -> Vec<(String, HashMap<String, String>)> {
+    let text = c.cmd_str(info).as_text();
     assert!(
         text.contains("\r\n"),
         "INFO lines end with CRLF like Redis': {text:?}"
@@ -55,15 +60,25 @@ fn info_has_a_proxy_section_and_one_section_per_backend() {
     let mut other = shardis.client();
     assert_eq!(other.cmd_str(&["PING"]), Frame::Simple("PONG".into()));
 
+    assert_eq!(c.cmd_str(&["EXPIRE", "key:0", "1000"]), Frame::Integer(1));
     let info = sections(&mut c);
     let names: Vec<&str> = info.iter().map(|(h, _)| h.as_str()).collect();
-    assert_eq!(names, ["Proxy", "Backend s1", "Backend s2", "Backend s3"]);
+    assert_eq!(
+        names,
+        [
+            "Proxy",
+            "Backend s1",
+            "Backend s2",
+            "Backend s3",
+            "Keyspace"
+        ]
+    );
     let proxy = &info[0].1;
     assert_eq!(proxy["shardis_version"], env!("CARGO_PKG_VERSION"));
     assert!(num(proxy, "uptime_in_seconds") < 3600);
     assert_eq!(num(proxy, "connected_clients"), 2);
-    // 30 SETs, 1 PING and this INFO.
-    assert_eq!(num(proxy, "total_commands_processed"), 32);
+    // 30 SETs, 1 PING, 1 EXPIRE and this INFO.
+    assert_eq!(num(proxy, "total_commands_processed"), 33);
     assert_eq!(num(proxy, "backends_up"), 3);
     assert_eq!(num(proxy, "backends_total"), 3);
 
@@ -81,6 +96,8 @@ fn info_has_a_proxy_section_and_one_section_per_backend() {
         total += dbsize;
     }
     assert_eq!(total, 30);
+    // The keyspace clients see: database 0 of every backend together.
+    assert_eq!(info[4].1["db0"], "keys=30,expires=1,avg_ttl=0");
 
     // A dead backend: counted down, its section says so and has no figures.
     redises[2].kill();
@@ -101,4 +118,34 @@ fn info_has_a_proxy_section_and_one_section_per_backend() {
     assert_eq!(num(&info[1].1, "connected"), 1);
     // The connection that asked is still fine.
     assert_eq!(c.cmd_str(&["PING"]), Frame::Simple("PONG".into()));
+}
+
+#[test]
+fn info_sections_can_be_asked_for_by_name() {
+    let redises = start_redises(2);
+    let shardis = Shardis::start(&shardis_config(&backends(&redises), ""));
+    let mut c = shardis.client();
+    let names = |c: &mut Client, info: &[&str]| -> Vec<String> {
+        sections_of(c, info).into_iter().map(|(h, _)| h).collect()
+    };
+    let all = ["Proxy", "Backend s1", "Backend s2", "Keyspace"];
+    assert_eq!(names(&mut c, &["INFO", "everything"]), all);
+    assert_eq!(names(&mut c, &["INFO", "default"]), all);
+    assert_eq!(names(&mut c, &["INFO", "proxy"]), ["Proxy"]);
+    assert_eq!(
+        names(&mut c, &["INFO", "Backends"]),
+        ["Backend s1", "Backend s2"]
+    );
+    assert_eq!(
+        names(&mut c, &["INFO", "KEYSPACE", "proxy"]),
+        ["Proxy", "Keyspace"]
+    );
+    // An empty keyspace has no db line, as in Redis.
+    let keyspace = sections_of(&mut c, &["INFO", "keyspace"]);
+    assert!(keyspace[0].1.is_empty(), "{keyspace:?}");
+    assert_eq!(c.cmd_str(&["SET", "k", "v"]), Frame::Simple("OK".into()));
+    let keyspace = sections_of(&mut c, &["INFO", "keyspace"]);
+    assert_eq!(keyspace[0].1["db0"], "keys=1,expires=0,avg_ttl=0");
+    // A section shardis does not have: an empty reply, as Redis gives for an unknown section.
+    assert_eq!(c.cmd_str(&["INFO", "nosuch"]), Frame::Bulk(Vec::new()));
 }

@@ -378,8 +378,9 @@ fn info_has_a_proxy_section_and_every_backend() {
         assert_eq!(field(&section, "connected"), "1");
         assert_eq!(field(&section, "keys"), sizes[i].to_string(), "{section}");
     }
-    // A section argument is accepted; the proxy answers with its own text.
+    // INFO server is the proxy's own section (sections are tested in tests/info.rs).
     let server = c.cmd_str(&["INFO", "server"]).as_text();
-    assert!(server.starts_with("# Proxy\r\n"));
+    assert!(server.starts_with("# Proxy\r\n"), "{server}");
+    assert!(!server.contains("# Backend"), "{server}");
     check(&mut c, &["PING"], pong());
 }

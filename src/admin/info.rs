@@ -1,5 +1,6 @@
-//! The proxy's own answer to `INFO`: a `# Proxy` section, then one section per backend with the
-//! figures taken from that backend's `INFO` text.
+//! The proxy's own answer to `INFO`: a `# Proxy` section, one section per backend with the
+//! figures taken from that backend's `INFO` text, and a `# Keyspace` section summing the
+//! backends' keyspaces; `INFO <section> ...` picks some of them.
 
 use std::fmt::Write as _;
 
@@ -12,6 +13,37 @@ pub struct BackendInfo {
     pub used_memory: u64,
     /// Sum of `keys=` over every `dbN:` line of the `# Keyspace` section, 0 if none.
     pub keys: u64,
+    /// `keys=` and `expires=` of `db0`, the database shardis serves, 0 if absent.
+    pub db0_keys: u64,
+    pub db0_expires: u64,
+}
+
+/// Which sections `INFO` renders, as a bit set.
+pub type InfoSections = u8;
+pub const INFO_PROXY: InfoSections = 1;
+pub const INFO_BACKENDS: InfoSections = 2;
+pub const INFO_KEYSPACE: InfoSections = 4;
+/// `INFO`, `INFO default`, `INFO all`, `INFO everything`.
+pub const INFO_ALL: InfoSections = INFO_PROXY | INFO_BACKENDS | INFO_KEYSPACE;
+
+/// The sections named by `INFO`'s arguments (case-insensitive); none named means all. An
+/// unknown name adds nothing, so `INFO nosuch` is empty, as in Redis.
+pub fn info_sections<'a>(names: impl IntoIterator<Item = &'a [u8]>) -> InfoSections {
+    let mut any = false;
+    let mut set = 0;
+    for name in names {
+        any = true;
+        let lower = name.to_ascii_lowercase();
+        set |= match lower.as_slice() {
+            b"default" | b"all" | b"everything" => INFO_ALL,
+            // The proxy is the server the client talks to.
+            b"proxy" | b"server" => INFO_PROXY,
+            b"backends" => INFO_BACKENDS,
+            b"keyspace" => INFO_KEYSPACE,
+            _ => 0,
+        };
+    }
+    if any { set } else { INFO_ALL }
 }
 
 /// Parses the raw text of a Redis `INFO` reply. Unknown, malformed or non-UTF-8 lines are skipped.
@@ -33,7 +65,11 @@ pub fn parse_info(raw: &[u8]) -> BackendInfo {
         if key == "used_memory" {
             info.used_memory = value.trim().parse().unwrap_or(0);
         } else if in_keyspace && is_db_name(key) {
-            info.keys = info.keys.saturating_add(db_keys(value));
+            info.keys = info.keys.saturating_add(db_field(value, "keys"));
+            if key == "db0" {
+                info.db0_keys = db_field(value, "keys");
+                info.db0_expires = db_field(value, "expires");
+            }
         }
     }
     info
@@ -44,59 +80,87 @@ fn is_db_name(key: &str) -> bool {
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// `keys` from a keyspace value such as `keys=3,expires=0,avg_ttl=0`.
-fn db_keys(value: &str) -> u64 {
+/// One field (`keys`, `expires`) of a keyspace value such as `keys=3,expires=0,avg_ttl=0`.
+fn db_field(value: &str, name: &str) -> u64 {
     value
         .split(',')
         .filter_map(|field| field.split_once('='))
-        .find(|(k, _)| *k == "keys")
+        .find(|(k, _)| *k == name)
         .and_then(|(_, v)| v.trim().parse().ok())
         .unwrap_or(0)
 }
 
-/// Renders the proxy's `INFO` reply with CRLF line endings, like Redis.
+/// Renders the proxy's `INFO` reply with CRLF line endings, like Redis: the `sections` asked
+/// for, in the order Proxy, Backend ..., Keyspace, separated by blank lines.
 ///
 /// `backend_info[i]`: the raw text of `INFO` from backend i (config order), or None if it failed.
-pub fn render_info(state: &ProxyState, backend_info: &[Option<&[u8]>]) -> String {
+pub fn render_info(
+    state: &ProxyState,
+    backend_info: &[Option<&[u8]>],
+    sections: InfoSections,
+) -> String {
     let up = state.backends.iter().filter(|b| b.is_up()).count();
     let mut out = String::with_capacity(256 + 96 * state.backends.len());
+    let infos: Vec<BackendInfo> = (0..state.backends.len())
+        .map(|i| {
+            backend_info
+                .get(i)
+                .copied()
+                .flatten()
+                .map(parse_info)
+                .unwrap_or_default()
+        })
+        .collect();
     // Writing to a String cannot fail; the results are ignored for that reason.
-    let _ = write!(
-        out,
-        "# Proxy\r\n\
-         shardis_version:{}\r\n\
-         uptime_in_seconds:{}\r\n\
-         connected_clients:{}\r\n\
-         total_commands_processed:{}\r\n\
-         backends_up:{}\r\n\
-         backends_total:{}\r\n",
-        env!("CARGO_PKG_VERSION"),
-        state.started.elapsed().as_secs(),
-        state.clients(),
-        state.commands(),
-        up,
-        state.backends.len(),
-    );
-    for (i, backend) in state.backends.iter().enumerate() {
-        let info = backend_info
-            .get(i)
-            .copied()
-            .flatten()
-            .map(parse_info)
-            .unwrap_or_default();
+    if sections & INFO_PROXY != 0 {
         let _ = write!(
             out,
-            "\r\n# Backend {}\r\n\
-             address:{}\r\n\
-             connected:{}\r\n\
-             used_memory:{}\r\n\
-             keys:{}\r\n",
-            backend.name,
-            backend.address,
-            u8::from(backend.is_up()),
-            info.used_memory,
-            info.keys,
+            "# Proxy\r\n\
+             shardis_version:{}\r\n\
+             uptime_in_seconds:{}\r\n\
+             connected_clients:{}\r\n\
+             total_commands_processed:{}\r\n\
+             backends_up:{}\r\n\
+             backends_total:{}\r\n",
+            env!("CARGO_PKG_VERSION"),
+            state.started.elapsed().as_secs(),
+            state.clients(),
+            state.commands(),
+            up,
+            state.backends.len(),
         );
+    }
+    if sections & INFO_BACKENDS != 0 {
+        for (backend, info) in state.backends.iter().zip(&infos) {
+            if !out.is_empty() {
+                out.push_str("\r\n");
+            }
+            let _ = write!(
+                out,
+                "# Backend {}\r\n\
+                 address:{}\r\n\
+                 connected:{}\r\n\
+                 used_memory:{}\r\n\
+                 keys:{}\r\n",
+                backend.name,
+                backend.address,
+                u8::from(backend.is_up()),
+                info.used_memory,
+                info.keys,
+            );
+        }
+    }
+    if sections & INFO_KEYSPACE != 0 {
+        if !out.is_empty() {
+            out.push_str("\r\n");
+        }
+        out.push_str("# Keyspace\r\n");
+        // shardis serves database 0 only; like Redis, an empty keyspace has no db line.
+        let keys: u64 = infos.iter().map(|i| i.db0_keys).sum();
+        let expires: u64 = infos.iter().map(|i| i.db0_expires).sum();
+        if keys > 0 {
+            let _ = write!(out, "db0:keys={keys},expires={expires},avg_ttl=0\r\n");
+        }
     }
     out
 }
@@ -118,7 +182,9 @@ mod tests {
             info,
             BackendInfo {
                 used_memory: 1_016_104,
-                keys: 5
+                keys: 5,
+                db0_keys: 3,
+                db0_expires: 0
             }
         );
     }
@@ -137,7 +203,9 @@ mod tests {
             parse_info(text),
             BackendInfo {
                 used_memory: 12,
-                keys: 3
+                keys: 3,
+                db0_keys: 1,
+                db0_expires: 0
             }
         );
     }
@@ -150,16 +218,36 @@ mod tests {
         let state = ProxyState::new("d".into(), vec![s1, s2]);
         state.client_connected();
         state.add_commands(7);
-        let text = render_info(&state, &[Some(REDIS_7_0), None]);
+        let text = render_info(&state, &[Some(REDIS_7_0), None], INFO_ALL);
         let expected = format!(
             "# Proxy\r\nshardis_version:{}\r\nuptime_in_seconds:0\r\nconnected_clients:1\r\n\
              total_commands_processed:7\r\nbackends_up:1\r\nbackends_total:2\r\n\
              \r\n# Backend s1\r\naddress:127.0.0.1:7001\r\nconnected:1\r\nused_memory:1016104\r\nkeys:5\r\n\
-             \r\n# Backend s2\r\naddress:127.0.0.1:7002\r\nconnected:0\r\nused_memory:0\r\nkeys:0\r\n",
+             \r\n# Backend s2\r\naddress:127.0.0.1:7002\r\nconnected:0\r\nused_memory:0\r\nkeys:0\r\n\
+             \r\n# Keyspace\r\ndb0:keys=3,expires=0,avg_ttl=0\r\n",
             env!("CARGO_PKG_VERSION")
         );
         assert_eq!(text, expected);
         // A short backend_info slice counts as "failed" for the missing backends.
-        assert!(render_info(&state, &[]).ends_with("used_memory:0\r\nkeys:0\r\n"));
+        assert!(render_info(&state, &[], INFO_BACKENDS).ends_with("used_memory:0\r\nkeys:0\r\n"));
+        // One section alone, or none for an unknown name.
+        assert_eq!(
+            render_info(&state, &[Some(REDIS_7_0)], INFO_KEYSPACE),
+            "# Keyspace\r\ndb0:keys=3,expires=0,avg_ttl=0\r\n"
+        );
+        assert_eq!(render_info(&state, &[], INFO_KEYSPACE), "# Keyspace\r\n");
+        assert_eq!(render_info(&state, &[], 0), "");
+    }
+
+    #[test]
+    fn section_names() {
+        let sections = |names: &[&str]| info_sections(names.iter().map(|n| n.as_bytes()));
+        assert_eq!(sections(&[]), INFO_ALL);
+        assert_eq!(sections(&["everything"]), INFO_ALL);
+        assert_eq!(sections(&["Default"]), INFO_ALL);
+        assert_eq!(sections(&["KEYSPACE"]), INFO_KEYSPACE);
+        assert_eq!(sections(&["proxy", "backends"]), INFO_PROXY | INFO_BACKENDS);
+        assert_eq!(sections(&["server"]), INFO_PROXY);
+        assert_eq!(sections(&["memory"]), 0);
     }
 }

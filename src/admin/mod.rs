@@ -19,7 +19,10 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 pub use self::http::{HeadError, Request, Response};
-pub use self::info::{BackendInfo, parse_info, render_info};
+pub use self::info::{
+    BackendInfo, INFO_ALL, INFO_BACKENDS, INFO_KEYSPACE, INFO_PROXY, InfoSections, info_sections,
+    parse_info, render_info,
+};
 pub use self::status::{BackendStatus, Status};
 use crate::metrics::UPKEEP_INTERVAL;
 use crate::server::ProxyState;

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::Session;
 use super::route::{RouteError, key_span, single_backend};
 use super::slot::{Fanout, Slot};
+use crate::admin::info_sections;
 use crate::backend::{ReplyTo, Request};
 use crate::protocol::command::{COMMANDS, Kind, Merge, lookup};
 use crate::protocol::reply::{put_array_len, put_bulk, put_error};
@@ -72,6 +73,8 @@ impl Session {
             }
             Kind::Split { merge, pairs } => self.split(id, merge, pairs, frame, args, now).await,
             Kind::Broadcast(merge) => {
+                let sections = (merge == Merge::Info)
+                    .then(|| info_sections(args[1..].iter().map(|r| &frame[r.clone()])));
                 let frame = if merge == Merge::Info {
                     Bytes::from_static(INFO_REQUEST)
                 } else {
@@ -79,13 +82,11 @@ impl Session {
                 };
                 let n = self.ctx.pool.backends.len();
                 let seq = self.next_seq();
-                self.push_waiting(Slot::Fanout(Box::new(Fanout::new(
-                    id,
-                    now,
-                    merge,
-                    n,
-                    Vec::new(),
-                ))));
+                let mut fanout = Box::new(Fanout::new(id, now, merge, n, Vec::new()));
+                if let Some(sections) = sections {
+                    fanout.info_sections = sections;
+                }
+                self.push_waiting(Slot::Fanout(fanout));
                 for backend in 0..n {
                     self.send(backend, frame.clone(), seq, backend as u32).await;
                 }

@@ -34,6 +34,8 @@ pub struct Fanout {
     pub left: usize,
     /// MGET: for each key in request order, (part, index within that part's reply).
     pub order: Vec<(u32, u32)>,
+    /// INFO: the sections asked for.
+    pub info_sections: crate::admin::InfoSections,
 }
 
 impl Fanout {
@@ -53,6 +55,7 @@ impl Fanout {
             parts: vec![None; parts],
             left: parts,
             order,
+            info_sections: crate::admin::INFO_ALL,
         }
     }
 
@@ -100,7 +103,7 @@ impl Fanout {
                     .collect();
                 put_bulk(
                     &mut out,
-                    crate::admin::render_info(state, &texts).as_bytes(),
+                    crate::admin::render_info(state, &texts, self.info_sections).as_bytes(),
                 );
             }
         }
