@@ -75,6 +75,13 @@ fn info_has_a_proxy_section_and_one_section_per_backend() {
     );
     let proxy = &info[0].1;
     assert_eq!(proxy["shardis_version"], env!("CARGO_PKG_VERSION"));
+    // The backends' Redis version (all the same here), for tools that check it.
+    let direct = redises[0].client().cmd_str(&["INFO", "server"]).as_text();
+    let version = direct
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .expect("redis_version in the backend's INFO");
+    assert_eq!(proxy["redis_version"], version.trim());
     assert!(num(proxy, "uptime_in_seconds") < 3600);
     assert_eq!(num(proxy, "connected_clients"), 2);
     // 30 SETs, 1 PING, 1 EXPIRE and this INFO.

@@ -16,6 +16,22 @@ pub struct BackendInfo {
     /// `keys=` and `expires=` of `db0`, the database shardis serves, 0 if absent.
     pub db0_keys: u64,
     pub db0_expires: u64,
+    /// `redis_version` as major, minor, patch, if the backend gave a readable one.
+    pub redis_version: Option<[u32; 3]>,
+}
+
+/// "7.0.15" as [7, 0, 15]; missing parts are 0.
+fn parse_version(text: &str) -> Option<[u32; 3]> {
+    let mut parts = text.trim().split('.');
+    let mut version = [0u32; 3];
+    for (i, slot) in version.iter_mut().enumerate() {
+        match parts.next() {
+            Some(p) => *slot = p.parse().ok()?,
+            None if i > 0 => break,
+            None => return None,
+        }
+    }
+    Some(version)
 }
 
 /// Which sections `INFO` renders, as a bit set.
@@ -64,6 +80,8 @@ pub fn parse_info(raw: &[u8]) -> BackendInfo {
         };
         if key == "used_memory" {
             info.used_memory = value.trim().parse().unwrap_or(0);
+        } else if key == "redis_version" {
+            info.redis_version = parse_version(value);
         } else if in_keyspace && is_db_name(key) {
             info.keys = info.keys.saturating_add(db_field(value, "keys"));
             if key == "db0" {
@@ -113,10 +131,15 @@ pub fn render_info(
         .collect();
     // Writing to a String cannot fail; the results are ignored for that reason.
     if sections & INFO_PROXY != 0 {
+        let _ = write!(out, "# Proxy\r\n");
+        // What clients can count on through the proxy is what the oldest backend has; tools
+        // that check the server version (`INFO server`) read this.
+        if let Some([major, minor, patch]) = infos.iter().filter_map(|i| i.redis_version).min() {
+            let _ = write!(out, "redis_version:{major}.{minor}.{patch}\r\n");
+        }
         let _ = write!(
             out,
-            "# Proxy\r\n\
-             shardis_version:{}\r\n\
+            "shardis_version:{}\r\n\
              uptime_in_seconds:{}\r\n\
              connected_clients:{}\r\n\
              total_commands_processed:{}\r\n\
@@ -184,7 +207,8 @@ mod tests {
                 used_memory: 1_016_104,
                 keys: 5,
                 db0_keys: 3,
-                db0_expires: 0
+                db0_expires: 0,
+                redis_version: Some([7, 0, 15])
             }
         );
     }
@@ -205,7 +229,8 @@ mod tests {
                 used_memory: 12,
                 keys: 3,
                 db0_keys: 1,
-                db0_expires: 0
+                db0_expires: 0,
+                redis_version: None
             }
         );
     }
@@ -220,7 +245,7 @@ mod tests {
         state.add_commands(7);
         let text = render_info(&state, &[Some(REDIS_7_0), None], INFO_ALL);
         let expected = format!(
-            "# Proxy\r\nshardis_version:{}\r\nuptime_in_seconds:0\r\nconnected_clients:1\r\n\
+            "# Proxy\r\nredis_version:7.0.15\r\nshardis_version:{}\r\nuptime_in_seconds:0\r\nconnected_clients:1\r\n\
              total_commands_processed:7\r\nbackends_up:1\r\nbackends_total:2\r\n\
              \r\n# Backend s1\r\naddress:127.0.0.1:7001\r\nconnected:1\r\nused_memory:1016104\r\nkeys:5\r\n\
              \r\n# Backend s2\r\naddress:127.0.0.1:7002\r\nconnected:0\r\nused_memory:0\r\nkeys:0\r\n\
@@ -237,6 +262,33 @@ mod tests {
         );
         assert_eq!(render_info(&state, &[], INFO_KEYSPACE), "# Keyspace\r\n");
         assert_eq!(render_info(&state, &[], 0), "");
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version("7.0.15"), Some([7, 0, 15]));
+        assert_eq!(parse_version("6.2"), Some([6, 2, 0]));
+        assert_eq!(parse_version("255.255.255\r"), Some([255, 255, 255]));
+        assert_eq!(parse_version(""), None);
+        assert_eq!(parse_version("7.x.1"), None);
+        // The oldest backend's version is the proxy's.
+        let s1 = Arc::new(BackendState::new("s1", "127.0.0.1:7001"));
+        let s2 = Arc::new(BackendState::new("s2", "127.0.0.1:7002"));
+        let state = ProxyState::new("d".into(), vec![s1, s2]);
+        let text = render_info(
+            &state,
+            &[
+                Some(&b"redis_version:7.2.4\r\n"[..]),
+                Some(&b"redis_version:6.2.14\r\n"[..]),
+            ],
+            INFO_PROXY,
+        );
+        assert!(
+            text.starts_with("# Proxy\r\nredis_version:6.2.14\r\n"),
+            "{text}"
+        );
+        let text = render_info(&state, &[None, None], INFO_PROXY);
+        assert!(!text.contains("redis_version"), "{text}");
     }
 
     #[test]
