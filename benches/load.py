@@ -6,8 +6,10 @@ Starts its own redis-servers on free ports (each proxy gets its own set of
 backends, so the connections a backend sees are that proxy's alone), shardis
 and nutcracker with the same ketama ring (servers s1..sN, fnv1a_64), then
 runs each workload against each target in turn (A B C A B C ...) for several
-rounds and reports medians. Stops every process it started on exit, Ctrl-C
-included. Only the Python standard library is used.
+rounds and reports medians, with the CPU time each request cost the proxy
+and its Redis servers (from /proc; tells a proxy that is cheaper from one that
+is merely luckier on a noisy machine). Stops every process it started on
+exit, Ctrl-C included. Only the Python standard library is used.
 
     python3 benches/load.py                        # all targets, 3 rounds
     python3 benches/load.py --targets twemproxy,direct --requests 20000
@@ -259,6 +261,24 @@ bench:
 
 # --- measuring ---------------------------------------------------------------
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used so far (from /proc/PID/stat)."""
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        # Fields after the command name (which may hold spaces) start at field 3 (state);
+        # utime and stime are fields 14 and 15.
+        fields = stat[stat.rindex(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
 
 class ConnectionSampler:
     """Polls connected_clients on some redis-servers while a benchmark runs."""
@@ -437,6 +457,10 @@ def connection_rows(conns):
 
 CONN_HEADERS = ["proxy", "backend", "conns before", "conns max during runs", "conns after", "keys after"]
 
+CPU_TITLE = ("CPU per request in microseconds (user + system time from /proc, median of rounds; "
+             "redis-benchmark's own CPU not included)")
+CPU_HEADERS = ["workload", "target", "proxy us/req", "redis-servers us/req"]
+
 
 # --- main --------------------------------------------------------------------
 
@@ -529,6 +553,13 @@ def main(argv) -> int:
             print(f"load: {t} ready on {HOST}:{ports[t]}", flush=True)
 
         conns = {t: {"before": [connected_clients(p) for p in b], "peak": [0] * len(b)} for t, b in backends.items()}
+        # The processes whose CPU each target's requests cost: the proxy, and the Redis servers
+        # behind it (for direct, the one Redis).
+        pid_of = {name: p.pid for name, p, _ in procs.procs}
+        proxy_pids = {"shardis": [pid_of.get("shardis")], "twemproxy": [pid_of.get("nutcracker")], "direct": []}
+        server_pids = {t: [pid_of[f"{t}-s{i}"] for i in range(1, args.backends + 1)] for t in backends}
+        server_pids["direct"] = [pid_of.get("direct-redis")]
+        cpu: dict[tuple[str, str], list[tuple[float, float]]] = {}
         peaks: dict[tuple[str, str], int] = {}
         results: dict[str, dict[str, dict[str, list]]] = {}
         notes: list[str] = []
@@ -546,8 +577,16 @@ def main(argv) -> int:
                     n += 1
                     print(f"load: [{n}/{total}] round {rnd} {WORKLOADS[w][0]:<20} {t:<9}", end=" ", flush=True)
                     timeout = min(args.run_timeout, max(1.0, args.max_seconds - elapsed))
+                    pp = [p for p in proxy_pids.get(t, []) if p]
+                    sp = [p for p in server_pids.get(t, []) if p]
+                    cpu0 = (cpu_seconds(pp), cpu_seconds(sp))
                     with ConnectionSampler(backends.get(t, [])) as sampler:
                         res, run_notes = run_benchmark(ports[t], w, args, timeout)
+                    if res:
+                        requests = args.requests * len(res)
+                        cpu.setdefault((w, t), []).append(
+                            ((cpu_seconds(pp) - cpu0[0]) * 1e6 / requests,
+                             (cpu_seconds(sp) - cpu0[1]) * 1e6 / requests))
                     if t in conns:
                         conns[t]["peak"] = [max(a, b) for a, b in zip(conns[t]["peak"], sampler.peak)]
                         peaks[(w, t)] = max(peaks.get((w, t), 0), max(sampler.peak, default=0))
@@ -578,6 +617,10 @@ def main(argv) -> int:
             r.append(str(peaks[key]) if key in peaks else "")
         headers = HEADERS + ["max conns/backend"]
         crow = connection_rows(conns)
+        cpu_rows = [[WORKLOADS[w][0], t,
+                     f"{statistics.median(r[0] for r in cpu[(w, t)]):.1f}" if t != "direct" else "",
+                     f"{statistics.median(r[1] for r in cpu[(w, t)]):.1f}"]
+                    for w in args.workloads for t in args.targets if (w, t) in cpu]
 
         print()
         print(machine)
@@ -590,6 +633,10 @@ def main(argv) -> int:
             print()
             print("Connections each backend sees (connected_clients, not counting this script's query):")
             print(render_text(CONN_HEADERS, crow, 2))
+        if cpu_rows:
+            print()
+            print(CPU_TITLE + ":")
+            print(render_text(CPU_HEADERS, cpu_rows, 2))
         if notes:
             print()
             print("Notes from redis-benchmark:")
@@ -603,11 +650,15 @@ def main(argv) -> int:
             md += [render_markdown(headers, rows, 3), ""]
             if crow:
                 md += ["Connections each backend sees:", "", render_markdown(CONN_HEADERS, crow, 2), ""]
+            if cpu_rows:
+                md += [CPU_TITLE + ":", "", render_markdown(CPU_HEADERS, cpu_rows, 2), ""]
             Path(args.markdown).write_text("\n".join(md))
             print(f"\nload: wrote {args.markdown}")
         if args.json:
             Path(args.json).write_text(json.dumps(
                 {"machine": machine, "settings": settings_line(args), "runs": raw, "connections": conns,
+                 "cpu_us_per_request": [{"workload": w, "target": t, "proxy": [r[0] for r in v],
+                                         "servers": [r[1] for r in v]} for (w, t), v in cpu.items()],
                  "notes": notes}, indent=1))
             print(f"load: wrote {args.json}")
         print(f"load: done in {time.monotonic() - started:.0f}s")
