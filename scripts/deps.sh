@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks for, and installs when it can, the external programs that the demo,
 # the test suite and the load benchmark start: redis-server, redis-cli,
-# redis-benchmark and nutcracker (twemproxy), plus rustfmt and clippy.
+# redis-benchmark, nutcracker (twemproxy) and python3 (benches/load.py and its
+# test), plus rustfmt and clippy.
 #
 # Usage: scripts/deps.sh [--check]
 #   --check   only report; never install (exit 1 if something is missing)
@@ -23,12 +24,13 @@ esac
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 # program -> Debian package that ships it
-programs=(redis-server redis-cli redis-benchmark nutcracker)
+programs=(redis-server redis-cli redis-benchmark nutcracker python3)
 package_of() {
   case "$1" in
     redis-server) echo redis-server ;;
     redis-cli|redis-benchmark) echo redis-tools ;;
     nutcracker) echo nutcracker ;;
+    python3) echo python3 ;;
   esac
 }
 
@@ -37,6 +39,7 @@ version_of() {
     redis-server|redis-cli|redis-benchmark) "$1" --version 2>&1 | head -n1 ;;
     # nutcracker -V prints "This is nutcracker-0.5.0" on stderr
     nutcracker) nutcracker -V 2>&1 | head -n1 ;;
+    python3) python3 --version 2>&1 | head -n1 ;;
   esac
 }
 
