@@ -67,9 +67,9 @@ fn rig() -> Rig {
 }
 
 impl Rig {
-    /// One client read of `input`, routed, "written" by the links, answered with `reply`
-    /// (every command gets it), and the client's output taken. Returns output bytes.
-    async fn round(&mut self, input: &[u8], reply: &Bytes) -> usize {
+    /// One client read of `input`, routed, "written" by the links, each request answered with
+    /// `answer(its frame)`, and the client's output taken. Returns output bytes.
+    async fn round(&mut self, input: &[u8], answer: impl Fn(&[u8]) -> Bytes) -> usize {
         let mut rbuf = BytesMut::from(input);
         self.session.feed(&mut rbuf, &mut self.parser).await;
         self.wire.clear();
@@ -79,7 +79,8 @@ impl Rig {
             }
             for req in self.batch.drain(..) {
                 self.wire.extend_from_slice(&req.frame);
-                req.reply.send(reply.clone());
+                let reply = answer(&req.frame);
+                req.reply.send(reply);
             }
         }
         while let Ok(r) = self.inbox.try_recv() {
@@ -122,7 +123,7 @@ fn bench(c: &mut Criterion) {
         let mut rig = rig();
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::from_parameter(n), &input, |b, input| {
-            b.iter(|| rt.block_on(rig.round(black_box(input), &value)));
+            b.iter(|| rt.block_on(rig.round(black_box(input), |_| value.clone())));
         });
     }
     group.finish();
@@ -143,28 +144,9 @@ fn bench(c: &mut Criterion) {
     let mut split = rig();
     group.throughput(Throughput::Elements(1));
     group.bench_function("split+merge", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let mut rbuf = BytesMut::from(&input[..]);
-                split.wire.clear();
-                split.session.feed(&mut rbuf, &mut split.parser).await;
-                for link in &mut split.links {
-                    while let Ok(req) = link.try_recv() {
-                        // "*<n+1>\r\n$4\r\nMGET\r\n...": answer n nils.
-                        let n = count_of(&req.frame).saturating_sub(1);
-                        split.wire.extend_from_slice(&req.frame);
-                        req.reply.send(nils[n.min(keys.len())].clone());
-                    }
-                }
-                while let Ok(r) = split.inbox.try_recv() {
-                    split.session.on_reply(r);
-                }
-                let out = split.session.output();
-                let n = out.len();
-                out.clear();
-                black_box(n)
-            })
-        });
+        // "*<n+1>\r\n$4\r\nMGET\r\n...": answer n nils.
+        let answer = |frame: &[u8]| nils[count_of(frame).saturating_sub(1).min(keys.len())].clone();
+        b.iter(|| black_box(rt.block_on(split.round(&input, answer))));
     });
     group.finish();
 
@@ -181,26 +163,7 @@ fn bench(c: &mut Criterion) {
     let mut split = rig();
     group.throughput(Throughput::Elements(1));
     group.bench_function("split+merge", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let mut rbuf = BytesMut::from(&input[..]);
-                split.wire.clear();
-                split.session.feed(&mut rbuf, &mut split.parser).await;
-                for link in &mut split.links {
-                    while let Ok(req) = link.try_recv() {
-                        split.wire.extend_from_slice(&req.frame);
-                        req.reply.send(ok.clone());
-                    }
-                }
-                while let Ok(r) = split.inbox.try_recv() {
-                    split.session.on_reply(r);
-                }
-                let out = split.session.output();
-                let n = out.len();
-                out.clear();
-                black_box(n)
-            })
-        });
+        b.iter(|| black_box(rt.block_on(split.round(&input, |_| ok.clone()))));
     });
     group.finish();
 }

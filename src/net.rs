@@ -1,5 +1,6 @@
 //! Socket reads and writes shared by client sessions and backend links: one syscall per call,
 //! and a short transfer clears the socket's readiness so the next wait costs no extra syscall.
+//! Also the drain before closing that the admin server and client refusals share.
 //!
 //! tokio's `try_read`/`try_write` clear readiness only when the kernel says `EWOULDBLOCK`, so a
 //! loop of `readable()` + `try_read` pays one wasted `recvfrom` per wake-up. A read that filled
@@ -9,8 +10,10 @@
 
 use std::io;
 
+use std::time::Duration;
+
 use bytes::{Buf, BytesMut};
-use tokio::io::Interest;
+use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::TcpStream;
 
 /// Reads what is there, at most the buffer's spare capacity, with one `recv`.
@@ -66,4 +69,23 @@ fn write_once(sock: &TcpStream, data: &[u8]) -> io::Result<usize> {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock && written > 0 => Ok(written),
         other => other,
     }
+}
+
+/// Reads and drops what the peer still sends, until it closes, `limit` bytes, or `deadline`.
+///
+/// Closing a socket with unread input makes the kernel send a reset, which can destroy the
+/// last thing written (an error, a refusal) before the peer reads it; call this after writing
+/// it and half-closing, just before dropping the socket.
+pub async fn drain_before_close(stream: &mut TcpStream, limit: usize, deadline: Duration) {
+    let _ = tokio::time::timeout(deadline, async {
+        let mut buf = [0u8; 4096];
+        let mut drained = 0;
+        while drained < limit {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => drained += n,
+            }
+        }
+    })
+    .await;
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -96,17 +96,7 @@ fn refuse(stream: TcpStream, lingering: &Arc<Semaphore>) {
     tokio::spawn(async move {
         let mut stream = stream;
         let _ = stream.shutdown().await;
-        let _ = tokio::time::timeout(REFUSAL_LINGER, async {
-            let mut buf = [0u8; 4096];
-            let mut drained = 0;
-            while drained < REFUSAL_DRAIN {
-                match stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => drained += n,
-                }
-            }
-        })
-        .await;
+        crate::net::drain_before_close(&mut stream, REFUSAL_DRAIN, REFUSAL_LINGER).await;
         drop(slot);
     });
 }

@@ -68,20 +68,15 @@ fn load_script_reports_every_target_and_the_cpu_each_request_cost() {
             .iter()
             .find(|r| r["target"] == target && r["workload"] == "getset")
             .unwrap_or_else(|| panic!("no CPU row for {target}: {cpu:?}"));
-        let servers: f64 = row["servers"]
-            .as_array()
-            .expect("servers")
-            .iter()
-            .filter_map(|v| v.as_f64())
-            .sum();
-        assert!(servers > 0.0, "{target}: {row}");
-        if target != "direct" {
-            let proxy: f64 = row["proxy"]
+        let total = |field: &str| -> f64 {
+            let values = row[field]
                 .as_array()
-                .expect("proxy")
-                .iter()
-                .filter_map(|v| v.as_f64())
-                .sum();
+                .unwrap_or_else(|| panic!("no {field}: {row}"));
+            values.iter().filter_map(|v| v.as_f64()).sum()
+        };
+        assert!(total("servers") > 0.0, "{target}: {row}");
+        if target != "direct" {
+            let proxy = total("proxy");
             assert!(proxy > 0.0, "{target}: {row}");
         }
     }

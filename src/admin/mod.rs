@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -116,26 +116,14 @@ async fn answer(mut stream: TcpStream, state: &ProxyState, prometheus: Option<&P
         Ok(Err(e)) => tracing::debug!(error = %e, "admin: writing the response failed"),
         Err(_) => tracing::debug!("admin: writing the response timed out"),
     }
-    // Closing with unread input makes the kernel send a reset, which can destroy the response
-    // before the client reads it (a 431 to a client still sending); read what is left first.
-    let _ = tokio::time::timeout(LINGER, linger(&mut stream)).await;
+    // A 431 to a client still sending must not be lost to a reset.
+    crate::net::drain_before_close(&mut stream, LINGER_BYTES, LINGER).await;
 }
 
 /// Longest time spent discarding a client's leftover input after answering.
 const LINGER: Duration = Duration::from_secs(2);
 /// Most leftover input discarded after answering.
 const LINGER_BYTES: usize = 256 * 1024;
-
-async fn linger(stream: &mut TcpStream) {
-    let mut buf = [0u8; 4096];
-    let mut total = 0;
-    while total < LINGER_BYTES {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => total += n,
-        }
-    }
-}
 
 /// Answers one request: unknown paths get 404, known paths with a method other than GET get 405.
 pub fn route(
