@@ -8,7 +8,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::ops::{backends, http_get, key_on, proc_kb, start_redises, wait_for};
+use common::ops::{backends, inflight, key_on, proc_kb, start_redises, wait_for};
 use common::{Client, Frame, Shardis, shardis_config};
 
 /// Size of the value every pipelined GET fetches.
@@ -21,17 +21,6 @@ const MAX_GROWTH_KB: u64 = 64 * 1024;
 /// proxy that lets the stalled client's replies clog the shared link makes it wait for them,
 /// ~0.7 s with a debug build, or time out.
 const MAX_LATENCY: Duration = Duration::from_millis(1000);
-
-fn inflight(shardis: &Shardis) -> u64 {
-    let status = http_get(shardis.admin, "/status");
-    let v: serde_json::Value = serde_json::from_str(&status.body).expect("status JSON");
-    v["backends"]
-        .as_array()
-        .expect("backends")
-        .iter()
-        .map(|b| b["inflight"].as_u64().expect("inflight"))
-        .sum()
-}
 
 #[test]
 fn a_client_that_does_not_read_is_bounded_and_does_not_slow_others() {

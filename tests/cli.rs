@@ -6,7 +6,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::ops::{NAMES, backends, http_get, start_redises};
+use common::ops::{NAMES, backends, http_get, start_redises, status};
 use common::{Frame, Shardis, TempDir, free_port, shardis_config};
 use shardis::config::Config;
 use shardis::router::Ring;
@@ -115,9 +115,7 @@ fn check_prints_resolved_settings_with_defaults_and_the_live_digest() {
         .expect("a digest line");
     assert_eq!(digest.len(), 32, "{digest}");
     // The running proxy reports the same digest for the same file.
-    let status: serde_json::Value =
-        serde_json::from_str(&http_get(proxy.admin, "/status").body).expect("status JSON");
-    assert_eq!(status["config_digest"], digest);
+    assert_eq!(status(&proxy)["config_digest"], digest);
 }
 
 #[test]
@@ -243,8 +241,7 @@ fn backend_flags_run_a_proxy_without_a_file() {
             Frame::Bulk(b"v".to_vec())
         );
     }
-    let status: serde_json::Value =
-        serde_json::from_str(&http_get(proxy.admin, "/status").body).expect("status JSON");
+    let status = status(&proxy);
     assert_eq!(status["backends"][0]["name"], a);
     assert_eq!(status["backends"][1]["name"], b);
     assert_eq!(status["config_digest"], expected.digest);

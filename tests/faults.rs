@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::ops::{backends, http_get, key_on, metric, start_redises, wait_for};
+use common::ops::{backends, http_get, key_on, metric, start_redises, status, wait_for};
 use common::{Client, Frame, Mock, Redis, Shardis, free_port, shardis_config};
 
 /// Slack on top of `timeout_ms` for a loaded test machine running a debug build.
@@ -99,11 +99,7 @@ fn killed_backend_fails_in_flight_requests_and_reconnects_after_restart() {
     wait_for(
         Duration::from_secs(5),
         "the GET to be in flight on s2",
-        || {
-            let status = http_get(shardis.admin, "/status");
-            let v: serde_json::Value = serde_json::from_str(&status.body).unwrap();
-            (v["backends"][1]["inflight"].as_u64() > Some(0)).then_some(())
-        },
+        || (status(&shardis)["backends"][1]["inflight"].as_u64() > Some(0)).then_some(()),
     );
     let killed = Instant::now();
     redises[1].kill();
@@ -124,9 +120,7 @@ fn killed_backend_fails_in_flight_requests_and_reconnects_after_restart() {
         assert_eq!(c.cmd_str(&["SET", &on_s1, "a"]), Frame::Simple("OK".into()));
     }
     wait_for(Duration::from_secs(5), "/status to show s2 down", || {
-        let status = http_get(shardis.admin, "/status");
-        let v: serde_json::Value = serde_json::from_str(&status.body).unwrap();
-        (v["backends"][1]["state"] == "down").then_some(())
+        (status(&shardis)["backends"][1]["state"] == "down").then_some(())
     });
 
     // Restarted on the same port (empty): the link comes back by itself, within its backoff.

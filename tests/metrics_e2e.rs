@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::ops::{
-    NAMES, backends, http_get, key_on, metric, must_metric, start_redises, wait_for,
+    NAMES, backends, http_get, key_on, metric, must_metric, start_redises, status, wait_for,
 };
 use common::{Client, Frame, Mock, Redis, Shardis, shardis_config};
 
@@ -33,12 +33,6 @@ fn metrics(shardis: &Shardis) -> String {
     let r = http_get(shardis.admin, "/metrics");
     assert_eq!(r.status, 200);
     r.body
-}
-
-fn status(shardis: &Shardis) -> serde_json::Value {
-    let r = http_get(shardis.admin, "/status");
-    assert_eq!(r.status, 200);
-    serde_json::from_str(&r.body).expect("status JSON")
 }
 
 /// Links per backend: the `connections_per_backend` default.

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::ops::{backends, http_get, key_on, start_redises, wait_for, with_server};
+use common::ops::{backends, http_get, inflight, key_on, start_redises, wait_for, with_server};
 use common::{Client, Frame, Shardis, shardis_config};
 
 /// Busy-waits ARGV[1] milliseconds inside Redis, then returns GET KEYS[1]: a request that is
@@ -21,17 +21,6 @@ const SLOW_GET: &str = "local function now() local t = redis.call('TIME') \
 
 /// Slack for a loaded test machine running a debug build.
 const MARGIN: Duration = Duration::from_millis(1500);
-
-fn inflight(shardis: &Shardis) -> u64 {
-    let v: serde_json::Value =
-        serde_json::from_str(&http_get(shardis.admin, "/status").body).expect("status JSON");
-    v["backends"]
-        .as_array()
-        .expect("backends")
-        .iter()
-        .map(|b| b["inflight"].as_u64().expect("inflight"))
-        .sum()
-}
 
 /// True once `stream` has been closed by the proxy (EOF or reset), false if it is still open
 /// with nothing to read after `wait`.

@@ -8,7 +8,24 @@ use std::time::{Duration, Instant};
 use shardis::config::Config;
 use shardis::router::Ring;
 
-use super::Redis;
+use super::{Redis, Shardis};
+
+/// The proxy's `/status` document (asserting a 200).
+pub fn status(shardis: &Shardis) -> serde_json::Value {
+    let r = http_get(shardis.admin, "/status");
+    assert_eq!(r.status, 200, "/status: {}", r.body);
+    serde_json::from_str(&r.body).expect("status JSON")
+}
+
+/// Requests in flight to all backends together, from `/status`.
+pub fn inflight(shardis: &Shardis) -> u64 {
+    status(shardis)["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .map(|b| b["inflight"].as_u64().expect("inflight"))
+        .sum()
+}
 
 /// Backend names used by [`backends`], in order.
 pub const NAMES: [&str; 4] = ["s1", "s2", "s3", "s4"];
