@@ -83,9 +83,10 @@ pub fn parse_info(raw: &[u8]) -> BackendInfo {
         } else if key == "redis_version" {
             info.redis_version = parse_version(value);
         } else if in_keyspace && is_db_name(key) {
-            info.keys = info.keys.saturating_add(db_field(value, "keys"));
+            let keys = db_field(value, "keys");
+            info.keys = info.keys.saturating_add(keys);
             if key == "db0" {
-                info.db0_keys = db_field(value, "keys");
+                info.db0_keys = keys;
                 info.db0_expires = db_field(value, "expires");
             }
         }

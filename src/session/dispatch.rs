@@ -199,35 +199,29 @@ impl Session {
             sc.by_part[sc.starts[part]] = pos;
             sc.starts[part] += 1;
         }
+        let nparts = sc.counts.len();
+        let seq = self.next_seq();
+        self.push_waiting(Slot::Fanout(Box::new(Fanout::new(
+            id, now, merge, nparts, order,
+        ))));
         // All parts go into one buffer and are split off it: one allocation, not one per part,
         // and none at all once the links have dropped the previous command's parts.
         let per_key = if pairs { 2 } else { 1 };
-        sc.arena.reserve(64 * sc.counts.len() + frame.len());
-        let mut keys = sc.by_part.iter();
-        for &n in &sc.counts {
-            put_array_len(&mut sc.arena, 1 + n as usize * per_key);
+        self.split.arena.reserve(64 * nparts + frame.len());
+        let mut first_key = 0;
+        for part in 0..nparts {
+            let sc = &mut self.split;
+            let n = sc.counts[part] as usize;
+            put_array_len(&mut sc.arena, 1 + n * per_key);
             put_bulk(&mut sc.arena, &frame[args[0].clone()]);
-            for &pos in keys.by_ref().take(n as usize) {
+            for &pos in &sc.by_part[first_key..first_key + n] {
                 for arg in &args[pos..pos + per_key] {
                     put_bulk(&mut sc.arena, &frame[arg.clone()]);
                 }
             }
-            let part = sc.arena.split().freeze();
-            sc.parts.push(part);
+            first_key += n;
+            let (backend, part_frame) = (sc.part_backend[part], sc.arena.split().freeze());
+            self.send(backend, part_frame, seq, part as u32).await;
         }
-
-        let seq = self.next_seq();
-        let nparts = self.split.parts.len();
-        self.push_waiting(Slot::Fanout(Box::new(Fanout::new(
-            id, now, merge, nparts, order,
-        ))));
-        for part in 0..nparts {
-            let (backend, frame) = (
-                self.split.part_backend[part],
-                std::mem::take(&mut self.split.parts[part]),
-            );
-            self.send(backend, frame, seq, part as u32).await;
-        }
-        self.split.parts.clear();
     }
 }

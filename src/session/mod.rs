@@ -66,7 +66,6 @@ struct SplitScratch {
     starts: Vec<usize>,
     /// The parts' frames are written here and split off.
     arena: BytesMut,
-    parts: Vec<Bytes>,
 }
 
 /// What the server asks of its sessions, in the order it asks.
