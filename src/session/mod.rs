@@ -293,22 +293,23 @@ impl Session {
         }
     }
 
-    /// Answers every command still waiting for a backend with [`ABANDONED`] (counted as
-    /// failed) and moves what is ready to the output, for a shutdown that cannot wait longer.
+    /// Answers every command still waiting for a backend with [`ABANDONED`] (finished as
+    /// failed, like any other error) and moves what is ready to the output, for a shutdown that
+    /// cannot wait longer.
     pub fn abandon(&mut self) {
         self.closing = true;
-        let now = Instant::now();
-        let metrics = self.ctx.metrics.clone();
-        for slot in &mut self.pending {
-            let (cmd, start) = match slot {
+        for i in 0..self.pending.len() {
+            let (cmd, start, backend) = match &self.pending[i] {
                 Slot::Ready(_) => continue,
-                Slot::Single { cmd, start, .. } => (*cmd, *start),
-                Slot::Fanout(fanout) => (fanout.cmd, fanout.start),
+                Slot::Single {
+                    cmd,
+                    start,
+                    backend,
+                } => (*cmd, *start, Some(*backend)),
+                Slot::Fanout(fanout) => (fanout.cmd, fanout.start, None),
             };
-            metrics
-                .command(cmd)
-                .record(now.saturating_duration_since(start), false);
-            *slot = Slot::Ready(Bytes::from_static(ABANDONED));
+            self.finish(cmd, start, false, backend);
+            self.pending[i] = Slot::Ready(Bytes::from_static(ABANDONED));
         }
         self.awaiting = 0;
         self.move_ready();
