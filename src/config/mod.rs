@@ -74,9 +74,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Most concurrent clients.
     pub max_clients: usize,
-    /// Commands in flight per client before the proxy stops reading from it.
+    /// Commands in flight per client before the proxy holds its further commands.
     pub max_pipeline: usize,
-    /// Largest single request in bytes.
+    /// Largest single request in bytes, and the most unanswered input read ahead per client.
     pub max_request_bytes: usize,
     /// How long in-flight requests may finish after a shutdown signal.
     pub shutdown_grace: Duration,

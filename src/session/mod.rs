@@ -4,9 +4,29 @@
 //! Bounds: at most `max_pipeline` commands in flight per client, replies are moved to the write
 //! buffer only while it holds less than [`MAX_OUTPUT`], and commands are sent only while the
 //! replies they are expected to bring (by this client's recent reply sizes) fit in
-//! [`MAX_OUTPUT`] too. A client that writes without reading fills these, and the session then
-//! stops reading from it until it catches up, so its memory stays bounded and its replies do
-//! not clog the backend links that other clients share.
+//! [`MAX_OUTPUT`] too. Input is read ahead of dispatch, up to `max_request_bytes` of unanswered
+//! input, so a client that writes a whole pipeline before it reads a reply (redis-py,
+//! `redis-cli --pipe`, bulk loaders) can always finish writing; a client that writes more than
+//! that without reading is no longer read from until it catches up.
+//!
+//! # Progress
+//! A session never waits while it could act. Before every wait, [`Session::pump`] has:
+//! 1. moved every complete reply at the front of the queue to the write buffer, unless the
+//!    buffer is full;
+//! 2. dispatched every complete command in the read buffer, unless [`Session::may_send`] says
+//!    no;
+//! 3. written what the socket takes;
+//!
+//! and repeated those steps until none of them changed anything. Each thing the session still
+//! holds then waits on an event the wait listens for:
+//! - unwritten replies wait for the socket to be writable;
+//! - undispatched commands wait on `may_send`, which is false only while replies are awaited
+//!   (they arrive on the inbox) or the write buffer is full (writable);
+//! - unread input waits for the socket to be readable, which is listened for whenever the read
+//!   buffer is below its bound; above it, dispatch (and so one of the two events above) must
+//!   drain it first.
+//!
+//! So backpressure slows a client down but cannot stop it.
 
 mod dispatch;
 mod local;
@@ -39,6 +59,23 @@ const ABANDONED: &[u8] =
     b"-ERR shardis is shutting down: no reply from the backend within the shutdown grace\r\n";
 /// Least free space kept in the read buffer before a read.
 const READ_RESERVE: usize = 16 * 1024;
+/// A read buffer larger than this is released once it is empty.
+const IDLE_READ_BUFFER: usize = 64 * 1024;
+
+/// Makes room for the next read: at least [`READ_RESERVE`], the rest of a large frame whose
+/// size is known, and otherwise as much again as is buffered, so that a buffer that holds a
+/// long pipeline grows geometrically instead of being copied for every read.
+fn reserve_read(rbuf: &mut BytesMut, parser: &RequestParser) {
+    let spare = rbuf.capacity() - rbuf.len();
+    let want = parser
+        .want()
+        .saturating_sub(rbuf.len())
+        .max(READ_RESERVE)
+        .max(rbuf.len().min(MAX_OUTPUT * 16));
+    if spare < READ_RESERVE || spare < parser.want().saturating_sub(rbuf.len()) {
+        rbuf.reserve(want);
+    }
+}
 
 /// What every session shares.
 pub struct Context {
@@ -121,22 +158,16 @@ pub async fn run(
     debug!(client = id, "connected");
 
     let result: io::Result<()> = loop {
-        session.feed(&mut rbuf, &mut parser).await;
-        session.move_ready();
-        if !session.wbuf.is_empty() {
-            match write_front(&stream, &mut session.wbuf) {
-                Ok(n) => clients.sent(n as u64),
-                Err(e) => break Err(e),
-            }
-            // The write may have emptied a buffer that was too full to take the replies ready
-            // behind it; move them now, or nothing below would wake the session for them.
-            session.move_ready();
+        match session.pump(&stream, &mut rbuf, &mut parser).await {
+            Ok(n) => clients.sent(n as u64),
+            Err(e) => break Err(e),
         }
         if (session.closing || eof) && session.pending.is_empty() && session.wbuf.is_empty() {
             break Ok(());
         }
-        // Not reading while nothing may be sent keeps the read buffer bounded too.
-        let can_read = !session.closing && !eof && session.may_send();
+        // Input is read ahead of dispatch up to the request bound, whatever `may_send` says:
+        // a client blocked writing its pipeline must be able to finish before it reads.
+        let can_read = !session.closing && !eof && rbuf.len() < session.input_bound(&parser);
         tokio::select! {
             biased;
             Some(reply) = rx.recv() => {
@@ -149,10 +180,7 @@ pub async fn run(
                 if let Err(e) = ready {
                     break Err(e);
                 }
-                let want = parser.want().saturating_sub(rbuf.len()).max(READ_RESERVE);
-                if rbuf.capacity() - rbuf.len() < want {
-                    rbuf.reserve(want);
-                }
+                reserve_read(&mut rbuf, &parser);
                 match read_once(&stream, &mut rbuf) {
                     Ok(0) => eof = true,
                     Ok(n) => clients.received(n as u64),
@@ -176,6 +204,10 @@ pub async fn run(
                     break Ok(());
                 }
             },
+        }
+        if rbuf.is_empty() && rbuf.capacity() > IDLE_READ_BUFFER {
+            // A burst grew the buffer; an idle client should not keep it.
+            rbuf = BytesMut::new();
         }
     };
     if let Err(e) = result {
@@ -245,6 +277,39 @@ impl Session {
             self.ctx.state.add_commands(commands);
         }
         commands
+    }
+
+    /// Does everything the session can do without waiting (see the module's "Progress"):
+    /// moves ready replies to the output, dispatches the commands in `rbuf` that may be sent,
+    /// and writes what the socket takes, until none of these changes anything. Returns the
+    /// bytes written.
+    async fn pump(
+        &mut self,
+        stream: &TcpStream,
+        rbuf: &mut BytesMut,
+        parser: &mut RequestParser,
+    ) -> io::Result<usize> {
+        let mut sent = 0;
+        loop {
+            self.move_ready();
+            let fed = self.feed(rbuf, parser).await;
+            self.move_ready();
+            let wrote = if self.wbuf.is_empty() {
+                0
+            } else {
+                write_front(stream, &mut self.wbuf)?
+            };
+            sent += wrote;
+            if fed == 0 && wrote == 0 {
+                return Ok(sent);
+            }
+        }
+    }
+
+    /// How much input may be buffered before the session stops reading: `max_request_bytes`,
+    /// or more while the frame being read needs it.
+    fn input_bound(&self, parser: &RequestParser) -> usize {
+        self.ctx.max_request_bytes.max(parser.want())
     }
 
     /// Moves the replies that are complete, in order, to the output buffer and returns it;

@@ -65,7 +65,7 @@ impl Drop for TempDir {
 
 /// The path of an installed program, searched in PATH and then /usr/sbin and /usr/bin (Debian
 /// installs nutcracker in /usr/sbin, which is not on every user's PATH).
-fn find_program(name: &str, package: &str) -> PathBuf {
+pub fn find_program(name: &str, package: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain([
