@@ -49,7 +49,15 @@ WORKLOADS = {
     "pipeline": ("GET/SET -c 50 -P 16", ["-t", "get,set", "-c", "50", "-P", "16"]),
     "mset": ("MSET 10 keys -c 50", ["-t", "mset", "-c", "50"]),
     "get-c1": ("GET -c 1", ["-t", "get", "-c", "1"]),
+    # Not redis-benchmark: mass insertion of RESP-encoded SETs (twemproxy refuses the inline
+    # form). "bulk" is the same file written by this script while a thread counts the replies,
+    # for every target; "bulk-cli" is Redis's documented `redis-cli --pipe`, which ends with an
+    # ECHO that twemproxy does not serve, so it is run on shardis and direct only.
+    "bulk": ("mass insertion SETs", None),
+    "bulk-cli": ("redis-cli --pipe SETs", None),
 }
+# Targets a workload cannot run on, and why.
+UNSUPPORTED = {("bulk-cli", "twemproxy"): "twemproxy has no ECHO, which redis-cli --pipe sends last"}
 
 START_DEADLINE_S = 10.0
 STOP_DEADLINE_S = 5.0
@@ -341,6 +349,68 @@ def run_benchmark(port: int, workload: str, args, timeout: float) -> tuple[dict,
     return results, notes
 
 
+def bulk_file(workdir: Path, commands: int) -> Path:
+    """The RESP-encoded SETs for the bulk workload, written once per run."""
+    path = workdir / f"bulk-{commands}.resp"
+    if not path.exists():
+        with open(path, "wb") as f:
+            for start in range(0, commands, 10_000):
+                f.write(b"".join(_encode(["SET", f"bulk:{i}", f"value:{i}"])
+                                 for i in range(start, min(start + 10_000, commands))))
+    return path
+
+
+def run_bulk(port: int, path: Path, commands: int, timeout: float) -> tuple[dict, list[str]]:
+    """Writes `path` on one connection while a thread reads until `commands` replies are in;
+    the result is commands per second. Every reply to these SETs is one line (+OK)."""
+    data = path.read_bytes()
+    got = {"lines": 0, "errors": 0}
+    started = time.monotonic()
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as s:
+            def read():
+                tail = b""
+                while got["lines"] < commands:
+                    chunk = s.recv(1 << 20)
+                    if not chunk:
+                        return
+                    got["lines"] += chunk.count(b"\r\n")
+                    got["errors"] += (tail + chunk).count(b"\n-") + (tail + chunk).startswith(b"-")
+                    tail = chunk[-1:]
+            reader = threading.Thread(target=read, daemon=True)
+            reader.start()
+            s.sendall(data)
+            reader.join(timeout)
+    except OSError as e:
+        return {}, [f"mass insertion failed: {e}"]
+    elapsed = time.monotonic() - started
+    if got["lines"] != commands or got["errors"]:
+        return {}, [f"mass insertion got {got['lines']} replies ({got['errors']} errors) of {commands}"]
+    ms = elapsed * 1000
+    return {"SET": {"rps": commands / elapsed, "avg_ms": ms, "p50_ms": 0.0, "p95_ms": 0.0,
+                    "p99_ms": 0.0, "max_ms": ms}}, []
+
+
+def run_redis_cli_pipe(port: int, path: Path, commands: int, timeout: float) -> tuple[dict, list[str]]:
+    """Pipes `path` into `redis-cli --pipe` and times it; the result is commands per second."""
+    argv = ["redis-cli", "-h", HOST, "-p", str(port), "--pipe"]
+    started = time.monotonic()
+    try:
+        with open(path, "rb") as f:
+            r = subprocess.run(argv, stdin=f, capture_output=True, text=True, timeout=timeout,
+                               start_new_session=True)
+    except subprocess.TimeoutExpired:
+        return {}, [f"redis-cli --pipe timed out after {timeout:.0f}s"]
+    elapsed = time.monotonic() - started
+    expected = f"errors: 0, replies: {commands}"
+    if r.returncode != 0 or expected not in r.stdout:
+        last = (r.stdout.strip().splitlines() or ["no output"])[-1]
+        return {}, [f"redis-cli --pipe did not report '{expected}': {last} {r.stderr.strip()}"]
+    ms = elapsed * 1000
+    return {"SET": {"rps": commands / elapsed, "avg_ms": ms, "p50_ms": 0.0, "p95_ms": 0.0,
+                    "p99_ms": 0.0, "max_ms": ms}}, []
+
+
 def smoke_test(name: str, port: int):
     """One SET and GET through the target, so a broken proxy fails loudly."""
     key, value = f"load.py:smoke:{name}", f"v-{time.time_ns()}"
@@ -474,6 +544,8 @@ def parse_args(argv):
                     help="comma-separated subset of " + ", ".join(f"{k} ({v[0]})" for k, v in WORKLOADS.items()))
     ap.add_argument("--rounds", type=int, default=3, help="rounds of every workload on every target (default 3)")
     ap.add_argument("--requests", type=int, default=100_000, help="requests per redis-benchmark run (default 100000)")
+    ap.add_argument("--bulk-commands", type=int, default=1_000_000,
+                    help="SETs in the bulk workload's redis-cli --pipe run (default 1000000)")
     ap.add_argument("--keyspace", type=int, default=100_000, help="redis-benchmark -r (default 100000)")
     ap.add_argument("--value-size", type=int, default=64, help="redis-benchmark -d (default 64)")
     ap.add_argument("--backends", type=int, default=4, help="redis-servers behind each proxy (default 4)")
@@ -498,14 +570,14 @@ def parse_args(argv):
     bad = [w for w in args.workloads if w not in WORKLOADS]
     if bad or not args.workloads:
         ap.error(f"--workloads: unknown {bad}; choose from {','.join(WORKLOADS)}")
-    if args.rounds < 1 or args.requests < 1 or args.backends < 1:
-        ap.error("--rounds, --requests and --backends must be at least 1")
+    if args.rounds < 1 or args.requests < 1 or args.backends < 1 or args.bulk_commands < 1:
+        ap.error("--rounds, --requests, --bulk-commands and --backends must be at least 1")
     args.shardis_args_list = shlex.split(args.shardis_args)
     return args
 
 
 def find_binaries(args):
-    for prog in ("redis-server", "redis-benchmark"):
+    for prog in ("redis-server", "redis-benchmark", "redis-cli"):
         if not shutil.which(prog):
             raise BenchError(f"{prog} not found: run 'make deps' (Debian packages redis-server, redis-tools)")
     shardis = nutcracker = None
@@ -581,9 +653,16 @@ def main(argv) -> int:
                     sp = [p for p in server_pids.get(t, []) if p]
                     cpu0 = (cpu_seconds(pp), cpu_seconds(sp))
                     with ConnectionSampler(backends.get(t, [])) as sampler:
-                        res, run_notes = run_benchmark(ports[t], w, args, timeout)
+                        if (w, t) in UNSUPPORTED:
+                            res, run_notes = {}, [f"not run: {UNSUPPORTED[(w, t)]}"]
+                        elif w in ("bulk", "bulk-cli"):
+                            run = run_bulk if w == "bulk" else run_redis_cli_pipe
+                            res, run_notes = run(ports[t], bulk_file(workdir, args.bulk_commands),
+                                                 args.bulk_commands, timeout)
+                        else:
+                            res, run_notes = run_benchmark(ports[t], w, args, timeout)
                     if res:
-                        requests = args.requests * len(res)
+                        requests = (args.bulk_commands if w.startswith("bulk") else args.requests) * len(res)
                         cpu.setdefault((w, t), []).append(
                             ((cpu_seconds(pp) - cpu0[0]) * 1e6 / requests,
                              (cpu_seconds(sp) - cpu0[1]) * 1e6 / requests))
@@ -663,7 +742,7 @@ def main(argv) -> int:
             print(f"load: wrote {args.json}")
         print(f"load: done in {time.monotonic() - started:.0f}s")
         missing = [f"{WORKLOADS[w][0]} on {t}" for w in args.workloads for t in args.targets
-                   if not results.get(w, {}).get(t)]
+                   if not results.get(w, {}).get(t) and (w, t) not in UNSUPPORTED]
         if missing and not truncated:
             print(f"load: error: no result for {', '.join(missing)}", file=sys.stderr)
             return 1
