@@ -16,8 +16,8 @@ use shardis::config::Config;
 use shardis::metrics::Metrics;
 use shardis::protocol::command;
 use shardis::protocol::request::RequestParser;
-use shardis::server::ProxyState;
 use shardis::session::{Context, Session};
+use shardis::state::ProxyState;
 use tokio::sync::mpsc;
 
 const BACKENDS: usize = 4;

@@ -21,9 +21,9 @@ use shardis::protocol::reply::{
 };
 use shardis::protocol::request::{Request, RequestParser};
 use shardis::router::Ring;
-use shardis::server::ProxyState;
+use shardis::session::pending::Fanout;
 use shardis::session::route::key_span;
-use shardis::session::slot::Fanout;
+use shardis::state::ProxyState;
 
 fn encode(c: &mut Criterion) {
     let v16 = vec![b'v'; 16];

@@ -10,7 +10,8 @@
 //! 5. the session answers the client in the order the commands arrived, merging fan-out replies.
 //!
 //! Module map: [`config`] (TOML -> validated config), [`server`] (accept loop, limits, drain),
-//! [`admin`] (HTTP: /metrics, /healthz, /readyz, /status), [`metrics`] (metric names and handles).
+//! [`state`] (proxy-wide counters and backend health), [`admin`] (HTTP: /metrics, /healthz,
+//! /readyz, /status), [`metrics`] (metric names and handles).
 
 pub mod admin;
 pub mod backend;
@@ -21,3 +22,4 @@ pub mod protocol;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod state;

@@ -9,7 +9,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use shardis::admin::serve;
 use shardis::backend::BackendState;
 use shardis::metrics::{Metrics, builder, describe};
-use shardis::server::ProxyState;
+use shardis::state::ProxyState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;

@@ -1,11 +1,9 @@
-//! The admin HTTP server: `/metrics` (Prometheus text), `/healthz`, `/readyz`, `/status` (JSON);
-//! and the proxy's own `INFO` text ([`render_info`]).
+//! The admin HTTP server: `/metrics` (Prometheus text), `/healthz`, `/readyz`, `/status` (JSON).
 //!
 //! HTTP is hand-written and minimal: GET only, one request per connection, a bounded request head
 //! and a read timeout, so a slow or hostile client costs one short-lived task at most.
 
 mod http;
-mod info;
 mod status;
 
 use std::future::Future;
@@ -19,13 +17,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 pub use self::http::{HeadError, Request, Response};
-pub use self::info::{
-    BackendInfo, INFO_ALL, INFO_BACKENDS, INFO_KEYSPACE, INFO_PROXY, InfoSections, info_sections,
-    parse_info, render_info,
-};
 pub use self::status::{BackendStatus, Status};
 use crate::metrics::UPKEEP_INTERVAL;
-use crate::server::ProxyState;
+use crate::state::ProxyState;
 
 /// Largest request head read, in bytes; a larger one gets 431.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::http::{JSON, Response};
-use crate::server::ProxyState;
+use crate::state::ProxyState;
 
 /// `/readyz`: 200 once ready; 503 while draining or not yet ready, and with `strict` also while
 /// any backend is down. The body names the state, then one `down: NAME (ADDRESS)` line per down

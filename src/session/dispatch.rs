@@ -7,9 +7,9 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
 use super::Session;
+use super::info::info_sections;
+use super::pending::{Fanout, Pending};
 use super::route::{RouteError, key_span, single_backend};
-use super::slot::{Fanout, Slot};
-use crate::admin::info_sections;
 use crate::backend::{ReplyTo, Request};
 use crate::protocol::command::{COMMANDS, Kind, Merge, lookup};
 use crate::protocol::reply::{put_array_len, put_bulk, put_error};
@@ -86,7 +86,7 @@ impl Session {
                 if let Some(sections) = sections {
                     fanout.info_sections = sections;
                 }
-                self.push_waiting(Slot::Fanout(fanout));
+                self.push_waiting(Pending::Fanout(fanout));
                 for backend in 0..n {
                     self.send(backend, frame.clone(), seq, backend as u32).await;
                 }
@@ -109,7 +109,7 @@ impl Session {
     /// Sends the whole command to one backend.
     async fn forward(&mut self, id: usize, backend: usize, frame: Bytes, now: Instant) {
         let seq = self.next_seq();
-        self.push_waiting(Slot::Single {
+        self.push_waiting(Pending::Single {
             cmd: id,
             start: now,
             backend,
@@ -201,7 +201,7 @@ impl Session {
         }
         let nparts = sc.counts.len();
         let seq = self.next_seq();
-        self.push_waiting(Slot::Fanout(Box::new(Fanout::new(
+        self.push_waiting(Pending::Fanout(Box::new(Fanout::new(
             id, now, merge, nparts, order,
         ))));
         // All parts go into one buffer and are split off it: one allocation, not one per part,

@@ -12,6 +12,9 @@ use crate::protocol::reply::{put_array_len, put_bulk, put_integer, put_null, put
 
 /// Redis' reply to credentials it does not accept.
 const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+/// Redis' reply to `AUTH password` when the default user has no password.
+const NO_PASSWORD: &str = "ERR AUTH <password> called without any password configured for the \
+                           default user. Are you sure your configuration is correct?";
 
 impl Session {
     pub(super) fn local(
@@ -26,46 +29,44 @@ impl Session {
         let upper = |i: usize| arg(i).map(|a| a.to_ascii_uppercase());
         let mut out = BytesMut::new();
         let result: Result<(), String> = match local {
-            Local::Ping => match args.len() {
-                1 => {
-put_simple(&mut out, "PONG");
-Ok(())
-},
-                2 => {
-put_bulk(&mut out, arg(1).unwrap_or_default());
-Ok(())
-},
-                _ => Err("ERR wrong number of arguments for 'ping' command".into()),
+            Local::Ping => match arg(1) {
+                None => {
+                    put_simple(&mut out, "PONG");
+                    Ok(())
+                }
+                Some(message) if args.len() == 2 => {
+                    put_bulk(&mut out, message);
+                    Ok(())
+                }
+                Some(_) => Err("ERR wrong number of arguments for 'ping' command".into()),
             },
             Local::Echo => {
-put_bulk(&mut out, arg(1).unwrap_or_default());
-Ok(())
-},
+                put_bulk(&mut out, arg(1).unwrap_or_default());
+                Ok(())
+            }
             Local::Quit => {
                 self.closing = true;
-                {
-put_simple(&mut out, "OK");
-Ok(())
-}
+                put_simple(&mut out, "OK");
+                Ok(())
             }
             Local::Select => match arg(1) {
                 Some(b"0") => {
-put_simple(&mut out, "OK");
-Ok(())
-},
+                    put_simple(&mut out, "OK");
+                    Ok(())
+                }
                 _ => Err("ERR shardis serves database 0 only".into()),
             },
             Local::Time => {
-                let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                let t = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
                 put_array_len(&mut out, 2);
                 put_bulk(&mut out, t.as_secs().to_string().as_bytes());
                 put_bulk(&mut out, t.subsec_micros().to_string().as_bytes());
                 Ok(())
             }
             Local::Auth => match args.len() {
-                2 => Err("ERR AUTH <password> called without any password configured for the default user. \
-                          Are you sure your configuration is correct?"
-                    .into()),
+                2 => Err(NO_PASSWORD.into()),
                 3 if arg(1) == Some(b"default") => {
                     put_simple(&mut out, "OK");
                     Ok(())

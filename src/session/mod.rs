@@ -29,9 +29,10 @@
 //! So backpressure slows a client down but cannot stop it.
 
 mod dispatch;
+pub mod info;
 mod local;
+pub mod pending;
 pub mod route;
-pub mod slot;
 
 use std::collections::VecDeque;
 use std::io;
@@ -49,8 +50,8 @@ use crate::metrics::Metrics;
 use crate::net::{read_once, write_front};
 use crate::protocol::reply::{is_error, put_error};
 use crate::protocol::request::{Request, RequestParser};
-use crate::server::ProxyState;
-use slot::Slot;
+use crate::state::ProxyState;
+use pending::Pending;
 
 /// Reply bytes buffered for a client before the session stops moving replies to it.
 pub const MAX_OUTPUT: usize = 1024 * 1024;
@@ -123,7 +124,7 @@ pub struct Session {
     ctx: Arc<Context>,
     tx: mpsc::UnboundedSender<Reply>,
     /// Commands in arrival order; `pending[0]` has sequence number `base_seq`.
-    pending: VecDeque<Slot>,
+    pending: VecDeque<Pending>,
     base_seq: u64,
     wbuf: BytesMut,
     /// No more commands are read; the session ends once every reply is written.
@@ -334,21 +335,21 @@ impl Session {
     }
 
     /// Queues a command that was sent to a backend; [`Session::on_reply`] completes it.
-    fn push_waiting(&mut self, slot: Slot) {
+    fn push_waiting(&mut self, entry: Pending) {
         self.awaiting += 1;
-        self.pending.push_back(slot);
+        self.pending.push_back(entry);
     }
 
     /// Queues a reply that is already complete (local answers, errors).
     fn push_ready(&mut self, reply: Bytes) {
-        self.pending.push_back(Slot::Ready(reply));
+        self.pending.push_back(Pending::Ready(reply));
     }
 
     /// Moves complete replies at the front of the queue to the write buffer.
     fn move_ready(&mut self) {
         while self.wbuf.len() < MAX_OUTPUT {
             match self.pending.front() {
-                Some(Slot::Ready(reply)) => {
+                Some(Pending::Ready(reply)) => {
                     self.wbuf.extend_from_slice(reply);
                     self.pending.pop_front();
                     self.base_seq += 1;
@@ -365,16 +366,16 @@ impl Session {
         self.closing = true;
         for i in 0..self.pending.len() {
             let (cmd, start, backend) = match &self.pending[i] {
-                Slot::Ready(_) => continue,
-                Slot::Single {
+                Pending::Ready(_) => continue,
+                Pending::Single {
                     cmd,
                     start,
                     backend,
                 } => (*cmd, *start, Some(*backend)),
-                Slot::Fanout(fanout) => (fanout.cmd, fanout.start, None),
+                Pending::Fanout(fanout) => (fanout.cmd, fanout.start, None),
             };
             self.finish(cmd, start, false, backend);
-            self.pending[i] = Slot::Ready(Bytes::from_static(ABANDONED));
+            self.pending[i] = Pending::Ready(Bytes::from_static(ABANDONED));
         }
         self.awaiting = 0;
         self.move_ready();
@@ -387,12 +388,12 @@ impl Session {
         let Some(index) = reply.seq.checked_sub(self.base_seq) else {
             return;
         };
-        let Some(slot) = self.pending.get_mut(index as usize) else {
+        let Some(entry) = self.pending.get_mut(index as usize) else {
             return;
         };
-        let done = match slot {
-            Slot::Ready(_) => return,
-            Slot::Single {
+        let done = match entry {
+            Pending::Ready(_) => return,
+            Pending::Single {
                 cmd,
                 start,
                 backend,
@@ -402,7 +403,7 @@ impl Session {
                 self.finish(cmd, start, ok, Some(backend));
                 reply.frame
             }
-            Slot::Fanout(fanout) => {
+            Pending::Fanout(fanout) => {
                 if !fanout.fill(reply.part, reply.frame) {
                     return;
                 }
@@ -412,8 +413,8 @@ impl Session {
                 merged
             }
         };
-        if let Some(slot) = self.pending.get_mut(index as usize) {
-            *slot = Slot::Ready(done);
+        if let Some(entry) = self.pending.get_mut(index as usize) {
+            *entry = Pending::Ready(done);
             self.awaiting -= 1;
         }
     }

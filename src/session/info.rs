@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::server::ProxyState;
+use crate::state::ProxyState;
 
 /// The figures shardis takes from one backend's `INFO` reply.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

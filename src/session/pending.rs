@@ -9,10 +9,10 @@ use crate::protocol::reply::{
     Element, array_elements, integer_value, is_error, put_array_len, put_bulk, put_error,
     put_integer, put_null, put_simple,
 };
-use crate::server::ProxyState;
+use crate::state::ProxyState;
 
 /// One command awaiting its reply.
-pub enum Slot {
+pub enum Pending {
     /// The reply is complete and waits for the commands before it.
     Ready(Bytes),
     /// Sent whole to one backend; its reply is passed through.
@@ -35,7 +35,7 @@ pub struct Fanout {
     /// MGET: for each key in request order, (part, index within that part's reply).
     pub order: Vec<(u32, u32)>,
     /// INFO: the sections asked for.
-    pub info_sections: crate::admin::InfoSections,
+    pub info_sections: super::info::InfoSections,
 }
 
 impl Fanout {
@@ -55,7 +55,7 @@ impl Fanout {
             parts: vec![None; parts],
             left: parts,
             order,
-            info_sections: crate::admin::INFO_ALL,
+            info_sections: super::info::INFO_ALL,
         }
     }
 
@@ -103,7 +103,7 @@ impl Fanout {
                     .collect();
                 put_bulk(
                     &mut out,
-                    crate::admin::render_info(state, &texts, self.info_sections).as_bytes(),
+                    super::info::render_info(state, &texts, self.info_sections).as_bytes(),
                 );
             }
         }
