@@ -63,5 +63,5 @@ demo-stop: ## stop a demo left running (shards and shardis)
 bench: ## criterion micro-benchmarks (cargo bench)
 	$(CARGO) bench
 
-bench-load: deps build ## redis-benchmark: shardis vs twemproxy vs direct redis
+bench-load: deps build ## redis-benchmark: shardis vs twemproxy vs predixy vs direct redis
 	$(PYTHON) benches/load.py --shardis-bin "$(SHARDIS_BIN)" $(LOAD_ARGS)

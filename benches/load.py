@@ -1,19 +1,24 @@
 #!/usr/bin/env python3
-"""Load comparison: shardis vs twemproxy (nutcracker) vs one Redis, measured
-with redis-benchmark on this machine (loopback only).
+"""Load comparison: shardis vs twemproxy (nutcracker) vs predixy vs one Redis,
+measured with redis-benchmark on this machine (loopback only).
 
 Starts its own redis-servers on free ports (each proxy gets its own set of
 backends, so the connections a backend sees are that proxy's alone), shardis
-and nutcracker with the same ketama ring (servers s1..sN, fnv1a_64), then
-runs each workload against each target in turn (A B C A B C ...) for several
-rounds and reports medians, with the CPU time each request cost the proxy
-and its Redis servers (from /proc; tells a proxy that is cheaper from one that
-is merely luckier on a noisy machine). Stops every process it started on
-exit, Ctrl-C included. Only the Python standard library is used.
+and nutcracker with the same ketama ring (servers s1..sN, fnv1a_64), and
+predixy when its binary is found (../shared/peers/predixy beside the
+repository, $PREDIXY_BIN or --predixy-bin; a multi-threaded C++ proxy whose
+standalone pools place keys with crc16 and modula, so compare its throughput
+and latency, never its placement), then runs each workload against each
+target in turn (A B C D A B C D ...) for several rounds and reports medians,
+with the CPU time each request cost the proxy and its Redis servers (from
+/proc; tells a proxy that is cheaper from one that is merely luckier on a
+noisy machine). Stops every process it started on exit, Ctrl-C included.
+Only the Python standard library is used.
 
     python3 benches/load.py                        # all targets, 3 rounds
     python3 benches/load.py --targets twemproxy,direct --requests 20000
     python3 benches/load.py --shardis-args '--threads 1' --backends 8
+    python3 benches/load.py --targets shardis,predixy --predixy-threads 1
     python3 benches/load.py --markdown bench.md --json bench.json
 """
 
@@ -41,7 +46,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
-TARGETS = ("shardis", "twemproxy", "direct")
+TARGETS = ("shardis", "twemproxy", "predixy", "direct")
+# Where the predixy binary is looked for when neither --predixy-bin nor $PREDIXY_BIN says.
+PREDIXY_DEFAULT = REPO.parent / "shared" / "peers" / "predixy"
 
 # name -> (description, redis-benchmark arguments)
 WORKLOADS = {
@@ -52,12 +59,21 @@ WORKLOADS = {
     # Not redis-benchmark: mass insertion of RESP-encoded SETs (twemproxy refuses the inline
     # form). "bulk" is the same file written by this script while a thread counts the replies,
     # for every target; "bulk-cli" is Redis's documented `redis-cli --pipe`, which ends with an
-    # ECHO that twemproxy does not serve, so it is run on shardis and direct only.
+    # ECHO with 20 random bytes that twemproxy does not serve and predixy answers wrongly, so it
+    # is run on shardis and direct only (see UNSUPPORTED). predixy serves MSET by splitting it.
     "bulk": ("mass insertion SETs", None),
     "bulk-cli": ("redis-cli --pipe SETs", None),
 }
 # Targets a workload cannot run on, and why.
-UNSUPPORTED = {("bulk-cli", "twemproxy"): "twemproxy has no ECHO, which redis-cli --pipe sends last"}
+UNSUPPORTED = {
+    ("bulk-cli", "twemproxy"): "twemproxy has no ECHO, which redis-cli --pipe sends last",
+    # Seen with predixy 1.0.5: ECHO "a\0b" is answered "$3\r\na\r\n", and after the empty line
+    # redis-cli sends before its ECHO, a ' or " in the argument is dropped. Either way the
+    # marker never comes back, and redis-cli waits 30 s and fails (about 1 run in 3 here).
+    ("bulk-cli", "predixy"): "predixy's ECHO is not binary-safe (it cuts the reply at a NUL byte and "
+                             "drops quotes), so redis-cli --pipe's random 20-byte ECHO marker often never "
+                             "comes back",
+}
 
 START_DEADLINE_S = 10.0
 STOP_DEADLINE_S = 5.0
@@ -267,6 +283,54 @@ bench:
     return port
 
 
+def start_predixy(procs: Processes, binary: Path, threads: int, backends: list[int]) -> int:
+    """predixy with one group per backend, as shared/peers/predixy_conf.sh writes it
+    (standalone pool, crc16 and modula: not the ketama ring the other proxies share), but
+    with no Log line, so that its log goes to stdout (predixy.log here), and no per-connect
+    notices. It connects lazily: up to one connection per worker thread to each backend.
+    ServerTimeout is 1 s, like the other proxies' 1000 ms. predixy enforces it by closing the
+    backend connection, failing every request queued on it ("-ERR server connection close"):
+    seen in about 1 mass insertion in 3 on a busy 2-core machine, never with ServerTimeout 0."""
+    (port,) = free_ports(1)
+    groups = "\n".join(f"    Group shard{i:03d} {{\n        + {HOST}:{p}\n    }}"
+                       for i, p in enumerate(backends, 1))
+    cfg = procs.workdir / "predixy.conf"
+    cfg.write_text(f"""# generated by benches/load.py
+Bind {HOST}:{port}
+WorkerThreads {threads}
+ClientTimeout 300
+LogVerbSample 0
+LogDebugSample 0
+LogInfoSample 10000
+LogNoticeSample 0
+LogWarnSample 1
+LogErrorSample 1
+Authority {{
+    Auth {{
+        Mode write
+    }}
+}}
+StandaloneServerPool {{
+    RefreshMethod fixed
+    Hash crc16
+    HashTag "{{}}"
+    Distribution modula
+    MasterReadPriority 60
+    StaticSlaveReadPriority 50
+    DynamicSlaveReadPriority 50
+    RefreshInterval 1
+    ServerTimeout 1
+    ServerFailureLimit 10
+    ServerRetryTimeout 1
+    KeepAlive 120
+{groups}
+}}
+""")
+    p, log = procs.start("predixy", [str(binary), str(cfg)])
+    wait_ready("predixy", port, p, log)
+    return port
+
+
 # --- measuring ---------------------------------------------------------------
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -364,18 +428,25 @@ def run_bulk(port: int, path: Path, commands: int, timeout: float) -> tuple[dict
     """Writes `path` on one connection while a thread reads until `commands` replies are in;
     the result is commands per second. Every reply to these SETs is one line (+OK)."""
     data = path.read_bytes()
-    got = {"lines": 0, "errors": 0}
+    got = {"lines": 0, "errors": 0, "first_error": ""}
     started = time.monotonic()
     try:
         with socket.create_connection((HOST, port), timeout=timeout) as s:
             def read():
-                tail = b""
+                # Each chunk is counted with the byte before it, so that a "\r\n" or "\n-"
+                # split between two reads is counted once; the first reply follows a "\n".
+                tail = b"\n"
                 while got["lines"] < commands:
                     chunk = s.recv(1 << 20)
                     if not chunk:
                         return
-                    got["lines"] += chunk.count(b"\r\n")
-                    got["errors"] += (tail + chunk).count(b"\n-") + (tail + chunk).startswith(b"-")
+                    seen = tail + chunk
+                    got["lines"] += seen.count(b"\r\n")
+                    errors = seen.count(b"\n-")
+                    if errors and not got["first_error"]:
+                        at = seen.find(b"\n-") + 1
+                        got["first_error"] = seen[at:at + 200].split(b"\r")[0].decode(errors="replace")
+                    got["errors"] += errors
                     tail = chunk[-1:]
             reader = threading.Thread(target=read, daemon=True)
             reader.start()
@@ -385,7 +456,8 @@ def run_bulk(port: int, path: Path, commands: int, timeout: float) -> tuple[dict
         return {}, [f"mass insertion failed: {e}"]
     elapsed = time.monotonic() - started
     if got["lines"] != commands or got["errors"]:
-        return {}, [f"mass insertion got {got['lines']} replies ({got['errors']} errors) of {commands}"]
+        first = f", the first: {got['first_error']}" if got["first_error"] else ""
+        return {}, [f"mass insertion got {got['lines']} replies ({got['errors']} errors{first}) of {commands}"]
     ms = elapsed * 1000
     return {"SET": {"rps": commands / elapsed, "avg_ms": ms, "p50_ms": 0.0, "p95_ms": 0.0,
                     "p99_ms": 0.0, "max_ms": ms}}, []
@@ -434,7 +506,7 @@ def tool_version(argv: list[str]) -> str:
         return "unknown"
 
 
-def machine_line(args, nutcracker: str | None, shardis: Path | None) -> str:
+def machine_line(args, nutcracker: str | None, shardis: Path | None, predixy: Path | None) -> str:
     model = "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -450,6 +522,10 @@ def machine_line(args, nutcracker: str | None, shardis: Path | None) -> str:
     if nutcracker:
         m = re.search(r"nutcracker-(\S+)", tool_version([nutcracker, "-V"]))
         nut = m.group(1) if m else "unknown"
+    pdx = "predixy not run"
+    if predixy:
+        m = re.search(r"predixy-(\S+)", tool_version([str(predixy), "-v"]))
+        pdx = f"predixy {m.group(1) if m else 'unknown'}"
     commit = tool_version(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
     load1 = os.getloadavg()[0]
     parts = [
@@ -457,25 +533,33 @@ def machine_line(args, nutcracker: str | None, shardis: Path | None) -> str:
         f"Linux {platform.release()}",
         f"redis {redis}",
         f"nutcracker {nut}",
+        pdx,
         f"shardis {commit}" + (f" {' '.join(args.shardis_args_list)}" if args.shardis_args_list else ""),
         f"load avg {load1:.2f} at start",
         datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
     ]
     if shardis is None:
-        parts[4] = "shardis not run"
+        parts[5] = "shardis not run"
     return "; ".join(parts)
 
 
 def settings_line(args) -> str:
+    predixy = (f"predixy WorkerThreads {args.predixy_threads} ({args.predixy_threads_from}), crc16/modula; "
+               if "predixy" in args.targets else "")
     return (f"{args.rounds} rounds, median of each; {args.requests} requests per run, "
             f"-r {args.keyspace} -d {args.value_size}; {args.backends} backends per proxy; "
             f"nutcracker server_connections 1, preconnect; "
-            f"shardis args '{args.shardis_args}' pool '{args.shardis_pool}'; all on loopback")
+            f"shardis args '{args.shardis_args}' pool '{args.shardis_pool}'; {predixy}all on loopback")
 
 
-def build_rows(results, targets, workloads):
-    """One row per (workload, test, target) with medians and ratios."""
-    rows = []
+# The targets every row's throughput is compared with, as "x <target>" columns.
+RATIO_TARGETS = ("twemproxy", "predixy", "direct")
+
+
+def summarize(results, targets, workloads):
+    """One entry per (workload, test, target): medians of the runs and the ratios of this
+    target's median rps to each of RATIO_TARGETS' (None where that is this target or absent)."""
+    summary = []
     for w in workloads:
         tests = []
         for t in targets:
@@ -488,19 +572,28 @@ def build_rows(results, targets, workloads):
                 runs = results[w].get(t, {}).get(test, [])
                 if runs:
                     med[t] = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms")}
-                    med[t]["n"] = len(runs)
+                    med[t]["runs"] = len(runs)
             for t in targets:
                 if t not in med:
                     continue
                 m = med[t]
-                ratio = lambda other: (f"{m['rps'] / med[other]['rps']:.2f}"
-                                       if other in med and other != t and med[other]["rps"] else "")
-                rows.append([WORKLOADS[w][0], test, t, f"{m['rps']:,.0f}", f"{m['p50_ms']:.3f}",
-                             f"{m['p99_ms']:.3f}", ratio("twemproxy"), ratio("direct"), str(m["n"])])
-    return rows
+                ratios = {other: (m["rps"] / med[other]["rps"]
+                                  if other in med and other != t and med[other]["rps"] else None)
+                          for other in RATIO_TARGETS}
+                summary.append({"workload": w, "test": test, "target": t, **m,
+                                **{f"x_{other}": r for other, r in ratios.items()}})
+    return summary
 
 
-HEADERS = ["workload", "test", "target", "rps", "p50 ms", "p99 ms", "x twemproxy", "x direct", "runs"]
+def build_rows(summary):
+    """The summary as table rows (strings), in HEADERS' order."""
+    ratio = lambda r: "" if r is None else f"{r:.2f}"
+    return [[WORKLOADS[s["workload"]][0], s["test"], s["target"], f"{s['rps']:,.0f}", f"{s['p50_ms']:.3f}",
+             f"{s['p99_ms']:.3f}", *(ratio(s[f"x_{o}"]) for o in RATIO_TARGETS), str(s["runs"])]
+            for s in summary]
+
+
+HEADERS = ["workload", "test", "target", "rps", "p50 ms", "p99 ms", *(f"x {o}" for o in RATIO_TARGETS), "runs"]
 
 
 def render_text(headers, rows, text_columns: int) -> str:
@@ -538,8 +631,9 @@ CPU_HEADERS = ["workload", "target", "proxy us/req", "redis-servers us/req"]
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--targets", default=",".join(TARGETS),
-                    help=f"comma-separated subset of {','.join(TARGETS)} (default: all)")
+    ap.add_argument("--targets", default=None,
+                    help=f"comma-separated subset of {','.join(TARGETS)} (default: all; predixy only "
+                         "if its binary is found)")
     ap.add_argument("--workloads", default=",".join(WORKLOADS),
                     help="comma-separated subset of " + ", ".join(f"{k} ({v[0]})" for k, v in WORKLOADS.items()))
     ap.add_argument("--rounds", type=int, default=3, help="rounds of every workload on every target (default 3)")
@@ -554,6 +648,10 @@ def parse_args(argv):
     ap.add_argument("--shardis-args", default="", help="extra shardis arguments, e.g. '--threads 1'")
     ap.add_argument("--shardis-pool", default="",
                     help="extra lines for shardis's [[pools]] table, e.g. 'connections_per_backend = 2'")
+    ap.add_argument("--predixy-bin", default=None,
+                    help=f"predixy binary (default $PREDIXY_BIN, else {PREDIXY_DEFAULT})")
+    ap.add_argument("--predixy-threads", type=int, default=None,
+                    help="predixy WorkerThreads (default: the number of CPUs this script may run on)")
     ap.add_argument("--run-timeout", type=float, default=300, help="seconds before one redis-benchmark run is killed")
     ap.add_argument("--max-seconds", type=float, default=3600,
                     help="stop starting new runs after this many seconds and report what was measured")
@@ -562,7 +660,11 @@ def parse_args(argv):
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs and logs)")
     args = ap.parse_args(argv)
 
-    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    # Named on the command line, a target that cannot run is an error; by default, predixy is
+    # left out when its binary is missing (find_binaries).
+    args.targets_explicit = args.targets is not None
+    args.left_out = []
+    args.targets = [t.strip() for t in (args.targets or ",".join(TARGETS)).split(",") if t.strip()]
     bad = [t for t in args.targets if t not in TARGETS]
     if bad or not args.targets:
         ap.error(f"--targets: unknown {bad}; choose from {','.join(TARGETS)}")
@@ -572,6 +674,16 @@ def parse_args(argv):
         ap.error(f"--workloads: unknown {bad}; choose from {','.join(WORKLOADS)}")
     if args.rounds < 1 or args.requests < 1 or args.backends < 1 or args.bulk_commands < 1:
         ap.error("--rounds, --requests, --bulk-commands and --backends must be at least 1")
+    if args.predixy_threads is None:
+        try:
+            args.predixy_threads = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            args.predixy_threads = os.cpu_count() or 1
+        args.predixy_threads_from = "the number of CPUs"
+    elif args.predixy_threads < 1:
+        ap.error("--predixy-threads must be at least 1")
+    else:
+        args.predixy_threads_from = "--predixy-threads"
     args.shardis_args_list = shlex.split(args.shardis_args)
     return args
 
@@ -580,7 +692,7 @@ def find_binaries(args):
     for prog in ("redis-server", "redis-benchmark", "redis-cli"):
         if not shutil.which(prog):
             raise BenchError(f"{prog} not found: run 'make deps' (Debian packages redis-server, redis-tools)")
-    shardis = nutcracker = None
+    shardis = nutcracker = predixy = None
     if "shardis" in args.targets:
         default = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release" / "shardis"
         shardis = Path(args.shardis_bin or os.environ.get("SHARDIS_BIN") or default)
@@ -594,15 +706,28 @@ def find_binaries(args):
             (p for p in ("/usr/sbin/nutcracker", "/usr/local/sbin/nutcracker") if os.access(p, os.X_OK)), None)
         if not nutcracker:
             raise BenchError("nutcracker not found: run 'make deps' (Debian package nutcracker), "
-                             "or leave it out with --targets shardis,direct")
-    return shardis, nutcracker
+                             "or leave it out with --targets shardis,predixy,direct")
+    if "predixy" in args.targets:
+        predixy = Path(args.predixy_bin or os.environ.get("PREDIXY_BIN") or PREDIXY_DEFAULT)
+        if not predixy.is_absolute():
+            predixy = (Path.cwd() / predixy).resolve()
+        if not (predixy.is_file() and os.access(predixy, os.X_OK)):
+            if args.targets_explicit or args.predixy_bin or os.environ.get("PREDIXY_BIN"):
+                raise BenchError(f"predixy not found at {predixy}: point --predixy-bin or PREDIXY_BIN at "
+                                 "its binary, or leave predixy out of --targets")
+            args.left_out.append(f"predixy not found at {predixy}: leaving it out "
+                                 "(--predixy-bin or PREDIXY_BIN to include it)")
+            print(f"load: {args.left_out[-1]}", flush=True)
+            args.targets.remove("predixy")
+            predixy = None
+    return shardis, nutcracker, predixy
 
 
 def main(argv) -> int:
     args = parse_args(argv)
-    shardis_bin, nutcracker_bin = find_binaries(args)
+    shardis_bin, nutcracker_bin, predixy_bin = find_binaries(args)
     started = time.monotonic()
-    machine = machine_line(args, nutcracker_bin, shardis_bin)
+    machine = machine_line(args, nutcracker_bin, shardis_bin, predixy_bin)
 
     workdir = Path(tempfile.mkdtemp(prefix="shardis-load-"))
     procs = Processes(workdir)
@@ -618,6 +743,8 @@ def main(argv) -> int:
             if t == "shardis":
                 ports[t] = start_shardis(procs, shardis_bin, args.shardis_args_list, backends[t],
                                          args.shardis_pool.replace("\\n", "\n"))
+            elif t == "predixy":
+                ports[t] = start_predixy(procs, predixy_bin, args.predixy_threads, backends[t])
             else:
                 ports[t] = start_nutcracker(procs, nutcracker_bin, backends[t])
         for t in args.targets:
@@ -628,7 +755,8 @@ def main(argv) -> int:
         # The processes whose CPU each target's requests cost: the proxy, and the Redis servers
         # behind it (for direct, the one Redis).
         pid_of = {name: p.pid for name, p, _ in procs.procs}
-        proxy_pids = {"shardis": [pid_of.get("shardis")], "twemproxy": [pid_of.get("nutcracker")], "direct": []}
+        proxy_pids = {"shardis": [pid_of.get("shardis")], "twemproxy": [pid_of.get("nutcracker")],
+                      "predixy": [pid_of.get("predixy")], "direct": []}
         server_pids = {t: [pid_of[f"{t}-s{i}"] for i in range(1, args.backends + 1)] for t in backends}
         server_pids["direct"] = [pid_of.get("direct-redis")]
         cpu: dict[tuple[str, str], list[tuple[float, float]]] = {}
@@ -690,7 +818,8 @@ def main(argv) -> int:
             conns[t]["after"] = [connected_clients(p) for p in b]
             conns[t]["keys"] = [command(p, "DBSIZE") for p in b]
 
-        rows = build_rows(results, args.targets, args.workloads)
+        summary = summarize(results, args.targets, args.workloads)
+        rows = build_rows(summary)
         for r in rows:  # backend connections seen during that workload
             key = next(((w, r[2]) for w in args.workloads if WORKLOADS[w][0] == r[0]), None)
             r.append(str(peaks[key]) if key in peaks else "")
@@ -704,6 +833,8 @@ def main(argv) -> int:
         print()
         print(machine)
         print(settings_line(args))
+        for msg in args.left_out:
+            print(f"NOTE: {msg}")
         if truncated:
             print(f"NOTE: stopped early at --max-seconds {args.max_seconds:.0f}; not every run happened")
         print()
@@ -724,6 +855,7 @@ def main(argv) -> int:
 
         if args.markdown:
             md = [f"Machine: {machine}.", "", f"Settings: {settings_line(args)}.", ""]
+            md += [f"Note: {msg}.\n" for msg in args.left_out]
             if truncated:
                 md += [f"**Stopped early at {args.max_seconds:.0f} s: not every run happened.**", ""]
             md += [render_markdown(headers, rows, 3), ""]
@@ -735,7 +867,9 @@ def main(argv) -> int:
             print(f"\nload: wrote {args.markdown}")
         if args.json:
             Path(args.json).write_text(json.dumps(
-                {"machine": machine, "settings": settings_line(args), "runs": raw, "connections": conns,
+                {"machine": machine, "settings": settings_line(args), "targets": args.targets,
+                 "predixy_threads": args.predixy_threads if "predixy" in args.targets else None,
+                 "summary": summary, "runs": raw, "connections": conns,
                  "cpu_us_per_request": [{"workload": w, "target": t, "proxy": [r[0] for r in v],
                                          "servers": [r[1] for r in v]} for (w, t), v in cpu.items()],
                  "notes": notes}, indent=1))
