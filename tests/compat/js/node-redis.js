@@ -160,6 +160,11 @@ c('script_evalsha', async (ctx) => {
   assertEq(await r.setGet(k, 'one'), 'one', 'first call (EVALSHA -> NOSCRIPT -> EVAL)');
   assertEq(await r.setGet(k, 'two'), 'two', 'second call (EVALSHA)');
   assertEq(await r.get(k), 'two', 'GET');
+  // Keys on other shards: there the script is not loaded yet (NOSCRIPT).
+  for (let i = 0; i < 6; i++) {
+    const other = ctx.key(`lua${i}`);
+    assertEq(await r.setGet(other, `v${i}`), `v${i}`, `call on key ${i} (another shard)`);
+  }
 });
 
 c('script_keyless', async (ctx) => {

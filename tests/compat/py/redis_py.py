@@ -233,6 +233,10 @@ def script_evalsha(ctx):
     check_eq(s(keys=[k], args=["one"]), b"one", "first call (EVALSHA -> NOSCRIPT -> SCRIPT LOAD -> EVALSHA)")
     check_eq(s(keys=[k], args=["two"]), b"two", "second call (EVALSHA)")
     check_eq(r.get(k), b"two", "GET")
+    # Keys on other shards: there the script is not loaded yet (NOSCRIPT).
+    for i in range(6):
+        other = ctx.key(f"lua{i}")
+        check_eq(s(keys=[other], args=[f"v{i}"]), f"v{i}".encode(), f"call on key {i} (another shard)")
 
 
 @case
