@@ -23,15 +23,18 @@ export SHARDIS_BIN ?= $(TARGET_DIR)/release/shardis
 # Extra arguments for the load comparison, e.g.
 #   make bench-load LOAD_ARGS='--rounds 5 --markdown bench.md'
 LOAD_ARGS ?=
+# Extra arguments for the client-library comparison, e.g.
+#   make compat COMPAT_ARGS='--backends 5 --clients redis-py,ioredis5'
+COMPAT_ARGS ?=
 
-.PHONY: help deps build test demo demo-stop bench bench-load
+.PHONY: help deps build test demo demo-stop bench bench-load compat
 
 help: ## list the targets
 	@echo "shardis make targets:"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) \
 	  | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 14
 	@echo
-	@echo "variables: CARGO_TARGET_DIR (binary at $(SHARDIS_BIN)), LOAD_ARGS (for bench-load)"
+	@echo "variables: CARGO_TARGET_DIR (binary at $(SHARDIS_BIN)), LOAD_ARGS (for bench-load), COMPAT_ARGS (for compat)"
 
 deps: ## install or check redis-server, redis-tools, nutcracker, rustfmt, clippy
 	@scripts/deps.sh
@@ -65,3 +68,6 @@ bench: ## criterion micro-benchmarks (cargo bench)
 
 bench-load: deps build ## redis-benchmark: shardis vs twemproxy vs predixy vs direct redis
 	$(PYTHON) benches/load.py --shardis-bin "$(SHARDIS_BIN)" $(LOAD_ARGS)
+
+compat: deps build ## ioredis, node-redis, redis-py batteries: direct redis vs shardis
+	@scripts/compat.sh --shardis-bin "$(SHARDIS_BIN)" $(COMPAT_ARGS)
