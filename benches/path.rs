@@ -11,20 +11,20 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use shardis::backend::{Pool, Request};
+use shardis::backend::{Inbound, Pool, Request};
 use shardis::config::Config;
 use shardis::metrics::Metrics;
 use shardis::protocol::command;
 use shardis::protocol::request::RequestParser;
 use shardis::session::{Context, Session};
-use shardis::state::ProxyState;
+use shardis::state::{Clients, ProxyState};
 use tokio::sync::mpsc;
 
 const BACKENDS: usize = 4;
 
 struct Rig {
     session: Session,
-    inbox: mpsc::UnboundedReceiver<shardis::backend::Reply>,
+    inbox: mpsc::UnboundedReceiver<Inbound>,
     links: Vec<mpsc::Receiver<Request>>,
     parser: RequestParser,
     /// What the links would write to their backends.
@@ -47,15 +47,9 @@ fn rig() -> Rig {
     let (pool, links) = Pool::detached(pool_cfg);
     let pool = Arc::new(pool);
     let state = Arc::new(ProxyState::new(config.digest.clone(), pool.states()));
-    let ctx = Arc::new(Context {
-        pool,
-        metrics,
-        state,
-        max_pipeline: 1 << 20,
-        max_request_bytes: 512 << 20,
-        slowlog: None,
-    });
-    let (session, inbox) = Session::new(ctx, 1);
+    let mut ctx = Context::new(pool, metrics, state);
+    ctx.max_pipeline = 1 << 20;
+    let (session, inbox) = Session::new(Arc::new(ctx), Clients::detached(1));
     Rig {
         session,
         inbox,
@@ -84,7 +78,7 @@ impl Rig {
             }
         }
         while let Ok(r) = self.inbox.try_recv() {
-            self.session.on_reply(r);
+            self.session.on_inbound(r);
         }
         let out = self.session.output();
         let n = out.len();

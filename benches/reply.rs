@@ -13,15 +13,17 @@ use std::ops::Range;
 use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use redis_protocol::resp2::decode::decode_range;
+use shardis::backend::Pool;
 use shardis::config::Config;
 use shardis::protocol::command::{Merge, lookup};
+use shardis::protocol::out::Proto;
 use shardis::protocol::reply::{
     ReplyScanner, array_elements, put_array_len, put_bulk, put_error, put_integer, put_null,
     put_simple,
 };
 use shardis::protocol::request::{Request, RequestParser};
 use shardis::router::Ring;
-use shardis::session::pending::Fanout;
+use shardis::session::pending::{Fanout, MergeEnv};
 use shardis::session::route::key_span;
 use shardis::state::ProxyState;
 
@@ -279,6 +281,7 @@ fn mget_fanout(keys: usize, parts: usize, value: usize, failed: bool) -> Fanout 
         lookup(b"mget").expect("mget").0,
         tokio::time::Instant::now(),
         Merge::Mget,
+        Proto::Resp2,
         parts,
         order,
     );
@@ -307,6 +310,17 @@ fn mget_fanout(keys: usize, parts: usize, value: usize, failed: bool) -> Fanout 
 
 fn merge(c: &mut Criterion) {
     let state = ProxyState::new(String::new(), Vec::new());
+    let config = match Config::from_backends(&["127.0.0.1:7001".to_string()]) {
+        Ok(config) => config,
+        Err(e) => panic!("bench config: {e}"),
+    };
+    let (pool, _links) = Pool::detached(&config.pools[0]);
+    let env = MergeEnv {
+        state: &state,
+        pool: &pool,
+        max_keys: usize::MAX,
+        pick: 0,
+    };
     let cases = [
         ("keys16_parts4_v16", mget_fanout(16, 4, 16, false)),
         ("keys16_parts4_v256", mget_fanout(16, 4, 256, false)),
@@ -318,7 +332,7 @@ fn merge(c: &mut Criterion) {
     for (name, fanout) in &cases {
         group.throughput(Throughput::Elements(fanout.order.len() as u64));
         group.bench_with_input(BenchmarkId::from_parameter(name), fanout, |b, f| {
-            b.iter(|| black_box(f).merge(&state))
+            b.iter(|| black_box(f).merge(&env))
         });
     }
     group.finish();

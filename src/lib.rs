@@ -19,6 +19,7 @@ pub mod config;
 pub mod metrics;
 pub mod net;
 pub mod protocol;
+pub mod pubsub;
 pub mod router;
 pub mod server;
 pub mod session;

@@ -49,6 +49,8 @@ enum Command {
         #[arg(long, short = 'c', value_name = "FILE")]
         config: PathBuf,
     },
+    /// Print the command support table (Markdown): how shardis serves each Redis command.
+    Commands,
     /// Print the backend name and address each KEY is placed on.
     Route {
         #[arg(long, short = 'c', value_name = "FILE")]
@@ -70,6 +72,10 @@ fn main() -> ExitCode {
     match &cli.command {
         Some(Command::Check { config }) => check(config),
         Some(Command::Route { config, keys }) => route(config, keys),
+        Some(Command::Commands) => {
+            print!("{}", shardis::protocol::table::support_table());
+            ExitCode::SUCCESS
+        }
         None => run(&cli),
     }
 }

@@ -20,6 +20,15 @@ pub const BACKEND_UP: &str = "shardis_backend_up";
 pub const BACKEND_CONNECTIONS: &str = "shardis_backend_connections";
 /// Backend failures; labels `backend`, `kind` (see [`BackendErrorKind`]).
 pub const BACKEND_ERRORS_TOTAL: &str = "shardis_backend_errors_total";
+/// Exclusive connections to a backend (blocking commands, WATCH); labels `backend`, `state`
+/// (`idle` | `leased`).
+pub const BACKEND_EXCLUSIVE_CONNECTIONS: &str = "shardis_backend_exclusive_connections";
+/// Requests for an exclusive connection refused because `max_exclusive_per_backend` were in
+/// use; label `backend`.
+pub const BACKEND_EXCLUSIVE_REFUSED_TOTAL: &str = "shardis_backend_exclusive_refused_total";
+/// Subscribers disconnected because their unread messages passed
+/// `max_subscriber_output_bytes`.
+pub const PUBSUB_EVICTED_TOTAL: &str = "shardis_pubsub_evicted_total";
 /// Client connections open now.
 pub const CLIENT_CONNECTIONS: &str = "shardis_client_connections";
 /// Client connections accepted since start.
@@ -39,6 +48,9 @@ pub const ALL_METRICS: &[&str] = &[
     BACKEND_UP,
     BACKEND_CONNECTIONS,
     BACKEND_ERRORS_TOTAL,
+    BACKEND_EXCLUSIVE_CONNECTIONS,
+    BACKEND_EXCLUSIVE_REFUSED_TOTAL,
+    PUBSUB_EVICTED_TOTAL,
     CLIENT_CONNECTIONS,
     CLIENT_CONNECTIONS_TOTAL,
     CLIENT_PROTOCOL_ERRORS_TOTAL,
@@ -98,7 +110,19 @@ pub fn describe() {
     describe_gauge!(BACKEND_CONNECTIONS, "Open connections to the backend.");
     describe_counter!(
         BACKEND_ERRORS_TOTAL,
-        "Backend failures, by backend and kind (connect, timeout, closed, protocol)."
+        "Backend failures, by backend and kind (connect, timeout, closed, protocol, handshake, auth)."
+    );
+    describe_gauge!(
+        BACKEND_EXCLUSIVE_CONNECTIONS,
+        "Exclusive connections to the backend (blocking commands, WATCH), by state (idle, leased)."
+    );
+    describe_counter!(
+        BACKEND_EXCLUSIVE_REFUSED_TOTAL,
+        "Commands refused because every exclusive connection to the backend was in use."
+    );
+    describe_counter!(
+        PUBSUB_EVICTED_TOTAL,
+        "Subscribers disconnected for leaving more than max_subscriber_output_bytes unread."
     );
     describe_gauge!(CLIENT_CONNECTIONS, "Client connections open now.");
     describe_counter!(
@@ -126,6 +150,11 @@ pub fn install() -> Result<PrometheusHandle, MetricsError> {
     Ok(handle)
 }
 
+/// Counts a subscriber disconnected for being too slow (a rare event: no pre-built handle).
+pub fn slow_subscriber() {
+    metrics::counter!(PUBSUB_EVICTED_TOTAL).increment(1);
+}
+
 /// Why a backend request or connection failed; the `kind` label of [`BACKEND_ERRORS_TOTAL`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendErrorKind {
@@ -137,15 +166,21 @@ pub enum BackendErrorKind {
     Closed,
     /// The backend sent something that is not RESP.
     Protocol,
+    /// The backend refused the connection's handshake (HELLO).
+    Handshake,
+    /// The backend refused the credentials.
+    Auth,
 }
 
 impl BackendErrorKind {
     /// Every kind, in the order of their index into per-kind tables.
-    pub const ALL: [BackendErrorKind; 4] = [
+    pub const ALL: [BackendErrorKind; 6] = [
         BackendErrorKind::Connect,
         BackendErrorKind::Timeout,
         BackendErrorKind::Closed,
         BackendErrorKind::Protocol,
+        BackendErrorKind::Handshake,
+        BackendErrorKind::Auth,
     ];
 
     /// The metric label value.
@@ -155,6 +190,8 @@ impl BackendErrorKind {
             BackendErrorKind::Timeout => "timeout",
             BackendErrorKind::Closed => "closed",
             BackendErrorKind::Protocol => "protocol",
+            BackendErrorKind::Handshake => "handshake",
+            BackendErrorKind::Auth => "auth",
         }
     }
 
@@ -271,7 +308,10 @@ pub struct BackendMetrics {
     duration: Histogram,
     up: Gauge,
     connections: Gauge,
-    errors: [Counter; 4],
+    errors: [Counter; 6],
+    exclusive_idle: Gauge,
+    exclusive_leased: Gauge,
+    exclusive_refused: Counter,
 }
 
 impl BackendMetrics {
@@ -287,7 +327,21 @@ impl BackendMetrics {
             up,
             connections: metrics::gauge!(BACKEND_CONNECTIONS, "backend" => backend.to_owned()),
             errors,
+            exclusive_idle: metrics::gauge!(BACKEND_EXCLUSIVE_CONNECTIONS, "backend" => backend.to_owned(), "state" => "idle"),
+            exclusive_leased: metrics::gauge!(BACKEND_EXCLUSIVE_CONNECTIONS, "backend" => backend.to_owned(), "state" => "leased"),
+            exclusive_refused: metrics::counter!(BACKEND_EXCLUSIVE_REFUSED_TOTAL, "backend" => backend.to_owned()),
         }
+    }
+
+    /// Sets the exclusive connection gauges.
+    pub fn set_exclusive(&self, idle: usize, leased: usize) {
+        self.exclusive_idle.set(idle as f64);
+        self.exclusive_leased.set(leased as f64);
+    }
+
+    /// Counts a command refused for want of a free exclusive connection.
+    pub fn exclusive_refused(&self) {
+        self.exclusive_refused.increment(1);
     }
 
     /// Records the round trip of one request.
@@ -384,6 +438,8 @@ mod tests {
             s1.set_connections(2);
             s1.error(BackendErrorKind::Timeout);
             s1.error(BackendErrorKind::Timeout);
+            s1.set_exclusive(1, 2);
+            s1.exclusive_refused();
             assert!(m.backend(2).is_none());
             let c = m.clients();
             c.connected();
@@ -392,6 +448,7 @@ mod tests {
             c.protocol_error();
             c.received(100);
             c.sent(40);
+            slow_subscriber();
         });
         handle.render()
     }
@@ -420,11 +477,15 @@ mod tests {
             r#"shardis_backend_connections{backend="s1"} 2"#,
             r#"shardis_backend_errors_total{backend="s1",kind="timeout"} 2"#,
             r#"shardis_backend_errors_total{backend="s2",kind="connect"} 0"#,
+            r#"shardis_backend_exclusive_connections{backend="s1",state="idle"} 1"#,
+            r#"shardis_backend_exclusive_connections{backend="s1",state="leased"} 2"#,
+            r#"shardis_backend_exclusive_refused_total{backend="s1"} 1"#,
             "shardis_client_connections 1",
             "shardis_client_connections_total 2",
             "shardis_client_protocol_errors_total 1",
             "shardis_received_bytes_total 100",
             "shardis_sent_bytes_total 40",
+            "shardis_pubsub_evicted_total 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
         }
@@ -446,7 +507,17 @@ mod tests {
     #[test]
     fn error_kind_labels() {
         let labels: Vec<_> = BackendErrorKind::ALL.iter().map(|k| k.label()).collect();
-        assert_eq!(labels, ["connect", "timeout", "closed", "protocol"]);
+        assert_eq!(
+            labels,
+            [
+                "connect",
+                "timeout",
+                "closed",
+                "protocol",
+                "handshake",
+                "auth"
+            ]
+        );
         for (i, k) in BackendErrorKind::ALL.iter().enumerate() {
             assert_eq!(k.index(), i);
         }

@@ -135,14 +135,14 @@ pub async fn serve(
     let metrics = Arc::new(Metrics::new(&command::names(), &names));
     let pool = Arc::new(Pool::start(pool_cfg, metrics.clone()));
     let state = Arc::new(ProxyState::new(config.digest.clone(), pool.states()));
-    let ctx = Arc::new(Context {
-        pool,
-        metrics,
-        state: state.clone(),
-        max_pipeline: config.server.max_pipeline,
-        max_request_bytes: config.server.max_request_bytes,
-        slowlog: config.server.slowlog,
-    });
+    let mut ctx = Context::new(pool, metrics, state.clone());
+    ctx.max_pipeline = config.server.max_pipeline;
+    ctx.max_request_bytes = config.server.max_request_bytes;
+    ctx.slowlog = config.server.slowlog;
+    ctx.max_subscriber_output = config.server.max_subscriber_output_bytes;
+    ctx.max_keys_reply = config.server.max_keys_reply;
+    ctx.allow(&config.server.allow_commands);
+    let ctx = Arc::new(ctx);
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_task = tokio::spawn(crate::admin::serve(admin, state, prometheus, async {
         let _ = admin_stopped.await;

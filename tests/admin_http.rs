@@ -105,7 +105,10 @@ async fn health_readiness_and_status() {
     assert_eq!(r.status, 503);
     assert!(r.body.starts_with("not ready: 2 of 2 backends down\n"));
 
-    admin.state.client_connected();
+    admin
+        .state
+        .clients
+        .insert(shardis::state::Clients::detached(1));
     admin.state.add_commands(5);
     let r = get(addr, "/status").await;
     assert_eq!(r.status, 200);

@@ -140,7 +140,7 @@ fn killed_backend_fails_in_flight_requests_and_reconnects_after_restart() {
 }
 
 #[test]
-fn silent_backend_times_out_and_the_connection_stays_usable() {
+fn silent_backend_is_down_and_the_connection_stays_usable() {
     let redis = Redis::start();
     let mock = Mock::start(None);
     let config = shardis_config(
@@ -152,16 +152,14 @@ fn silent_backend_times_out_and_the_connection_stays_usable() {
     let on_redis = key_on(&config, 0, "r");
     let mut c = shardis.client();
 
+    // It accepts connections but never answers the handshake: it is down, and its keys fail
+    // within the timeout (at once, once the first handshake has timed out).
     for _ in 0..2 {
         let (reply, took) = timed(&mut c, &["GET", &on_mock]);
         let err = error_text(&reply);
         assert!(
             err.contains("silent") && err.contains(&mock.addr) && err.contains("timed out"),
             "{err}"
-        );
-        assert!(
-            took >= Duration::from_millis(290),
-            "a timeout error before the timeout: {took:?}"
         );
         assert!(took < Duration::from_millis(300) + MARGIN, "took {took:?}");
         assert_eq!(c.cmd_str(&["PING"]), Frame::Simple("PONG".into()));

@@ -106,7 +106,7 @@ fn mixed_commands_answered_in_order() {
         let expected = [
             Frame::Simple("PONG".into()),
             ok(),
-            err("ERR unknown command 'FOOBAR'"),
+            err("ERR unknown command 'FOOBAR', with args beginning with: 'x' "),
             bulk("1"),
             bulk(format!("round {r}")),
             ok(),

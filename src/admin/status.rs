@@ -82,7 +82,7 @@ impl<'a> Status<'a> {
             config_digest: &state.config_digest,
             ready: state.is_ready(),
             draining: state.is_draining(),
-            clients: state.clients(),
+            clients: state.client_count(),
             commands: state.commands(),
             backends: state
                 .backends
@@ -159,7 +159,7 @@ mod tests {
     #[test]
     fn status_reports_every_backend() {
         let st = state();
-        st.client_connected();
+        st.clients.insert(crate::state::Clients::detached(1));
         st.add_commands(42);
         let r = status(&st);
         assert_eq!(r.status, 200);

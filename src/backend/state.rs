@@ -1,7 +1,7 @@
 //! Shared, lock-free view of one backend's health, read by the admin server and INFO.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// Health and load of one backend, updated by its connection tasks.
 #[derive(Debug)]
@@ -13,6 +13,8 @@ pub struct BackendState {
     up: AtomicBool,
     connections: AtomicUsize,
     inflight: AtomicUsize,
+    /// The backend's Redis version from its last handshake, packed (0: unknown).
+    version: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
@@ -24,6 +26,7 @@ impl BackendState {
             up: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             inflight: AtomicUsize::new(0),
+            version: AtomicU64::new(0),
             last_error: Mutex::new(None),
         }
     }
@@ -36,6 +39,20 @@ impl BackendState {
     }
     pub fn inflight(&self) -> usize {
         self.inflight.load(Ordering::Relaxed)
+    }
+    /// The backend's Redis version, as its handshake gave it.
+    pub fn version(&self) -> Option<[u32; 3]> {
+        let v = self.version.load(Ordering::Relaxed);
+        (v != 0).then_some([
+            (v >> 40) as u32,
+            (v >> 20 & 0xFFFFF) as u32,
+            (v & 0xFFFFF) as u32,
+        ])
+    }
+    pub(crate) fn set_version(&self, [major, minor, patch]: [u32; 3]) {
+        let packed =
+            (major as u64) << 40 | (minor as u64 & 0xFFFFF) << 20 | (patch as u64 & 0xFFFFF);
+        self.version.store(packed.max(1), Ordering::Relaxed);
     }
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().ok().and_then(|e| e.clone())

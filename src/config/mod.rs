@@ -45,6 +45,14 @@ pub mod limits {
     pub const CONNECTIONS_PER_BACKEND: i64 = 1;
     /// Largest `connections_per_backend`.
     pub const MAX_CONNECTIONS_PER_BACKEND: i64 = 64;
+    /// Default `max_exclusive_per_backend`.
+    pub const MAX_EXCLUSIVE_PER_BACKEND: i64 = 128;
+    /// Largest `max_exclusive_per_backend`.
+    pub const MAX_MAX_EXCLUSIVE: i64 = 10_000;
+    /// Default `server.max_subscriber_output_bytes`: 32 MiB, like Redis's pubsub hard limit.
+    pub const MAX_SUBSCRIBER_OUTPUT_BYTES: i64 = 32 * 1024 * 1024;
+    /// Default `server.max_keys_reply`.
+    pub const MAX_KEYS_REPLY: i64 = 1_000_000;
     /// Largest backend `weight`.
     pub const MAX_WEIGHT: i64 = 1_000_000;
     /// Most backends in a pool (maglev's 65537-slot table stays balanced within a few %).
@@ -84,6 +92,12 @@ pub struct ServerConfig {
     pub slowlog: Option<Duration>,
     /// Worker threads; `None` means one per core.
     pub threads: Option<NonZeroUsize>,
+    /// Commands refused by default that the operator enabled (lowercase names).
+    pub allow_commands: Vec<String>,
+    /// Pub/sub messages queued for one subscriber before it is disconnected as too slow.
+    pub max_subscriber_output_bytes: usize,
+    /// Most keys a KEYS reply may merge; more is an error that points to SCAN.
+    pub max_keys_reply: usize,
 }
 
 /// `[admin]`.
@@ -108,8 +122,10 @@ pub struct PoolConfig {
     pub timeout: Duration,
     /// Connect timeout.
     pub connect_timeout: Duration,
-    /// Pipelined connections kept to each backend.
+    /// Pipelined connections kept to each backend (per protocol in use).
     pub connections_per_backend: NonZeroUsize,
+    /// Most exclusive connections (blocking commands, WATCH) open to each backend.
+    pub max_exclusive: usize,
     /// Backends in configuration order (the order [`crate::router::Ring`] indexes).
     pub backends: Vec<BackendConfig>,
 }
@@ -233,6 +249,18 @@ impl Config {
             .threads
             .map_or("one per core".to_string(), |t| t.to_string());
         let _ = writeln!(out, "  threads                  {threads}");
+        let allowed = if s.allow_commands.is_empty() {
+            "none".to_string()
+        } else {
+            s.allow_commands.join(" ")
+        };
+        let _ = writeln!(out, "  allow_commands           {allowed}");
+        let _ = writeln!(
+            out,
+            "  max_subscriber_output    {}",
+            s.max_subscriber_output_bytes
+        );
+        let _ = writeln!(out, "  max_keys_reply           {}", s.max_keys_reply);
         let _ = writeln!(out, "[admin]");
         let _ = writeln!(out, "  listen                   {}", self.admin.listen);
         for p in &self.pools {
@@ -258,6 +286,7 @@ impl Config {
                 "  connections_per_backend  {}",
                 p.connections_per_backend
             );
+            let _ = writeln!(out, "  max_exclusive_per_backend {}", p.max_exclusive);
             let _ = writeln!(out, "  backends                 {}", p.backends.len());
             for b in &p.backends {
                 let _ = writeln!(

@@ -23,6 +23,9 @@ pub(super) struct RawServer {
     pub shutdown_grace_ms: Option<i64>,
     pub slowlog_ms: Option<i64>,
     pub threads: Option<i64>,
+    pub allow_commands: Option<Vec<String>>,
+    pub max_subscriber_output_bytes: Option<i64>,
+    pub max_keys_reply: Option<i64>,
 }
 
 /// `[admin]`.
@@ -41,6 +44,7 @@ pub(super) struct RawPool {
     pub timeout_ms: Option<i64>,
     pub connect_timeout_ms: Option<i64>,
     pub connections_per_backend: Option<i64>,
+    pub max_exclusive_per_backend: Option<i64>,
     pub backends: Option<Vec<RawBackend>>,
 }
 

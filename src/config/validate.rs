@@ -138,6 +138,42 @@ fn server(p: &mut Problems, raw: Option<RawServer>) -> ServerConfig {
     );
     let slowlog = p.int("server.slowlog_ms", raw.slowlog_ms, 0, 0, max);
     let threads = p.int("server.threads", raw.threads, 0, 0, limits::MAX_THREADS);
+    let max_subscriber_output = p.int(
+        "server.max_subscriber_output_bytes",
+        raw.max_subscriber_output_bytes,
+        limits::MAX_SUBSCRIBER_OUTPUT_BYTES,
+        1024,
+        max,
+    );
+    let max_keys_reply = p.int(
+        "server.max_keys_reply",
+        raw.max_keys_reply,
+        limits::MAX_KEYS_REPLY,
+        1,
+        max,
+    );
+    let mut allow_commands = Vec::new();
+    for (i, name) in raw
+        .allow_commands
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let lower = name.to_ascii_lowercase();
+        if crate::protocol::command::allowable(&lower) {
+            if !allow_commands.contains(&lower) {
+                allow_commands.push(lower);
+            }
+        } else {
+            p.add(
+                format_args!("server.allow_commands[{i}]"),
+                format_args!(
+                    "{name:?} cannot be enabled; these can: {}",
+                    crate::protocol::command::ALLOWABLE.join(", ")
+                ),
+            );
+        }
+    }
     ServerConfig {
         listen,
         max_clients: to_usize(max_clients),
@@ -146,6 +182,9 @@ fn server(p: &mut Problems, raw: Option<RawServer>) -> ServerConfig {
         shutdown_grace: Duration::from_millis(grace as u64),
         slowlog: (slowlog > 0).then(|| Duration::from_millis(slowlog as u64)),
         threads: NonZeroUsize::new(to_usize(threads)),
+        allow_commands,
+        max_subscriber_output_bytes: to_usize(max_subscriber_output),
+        max_keys_reply: to_usize(max_keys_reply),
     }
 }
 
@@ -241,6 +280,14 @@ fn pool(p: &mut Problems, key: &str, raw: RawPool) -> PoolConfig {
         limits::MAX_CONNECTIONS_PER_BACKEND,
     );
 
+    let max_exclusive = p.int(
+        &format!("{key}.max_exclusive_per_backend"),
+        raw.max_exclusive_per_backend,
+        limits::MAX_EXCLUSIVE_PER_BACKEND,
+        1,
+        limits::MAX_MAX_EXCLUSIVE,
+    );
+
     let backends = backends(p, key, raw.backends, distribution);
     PoolConfig {
         name,
@@ -251,6 +298,7 @@ fn pool(p: &mut Problems, key: &str, raw: RawPool) -> PoolConfig {
         connect_timeout: Duration::from_millis(connect_timeout as u64),
         connections_per_backend: NonZeroUsize::new(to_usize(connections))
             .unwrap_or(NonZeroUsize::MIN),
+        max_exclusive: to_usize(max_exclusive),
         backends,
     }
 }

@@ -1,8 +1,13 @@
-//! RESP framing (client requests, backend replies, reply encoding) and the command table.
+//! RESP framing (client requests, backend replies, reply encoding in RESP2 or RESP3) and the
+//! command table.
 
 pub mod command;
+pub mod glob;
+pub mod out;
+pub mod redis_commands;
 pub mod reply;
 pub mod request;
+pub mod table;
 
 /// A client or backend broke the RESP protocol. Client-side errors are answered with
 /// `-ERR Protocol error: ...` and the connection is closed, as Redis does.

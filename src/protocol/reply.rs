@@ -1,6 +1,6 @@
 //! Backend reply framing and client reply encoding.
 //!
-//! [`ReplyScanner`] finds where each RESP2 reply ends without building it: it keeps a stack of
+//! [`ReplyScanner`] finds where each RESP2 or RESP3 reply ends without building it: it keeps a stack of
 //! array counts instead of recursing, resumes where it stopped, and allocates nothing once warm,
 //! so a large array reply that arrives in many reads is scanned once. The bytes are then passed
 //! to the client untouched. Replies that must be taken apart (MGET fan-out) are decoded with
@@ -9,17 +9,30 @@
 use std::ops::Range;
 
 use bytes::{BufMut, BytesMut};
-use redis_protocol::resp2::{decode::decode_range, types::RangeFrame};
+use redis_protocol::resp2::decode::decode_range as decode_resp2;
+use redis_protocol::resp2::types::RangeFrame as Resp2Frame;
+use redis_protocol::resp3::decode::complete::decode_range as decode_resp3;
+use redis_protocol::resp3::types::RangeFrame as Resp3Frame;
 
 use super::ProtocolError;
 use super::request::{find_crlf, parse_int, put_int};
 
-/// Incremental reply framer; one per backend connection.
+/// Incremental reply framer; one per backend connection. Understands RESP2 and RESP3: maps,
+/// sets, pushes and attributes are aggregates; nulls, booleans, doubles, big numbers, blob
+/// errors and verbatim strings are values. An attribute (`|`) belongs to the value after it.
 #[derive(Debug, Default)]
 pub struct ReplyScanner {
     pos: usize,
-    /// Elements still expected by each open array, innermost last.
-    stack: Vec<i64>,
+    /// Open aggregates, innermost last.
+    stack: Vec<Open>,
+}
+
+/// One open aggregate: elements still expected, and whether it is an attribute (which does
+/// not count as an element of its parent: the value that follows it does).
+#[derive(Debug, Clone, Copy)]
+struct Open {
+    left: i64,
+    attribute: bool,
 }
 
 impl ReplyScanner {
@@ -39,8 +52,8 @@ impl ReplyScanner {
                 return Ok(None);
             };
             match kind {
-                b'+' | b'-' | b':' => self.pos = line_end + 2,
-                b'$' => {
+                b'+' | b'-' | b':' | b'_' | b'#' | b',' | b'(' => self.pos = line_end + 2,
+                b'$' | b'!' | b'=' => {
                     let len = parse_int(&buf[self.pos + 1..line_end])
                         .ok_or(ProtocolError::InvalidBulkLength)?;
                     if len < 0 {
@@ -53,18 +66,27 @@ impl ReplyScanner {
                         self.pos = end;
                     }
                 }
-                b'*' => {
+                b'*' | b'%' | b'~' | b'>' | b'|' => {
                     let count = parse_int(&buf[self.pos + 1..line_end])
                         .ok_or(ProtocolError::InvalidMultibulkLength)?;
                     self.pos = line_end + 2;
+                    let per_entry = if matches!(kind, b'%' | b'|') { 2 } else { 1 };
+                    let attribute = kind == b'|';
                     if count > 0 {
-                        self.stack.push(count);
+                        let left = count
+                            .checked_mul(per_entry)
+                            .ok_or(ProtocolError::InvalidMultibulkLength)?;
+                        self.stack.push(Open { left, attribute });
+                        continue;
+                    }
+                    if attribute {
+                        // An empty attribute: the value it annotates comes next.
                         continue;
                     }
                 }
                 other => return Err(ProtocolError::UnexpectedReply(other as char)),
             }
-            // One element is complete: close every array it completes.
+            // One element is complete: close every aggregate it completes.
             loop {
                 match self.stack.last_mut() {
                     None => {
@@ -72,12 +94,17 @@ impl ReplyScanner {
                         self.pos = 0;
                         return Ok(Some(len));
                     }
-                    Some(left) => {
-                        *left -= 1;
-                        if *left > 0 {
+                    Some(open) => {
+                        open.left -= 1;
+                        if open.left > 0 {
                             break;
                         }
+                        let attribute = open.attribute;
                         self.stack.pop();
+                        if attribute {
+                            // A complete attribute is not an element: its value follows.
+                            break;
+                        }
                     }
                 }
             }
@@ -85,10 +112,28 @@ impl ReplyScanner {
     }
 }
 
-/// Whether a complete reply is an error reply.
+/// Whether a complete reply is a RESP3 push (out-of-band data, not the answer to a request).
+#[inline]
+pub fn is_push(reply: &[u8]) -> bool {
+    reply.first() == Some(&b'>')
+}
+
+/// The length of each reply in `frames`, a run of complete replies.
+pub fn split_replies(frames: &[u8]) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    let mut at = 0;
+    let mut scanner = ReplyScanner::new();
+    std::iter::from_fn(move || {
+        let len = scanner.scan(&frames[at..]).ok()??;
+        let range = at..at + len;
+        at += len;
+        Some(range)
+    })
+}
+
+/// Whether a complete reply is an error reply (simple or, in RESP3, blob).
 #[inline]
 pub fn is_error(reply: &[u8]) -> bool {
-    reply.first() == Some(&b'-')
+    matches!(reply.first(), Some(b'-' | b'!'))
 }
 
 /// The value of an integer reply (`:N\r\n`).
@@ -106,22 +151,76 @@ pub enum Element {
     Other,
 }
 
-/// Decodes a complete array reply (as MGET returns) into its elements, with `redis_protocol`.
-/// Returns `None` if the reply is not an array.
+/// Decodes a complete array reply (as MGET returns, in RESP2 or RESP3) into its elements, with
+/// `redis_protocol`. Returns `None` if the reply is not an array.
 pub fn array_elements(reply: &[u8]) -> Option<Vec<Element>> {
-    match decode_range(reply) {
-        Ok(Some((RangeFrame::Array(items), _))) => Some(
-            items
-                .into_iter()
+    match decode_resp2(reply) {
+        Ok(Some((Resp2Frame::Array(items), _))) => {
+            return Some(
+                items
+                    .into_iter()
+                    .map(|item| match item {
+                        Resp2Frame::BulkString((start, end)) => Element::Bulk(start..end),
+                        Resp2Frame::Null => Element::Null,
+                        _ => Element::Other,
+                    })
+                    .collect(),
+            );
+        }
+        Ok(_) => return None,
+        // RESP3's own types (`_` nulls) are not RESP2: decode it as RESP3.
+        Err(_) => {}
+    }
+    match decode_resp3(reply) {
+        Ok(Some((Resp3Frame::Array { data, .. }, _))) => Some(
+            data.into_iter()
                 .map(|item| match item {
-                    RangeFrame::BulkString((start, end)) => Element::Bulk(start..end),
-                    RangeFrame::Null => Element::Null,
+                    Resp3Frame::BlobString { data, .. } => Element::Bulk(data.0..data.1),
+                    Resp3Frame::Null => Element::Null,
                     _ => Element::Other,
                 })
                 .collect(),
         ),
         _ => None,
     }
+}
+
+/// The element count of an aggregate reply (`*N`, `~N`, `>N`; a map's pairs count twice) and
+/// where its elements start; `None` for anything else (a null array included).
+pub fn aggregate(reply: &[u8]) -> Option<(usize, usize)> {
+    let kind = *reply.first()?;
+    if !matches!(kind, b'*' | b'~' | b'>' | b'%') {
+        return None;
+    }
+    let end = find_crlf(reply, 1)?;
+    let n = usize::try_from(parse_int(&reply[1..end])?).ok()?;
+    Some((if kind == b'%' { n * 2 } else { n }, end + 2))
+}
+
+/// The elements of an aggregate reply, each as its raw bytes.
+pub fn elements(reply: &[u8]) -> Option<Vec<&[u8]>> {
+    let (n, start) = aggregate(reply)?;
+    let body = &reply[start..];
+    let items: Vec<&[u8]> = split_replies(body).map(|r| &body[r]).collect();
+    (items.len() == n).then_some(items)
+}
+
+/// The payload of a bulk or simple string reply.
+pub fn string_value(reply: &[u8]) -> Option<&[u8]> {
+    match reply.first()? {
+        b'+' => reply.get(1..reply.len().checked_sub(2)?),
+        b'$' => {
+            let end = find_crlf(reply, 1)?;
+            let len = usize::try_from(parse_int(&reply[1..end])?).ok()?;
+            reply.get(end + 2..end + 2 + len)
+        }
+        _ => None,
+    }
+}
+
+/// Whether a reply is a null (RESP2 `$-1`/`*-1`, RESP3 `_`).
+pub fn is_null(reply: &[u8]) -> bool {
+    reply == b"$-1\r\n" || reply == b"*-1\r\n" || reply == b"_\r\n"
 }
 
 /// Appends `+s\r\n`.
@@ -196,8 +295,46 @@ mod tests {
             assert_eq!(s.scan(&input[..n]).unwrap(), None, "at {n}");
         }
         let len = s.scan(input).unwrap().unwrap();
-        let (_, expected) = decode_range(input).unwrap().unwrap();
+        let (_, expected) = decode_resp2(input).unwrap().unwrap();
         assert_eq!(len, expected);
+    }
+
+    #[test]
+    fn resp3_frames() {
+        let input = b"_\r\n#t\r\n,1.5\r\n(12345678901234567890\r\n!3\r\nERR\r\n=7\r\ntxt:abc\r\n\
+                      %2\r\n+a\r\n:1\r\n+b\r\n~1\r\n:2\r\n~0\r\n>3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n\
+                      |1\r\n+ttl\r\n:3\r\n$1\r\nv\r\n*2\r\n|1\r\n+k\r\n+v\r\n:1\r\n:2\r\n|0\r\n+OK\r\n";
+        assert_eq!(
+            scan_all(input),
+            vec![3, 4, 6, 23, 9, 13, 24, 4, 31, 21, 24, 9]
+        );
+        assert!(is_push(b">0\r\n"));
+        assert!(is_error(b"!3\r\nERR\r\n"));
+    }
+
+    #[test]
+    fn resp3_agrees_with_redis_protocol_byte_by_byte() {
+        let input: &[u8] =
+            b"%2\r\n$1\r\na\r\n~2\r\n,inf\r\n_\r\n|1\r\n+x\r\n:1\r\n#f\r\n=5\r\ntxt:1\r\n";
+        let mut s = ReplyScanner::new();
+        for n in 0..input.len() {
+            assert_eq!(s.scan(&input[..n]).unwrap(), None, "at {n}");
+        }
+        let len = s.scan(input).unwrap().unwrap();
+        let (_, expected) = redis_protocol::resp3::decode::complete::decode(input)
+            .unwrap()
+            .unwrap();
+        assert_eq!(len, expected);
+    }
+
+    #[test]
+    fn splits_a_run_of_replies() {
+        let run = b"+OK\r\n+QUEUED\r\n*2\r\n:1\r\n$1\r\nx\r\n";
+        let parts: Vec<&[u8]> = split_replies(run).map(|r| &run[r]).collect();
+        assert_eq!(
+            parts,
+            vec![&b"+OK\r\n"[..], b"+QUEUED\r\n", b"*2\r\n:1\r\n$1\r\nx\r\n"]
+        );
     }
 
     #[test]
@@ -215,6 +352,10 @@ mod tests {
             vec![Element::Bulk(8..9), Element::Null, Element::Other]
         );
         assert!(array_elements(b"-ERR no\r\n").is_none());
+        assert_eq!(
+            array_elements(b"*2\r\n_\r\n$1\r\nb\r\n").unwrap(),
+            vec![Element::Null, Element::Bulk(11..12)]
+        );
     }
 
     #[test]

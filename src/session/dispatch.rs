@@ -1,5 +1,6 @@
 //! Routing a parsed command: answer it locally, forward it to the backend that owns its keys,
-//! split it across backends, or broadcast it.
+//! split it across backends, broadcast it, or hand it to the session's own state (transactions,
+//! subscriptions, blocking commands, SCAN).
 
 use std::ops::Range;
 
@@ -7,11 +8,13 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
 use super::Session;
-use super::info::info_sections;
-use super::pending::{Fanout, Pending};
+use super::mode::{Mode, subscribed_admits};
+use super::pending::{Fanout, Pending, Then};
 use super::route::{RouteError, key_span, single_backend};
-use crate::backend::{ReplyTo, Request};
-use crate::protocol::command::{COMMANDS, Kind, Merge, lookup};
+use crate::backend::{ExclusiveError, Lease, ReplyTo, Request};
+use crate::protocol::command::{
+    Allowed, COMMANDS, Command, Kind, Merge, SessionCmd, lookup, lookup_sub,
+};
 use crate::protocol::reply::{put_array_len, put_bulk, put_error};
 
 /// The request shardis sends to every backend for INFO.
@@ -25,72 +28,170 @@ fn names_other_db(frame: &[u8], options: &[Range<usize>]) -> bool {
         .any(|a| frame[a.clone()].eq_ignore_ascii_case(b"db"))
 }
 
+/// Redis's reply to a command it does not know: the name and the first arguments, quoted.
+fn unknown_command(frame: &[u8], args: &[Range<usize>]) -> String {
+    let text = |r: &Range<usize>, max: usize| {
+        let b = &frame[r.clone()];
+        String::from_utf8_lossy(&b[..b.len().min(max)]).into_owned()
+    };
+    let mut shown = String::new();
+    for r in &args[1..] {
+        if shown.len() >= 128 {
+            break;
+        }
+        shown.push('\'');
+        shown.push_str(&text(r, 128 - shown.len()));
+        shown.push_str("' ");
+    }
+    format!(
+        "ERR unknown command '{}', with args beginning with: {shown}",
+        text(&args[0], 128)
+    )
+}
+
 impl Session {
     /// Serves one command: its reply, now or later, takes the next place in the queue.
     pub(super) async fn dispatch(&mut self, frame: Bytes, args: &[Range<usize>], now: Instant) {
         let Some(first) = args.first() else {
             return;
         };
-        let name = &frame[first.clone()];
-        let Some((id, cmd)) = lookup(name) else {
-            let shown = String::from_utf8_lossy(&name[..name.len().min(128)]).into_owned();
+        let Some((mut id, mut cmd)) = lookup(&frame[first.clone()]) else {
             self.ctx
                 .metrics
                 .unknown_command()
                 .record(now.elapsed(), false);
-            return self.reply_error(&format!("ERR unknown command '{shown}'"));
+            self.abort_transaction();
+            return self.reply_error(&unknown_command(&frame, args));
         };
-        if !cmd.arity_ok(args.len()) {
-            return self.fail(id, now, &RouteError::WrongArity.message(cmd.name));
-        }
-        match cmd.kind {
-            Kind::Local(local) => self.local(local, id, &frame, args, now),
-            Kind::Unsupported => self.fail(
-                id,
-                now,
-                &format!(
-                    "ERR unsupported command '{}': shardis does not serve it yet",
-                    cmd.name
-                ),
-            ),
-            Kind::Forward => {
-                if cmd.name == "copy" && names_other_db(&frame, &args[3..]) {
+        if cmd.kind == Kind::Container {
+            let Some(sub) = args.get(1) else {
+                self.abort_transaction();
+                return self.fail(id, now, &RouteError::WrongArity.message(cmd.name));
+            };
+            match lookup_sub(cmd.name, &frame[sub.clone()]) {
+                Some(found) => (id, cmd) = found,
+                None => {
+                    self.abort_transaction();
+                    let shown = String::from_utf8_lossy(&frame[sub.clone()]).into_owned();
                     return self.fail(
                         id,
                         now,
-                        "ERR shardis serves database 0 only: COPY ... DB is not supported",
+                        &format!(
+                            "ERR unknown subcommand '{}'. Try {} HELP.",
+                            shown.chars().take(128).collect::<String>(),
+                            cmd.name.to_ascii_uppercase()
+                        ),
                     );
                 }
-                let span = match key_span(cmd, &frame, args) {
-                    Ok(Some(span)) => span,
-                    Ok(None) => return self.fail(id, now, &RouteError::NoKeys.message(cmd.name)),
-                    Err(e) => return self.fail(id, now, &e.message(cmd.name)),
-                };
-                match single_backend(&self.ctx.pool.ring, &frame, args, &span) {
-                    Ok(backend) => self.forward(id, backend, frame, now).await,
-                    Err(e) => self.fail(id, now, &e.message(cmd.name)),
+            }
+        }
+        self.client.set_last_cmd(id);
+        if !cmd.arity_ok(args.len()) {
+            self.abort_transaction();
+            return self.fail(id, now, &RouteError::WrongArity.message(cmd.name));
+        }
+        match self.mode() {
+            Mode::Transaction => return self.queue(id, cmd, frame, args, now).await,
+            Mode::Subscribed => {
+                if let Err(e) = subscribed_admits(self.proto, cmd) {
+                    return self.fail(id, now, &e);
                 }
+            }
+            // A blocked session dispatches nothing until its command is answered.
+            Mode::Normal | Mode::Blocked => {}
+        }
+        self.serve(id, cmd, frame, args, now).await
+    }
+
+    /// Serves a command outside a transaction.
+    async fn serve(
+        &mut self,
+        id: usize,
+        cmd: &'static Command,
+        frame: Bytes,
+        args: &[Range<usize>],
+        now: Instant,
+    ) {
+        match cmd.kind {
+            Kind::Forward => {
+                self.forward_by_keys(id, cmd, frame, args, now, Then::Pass)
+                    .await
             }
             Kind::Split { merge, pairs } => self.split(id, merge, pairs, frame, args, now).await,
-            Kind::Broadcast(merge) => {
-                let sections = (merge == Merge::Info)
-                    .then(|| info_sections(args[1..].iter().map(|r| &frame[r.clone()])));
-                let frame = if merge == Merge::Info {
-                    Bytes::from_static(INFO_REQUEST)
+            Kind::Broadcast(merge) => self.broadcast(id, merge, frame, args, now).await,
+            Kind::First => self.forward(id, 0, frame, now, Then::Pass).await,
+            Kind::Local(local) => self.local(local, id, &frame, args, now),
+            Kind::Blocking { option } => {
+                if option && !has_block_option(&frame, args) {
+                    self.forward_by_keys(id, cmd, frame, args, now, Then::Pass)
+                        .await
                 } else {
-                    frame
-                };
-                let n = self.ctx.pool.backends.len();
-                let seq = self.next_seq();
-                let mut fanout = Box::new(Fanout::new(id, now, merge, n, Vec::new()));
-                if let Some(sections) = sections {
-                    fanout.info_sections = sections;
-                }
-                self.push_waiting(Pending::Fanout(fanout));
-                for backend in 0..n {
-                    self.send(backend, frame.clone(), seq, backend as u32).await;
+                    self.blocking(id, cmd, frame, args, now).await
                 }
             }
+            Kind::Session(sc) => self.session_command(sc, id, cmd, frame, args, now).await,
+            Kind::Guarded(allowed) if self.ctx.allowed[id] => match allowed {
+                Allowed::Broadcast(merge) => self.broadcast(id, merge, frame, args, now).await,
+                Allowed::First => self.forward(id, 0, frame, now, Then::Pass).await,
+                Allowed::Debug => {
+                    let on_key =
+                        args.len() >= 3 && frame[args[1].clone()].eq_ignore_ascii_case(b"object");
+                    if on_key {
+                        let backend = self.ctx.pool.ring.backend_for(&frame[args[2].clone()]);
+                        self.forward(id, backend, frame, now, Then::Pass).await
+                    } else {
+                        self.broadcast(id, Merge::AllOk, frame, args, now).await
+                    }
+                }
+            },
+            Kind::Guarded(_) => {
+                let parent = cmd.name.split('|').next().unwrap_or(cmd.name);
+                self.fail(
+                    id,
+                    now,
+                    &format!(
+                        "ERR shardis refuses '{}': it would act on every backend at once. \
+                         Enable it with [server] allow_commands = [\"{parent}\"]",
+                        cmd.name
+                    ),
+                )
+            }
+            Kind::Refused(reason) => self.fail(
+                id,
+                now,
+                &format!("ERR shardis does not serve '{}': {reason}", cmd.name),
+            ),
+            Kind::Container => {}
+        }
+    }
+
+    async fn session_command(
+        &mut self,
+        sc: SessionCmd,
+        id: usize,
+        cmd: &'static Command,
+        frame: Bytes,
+        args: &[Range<usize>],
+        now: Instant,
+    ) {
+        match sc {
+            SessionCmd::Multi => self.multi(id, now),
+            SessionCmd::Exec => self.fail(id, now, "ERR EXEC without MULTI"),
+            SessionCmd::Discard => self.fail(id, now, "ERR DISCARD without MULTI"),
+            SessionCmd::Watch => self.watch(id, cmd, frame, args, now).await,
+            SessionCmd::Unwatch => self.unwatch(id, frame, now),
+            SessionCmd::Subscribe(kind) => self.subscribe(kind, id, &frame, args, now),
+            SessionCmd::Unsubscribe(kind) => self.unsubscribe(kind, id, &frame, args, now),
+            SessionCmd::Publish(kind) => self.publish(kind, id, frame, args, now).await,
+            SessionCmd::Numsub(_) => {
+                let channels = args[2..].iter().map(|r| frame.slice(r.clone())).collect();
+                self.broadcast_with(id, Merge::Numsub, frame, now, |f| f.channels = channels)
+                    .await
+            }
+            SessionCmd::Numpat => self.broadcast(id, Merge::Numpat, frame, args, now).await,
+            SessionCmd::Scan => self.scan(id, frame, args, now).await,
+            SessionCmd::Reset => self.reset(id, now),
+            SessionCmd::Wait => self.wait(id, frame, now).await,
         }
     }
 
@@ -100,37 +201,214 @@ impl Session {
         self.reply_error(msg);
     }
 
-    fn reply_error(&mut self, msg: &str) {
+    pub(super) fn reply_error(&mut self, msg: &str) {
         let mut out = BytesMut::with_capacity(msg.len() + 3);
         put_error(&mut out, msg);
         self.push_ready(out.freeze());
     }
 
+    /// The backend that owns every key of `cmd`: `Ok(None)` for a command that may run without
+    /// keys (EVAL ... 0); `Err` with the reply for one that cannot be routed.
+    pub(super) fn route(
+        &self,
+        cmd: &Command,
+        frame: &[u8],
+        args: &[Range<usize>],
+    ) -> Result<Option<usize>, RouteError> {
+        match key_span(cmd, frame, args)? {
+            None => Ok(None),
+            Some(span) => single_backend(&self.ctx.pool.ring, frame, args, &span).map(Some),
+        }
+    }
+
+    /// Sends the whole command to the backend that owns its keys.
+    async fn forward_by_keys(
+        &mut self,
+        id: usize,
+        cmd: &'static Command,
+        frame: Bytes,
+        args: &[Range<usize>],
+        now: Instant,
+        then: Then,
+    ) {
+        if cmd.name == "copy" && names_other_db(&frame, &args[3..]) {
+            return self.fail(
+                id,
+                now,
+                "ERR shardis serves database 0 only: COPY ... DB is not supported",
+            );
+        }
+        match self.route(cmd, &frame, args) {
+            Ok(backend) => {
+                self.forward(id, backend.unwrap_or(0), frame, now, then)
+                    .await
+            }
+            // A malformed key count: the first backend answers with Redis's own error.
+            Err(RouteError::Malformed) => self.forward(id, 0, frame, now, then).await,
+            Err(e) => self.fail(id, now, &e.message(cmd.name)),
+        }
+    }
+
     /// Sends the whole command to one backend.
-    async fn forward(&mut self, id: usize, backend: usize, frame: Bytes, now: Instant) {
+    pub(super) async fn forward(
+        &mut self,
+        id: usize,
+        backend: usize,
+        frame: Bytes,
+        now: Instant,
+        then: Then,
+    ) {
         let seq = self.next_seq();
         self.push_waiting(Pending::Single {
             cmd: id,
             start: now,
             backend,
+            then,
+            lease: None,
         });
-        self.send(backend, frame, seq, 0).await;
+        self.send(backend, Request::new(frame, self.reply_to(seq, 0)))
+            .await;
     }
 
-    /// Hands a request to the backend's link; if the link is gone, answers with an error.
-    async fn send(&mut self, backend: usize, frame: Bytes, seq: u64, part: u32) {
-        let reply = ReplyTo {
+    pub(super) fn reply_to(&self, seq: u64, part: u32) -> ReplyTo {
+        ReplyTo {
             tx: self.tx.clone(),
             seq,
             part,
+        }
+    }
+
+    /// Hands a request to the backend's link for this client's protocol; if the link is gone,
+    /// answers with an error.
+    pub(super) async fn send(&mut self, backend: usize, req: Request) {
+        let Some(b) = self.ctx.pool.backends.get(backend) else {
+            return req
+                .reply
+                .send(Bytes::from_static(b"-ERR no such backend\r\n"));
         };
-        let Some(link) = self.ctx.pool.backends.get(backend).map(|b| b.link(self.id)) else {
-            return;
-        };
-        if let Err(err) = link.send(Request { frame, reply }).await {
+        if let Err(err) = b.link(self.proto, self.id).send(req).await {
             err.0
                 .reply
                 .send(Bytes::from_static(b"-ERR backend link closed\r\n"));
+        }
+    }
+
+    /// Sends a request on an exclusive connection; if it is gone, answers with an error.
+    pub(super) fn send_leased(lease: &Lease, req: Request) {
+        if let Err(req) = lease.send(req) {
+            req.reply.send(Bytes::from_static(
+                b"-ERR exclusive backend connection closed\r\n",
+            ));
+        }
+    }
+
+    /// A lease on an exclusive connection to `backend`, or the error reply for the client.
+    pub(super) async fn lease(&self, backend: usize) -> Result<Lease, String> {
+        let Some(b) = self.ctx.pool.backends.get(backend) else {
+            return Err("ERR no such backend".into());
+        };
+        b.exclusive.acquire(self.proto).await.map_err(|e| match e {
+            ExclusiveError::Exhausted(_) => format!("ERR backend {}: {e}", b.spec.describe),
+            ExclusiveError::Connect(e) => {
+                format!("ERR backend {} is unavailable: {e}", b.spec.describe)
+            }
+        })
+    }
+
+    /// A blocking command: on an exclusive connection, with no timeout but its own; nothing
+    /// else is sent until it is answered.
+    async fn blocking(
+        &mut self,
+        id: usize,
+        cmd: &'static Command,
+        frame: Bytes,
+        args: &[Range<usize>],
+        now: Instant,
+    ) {
+        let backend = match self.route(cmd, &frame, args) {
+            Ok(b) => b.unwrap_or(0),
+            Err(RouteError::Malformed) => return self.forward(id, 0, frame, now, Then::Pass).await,
+            Err(e) => return self.fail(id, now, &e.message(cmd.name)),
+        };
+        let lease = match self.lease(backend).await {
+            Ok(lease) => lease,
+            Err(msg) => return self.fail(id, now, &msg),
+        };
+        let seq = self.next_seq();
+        let mut req = Request::new(frame, self.reply_to(seq, 0));
+        req.blocking = true;
+        Self::send_leased(&lease, req);
+        if let Some(conn_id) = lease.id() {
+            self.client.set_blocked(Some((backend, conn_id)));
+        }
+        self.blocked = Some(seq);
+        self.push_waiting(Pending::Single {
+            cmd: id,
+            start: now,
+            backend,
+            then: Then::Unblock,
+            lease: Some(Box::new(lease)),
+        });
+    }
+
+    /// WAIT: asked of every backend on exclusive connections (it blocks); the smallest count.
+    async fn wait(&mut self, id: usize, frame: Bytes, now: Instant) {
+        let n = self.ctx.pool.backends.len();
+        let mut leases = Vec::with_capacity(n);
+        for backend in 0..n {
+            match self.lease(backend).await {
+                Ok(lease) => leases.push(lease),
+                Err(msg) => return self.fail(id, now, &msg),
+            }
+        }
+        let seq = self.next_seq();
+        for (part, lease) in leases.iter().enumerate() {
+            let mut req = Request::new(frame.clone(), self.reply_to(seq, part as u32));
+            req.blocking = true;
+            Self::send_leased(lease, req);
+        }
+        let mut fanout = Box::new(Fanout::new(id, now, Merge::Min, self.proto, n, Vec::new()));
+        fanout.leases = leases;
+        self.blocked = Some(seq);
+        self.push_waiting(Pending::Fanout(fanout));
+    }
+
+    /// Sends the command unchanged to every backend, merging the replies with `merge`.
+    async fn broadcast(
+        &mut self,
+        id: usize,
+        merge: Merge,
+        frame: Bytes,
+        args: &[Range<usize>],
+        now: Instant,
+    ) {
+        if merge == Merge::Info {
+            let sections = super::info::info_sections(args[1..].iter().map(|r| &frame[r.clone()]));
+            return self
+                .broadcast_with(id, merge, Bytes::from_static(INFO_REQUEST), now, |f| {
+                    f.info_sections = sections
+                })
+                .await;
+        }
+        self.broadcast_with(id, merge, frame, now, |_| {}).await
+    }
+
+    async fn broadcast_with(
+        &mut self,
+        id: usize,
+        merge: Merge,
+        frame: Bytes,
+        now: Instant,
+        setup: impl FnOnce(&mut Fanout),
+    ) {
+        let n = self.ctx.pool.backends.len();
+        let seq = self.next_seq();
+        let mut fanout = Box::new(Fanout::new(id, now, merge, self.proto, n, Vec::new()));
+        setup(&mut fanout);
+        self.push_waiting(Pending::Fanout(fanout));
+        for backend in 0..n {
+            let req = Request::new(frame.clone(), self.reply_to(seq, backend as u32));
+            self.send(backend, req).await;
         }
     }
 
@@ -160,7 +438,7 @@ impl Session {
         );
         let first = sc.backend_of[0];
         if sc.backend_of.iter().all(|&b| b == first) {
-            return self.forward(id, first, frame, now).await;
+            return self.forward(id, first, frame, now, Then::Pass).await;
         }
 
         // Parts in order of first appearance; each gets the keys (and values) it owns.
@@ -202,7 +480,7 @@ impl Session {
         let nparts = sc.counts.len();
         let seq = self.next_seq();
         self.push_waiting(Pending::Fanout(Box::new(Fanout::new(
-            id, now, merge, nparts, order,
+            id, now, merge, self.proto, nparts, order,
         ))));
         // All parts go into one buffer and are split off it: one allocation, not one per part,
         // and none at all once the links have dropped the previous command's parts.
@@ -221,7 +499,60 @@ impl Session {
             }
             first_key += n;
             let (backend, part_frame) = (sc.part_backend[part], sc.arena.split().freeze());
-            self.send(backend, part_frame, seq, part as u32).await;
+            let req = Request::new(part_frame, self.reply_to(seq, part as u32));
+            self.send(backend, req).await;
         }
+    }
+}
+
+/// Whether XREAD / XREADGROUP has a `BLOCK` option (before `STREAMS`).
+fn has_block_option(frame: &[u8], args: &[Range<usize>]) -> bool {
+    for r in &args[1..] {
+        let a = &frame[r.clone()];
+        if a.eq_ignore_ascii_case(b"streams") {
+            return false;
+        }
+        if a.eq_ignore_ascii_case(b"block") {
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ranges(parts: &[&str]) -> (Vec<u8>, Vec<Range<usize>>) {
+        let mut frame = Vec::new();
+        let mut args = Vec::new();
+        for p in parts {
+            let start = frame.len();
+            frame.extend_from_slice(p.as_bytes());
+            args.push(start..frame.len());
+        }
+        (frame, args)
+    }
+
+    #[test]
+    fn unknown_command_text_is_redis_s() {
+        let (frame, args) = ranges(&["foo", "a", "b"]);
+        assert_eq!(
+            unknown_command(&frame, &args),
+            "ERR unknown command 'foo', with args beginning with: 'a' 'b' "
+        );
+        let (frame, args) = ranges(&["foo"]);
+        assert_eq!(
+            unknown_command(&frame, &args),
+            "ERR unknown command 'foo', with args beginning with: "
+        );
+    }
+
+    #[test]
+    fn block_option() {
+        let (f, a) = ranges(&["XREAD", "COUNT", "1", "BLOCK", "0", "STREAMS", "s", "$"]);
+        assert!(has_block_option(&f, &a));
+        let (f, a) = ranges(&["XREAD", "STREAMS", "block", "0"]);
+        assert!(!has_block_option(&f, &a));
     }
 }

@@ -148,7 +148,7 @@ pub fn render_info(
              backends_total:{}\r\n",
             env!("CARGO_PKG_VERSION"),
             state.started.elapsed().as_secs(),
-            state.clients(),
+            state.client_count(),
             state.commands(),
             up,
             state.backends.len(),
@@ -242,7 +242,7 @@ mod tests {
         let s2 = Arc::new(BackendState::new("s2", "127.0.0.1:7002"));
         s1.connection_opened();
         let state = ProxyState::new("d".into(), vec![s1, s2]);
-        state.client_connected();
+        state.clients.insert(crate::state::Clients::detached(1));
         state.add_commands(7);
         let text = render_info(&state, &[Some(REDIS_7_0), None], INFO_ALL);
         let expected = format!(

@@ -1,20 +1,30 @@
-//! Commands shardis answers itself: PING, ECHO, QUIT, SELECT, COMMAND, CLIENT, HELLO, AUTH, TIME.
+//! Commands shardis answers itself: PING, ECHO, QUIT, SELECT, HELLO, AUTH, TIME, RESET, the
+//! CLIENT subcommands and ACL WHOAMI / CAT, each in the client's protocol.
 
+use std::fmt::Write as _;
 use std::ops::Range;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
-use super::Session;
-use crate::protocol::command::{COMMANDS, Command, Keys, Local, lookup};
-use crate::protocol::reply::{put_array_len, put_bulk, put_integer, put_null, put_simple};
+use super::{ReplyMode, Session};
+use crate::protocol::command::{COMMANDS, Local, acl};
+use crate::protocol::out::{Out, Proto};
+use crate::protocol::request::parse_int;
+use crate::state::ClientEntry;
 
 /// Redis' reply to credentials it does not accept.
 const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 /// Redis' reply to `AUTH password` when the default user has no password.
 const NO_PASSWORD: &str = "ERR AUTH <password> called without any password configured for the \
                            default user. Are you sure your configuration is correct?";
+const BAD_NAME: &str = "ERR Client names cannot contain spaces, newlines or special characters.";
+
+/// Whether a client or library name is acceptable: printable ASCII without spaces.
+fn name_ok(name: &[u8]) -> bool {
+    name.iter().all(|&b| b > b' ' && b <= b'~')
+}
 
 impl Session {
     pub(super) fn local(
@@ -27,32 +37,54 @@ impl Session {
     ) {
         let arg = |i: usize| args.get(i).map(|r| &frame[r.clone()]);
         let upper = |i: usize| arg(i).map(|a| a.to_ascii_uppercase());
-        let mut out = BytesMut::new();
+        match local {
+            Local::Hello => return self.hello(id, frame, args, now),
+            Local::ClientReply => return self.client_reply(id, upper(2).unwrap_or_default(), now),
+            Local::ClientUnblock => return self.client_unblock(id, frame, args, now),
+            Local::ClientKill => return self.client_kill(id, frame, args, now),
+            _ => {}
+        }
+        let mut buf = BytesMut::new();
+        let proto = self.proto;
+        let mut out = Out::new(&mut buf, proto);
         let result: Result<(), String> = match local {
-            Local::Ping => match arg(1) {
-                None => {
-                    put_simple(&mut out, "PONG");
-                    Ok(())
+            Local::Ping => {
+                let subscribed = self.subs.as_ref().is_some_and(|s| s.count() > 0);
+                match (args.len(), subscribed && proto == Proto::Resp2) {
+                    (1, false) => out.simple("PONG"),
+                    (2, false) => out.bulk(arg(1).unwrap_or_default()),
+                    // A RESP2 subscriber's PING is answered in the shape of a message.
+                    (n, true) if n <= 2 => {
+                        out.array(2);
+                        out.bulk(b"pong");
+                        out.bulk(arg(1).unwrap_or_default());
+                    }
+                    _ => {
+                        return self.fail(
+                            id,
+                            now,
+                            "ERR wrong number of arguments for 'ping' command",
+                        );
+                    }
                 }
-                Some(message) if args.len() == 2 => {
-                    put_bulk(&mut out, message);
-                    Ok(())
-                }
-                Some(_) => Err("ERR wrong number of arguments for 'ping' command".into()),
-            },
+                Ok(())
+            }
             Local::Echo => {
-                put_bulk(&mut out, arg(1).unwrap_or_default());
+                out.bulk(arg(1).unwrap_or_default());
                 Ok(())
             }
             Local::Quit => {
                 self.closing = true;
-                put_simple(&mut out, "OK");
+                out.simple("OK");
                 Ok(())
             }
             Local::Select => match arg(1) {
                 Some(b"0") => {
-                    put_simple(&mut out, "OK");
+                    out.simple("OK");
                     Ok(())
+                }
+                Some(n) if parse_int(n).is_none() => {
+                    Err("ERR value is not an integer or out of range".into())
                 }
                 _ => Err("ERR shardis serves database 0 only".into()),
             },
@@ -60,46 +92,175 @@ impl Session {
                 let t = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .unwrap_or_default();
-                put_array_len(&mut out, 2);
-                put_bulk(&mut out, t.as_secs().to_string().as_bytes());
-                put_bulk(&mut out, t.subsec_micros().to_string().as_bytes());
+                out.array(2);
+                out.bulk(t.as_secs().to_string().as_bytes());
+                out.bulk(t.subsec_micros().to_string().as_bytes());
                 Ok(())
             }
             Local::Auth => match args.len() {
                 2 => Err(NO_PASSWORD.into()),
                 3 if arg(1) == Some(b"default") => {
-                    put_simple(&mut out, "OK");
+                    out.simple("OK");
                     Ok(())
                 }
                 3 => Err(WRONGPASS.into()),
                 _ => Err("ERR syntax error".into()),
             },
-            Local::Hello => self.hello(&mut out, frame, args),
-            Local::Client => self.client(&mut out, upper(1).as_deref(), arg(2), args.len()),
-            Local::Command => command(&mut out, upper(1).as_deref(), frame, args),
+            Local::ClientSetname => match arg(2) {
+                Some(name) if name_ok(name) => {
+                    self.client
+                        .set_name((!name.is_empty()).then(|| Bytes::copy_from_slice(name)));
+                    out.simple("OK");
+                    Ok(())
+                }
+                _ => Err(BAD_NAME.into()),
+            },
+            Local::ClientGetname => {
+                match self.client.name() {
+                    Some(name) => out.bulk(&name),
+                    None => out.null(),
+                }
+                Ok(())
+            }
+            Local::ClientSetinfo => {
+                let (attr, value) = (upper(2).unwrap_or_default(), arg(3).unwrap_or_default());
+                match attr.as_slice() {
+                    b"LIB-NAME" | b"LIB-VER" if !name_ok(value) => Err(format!(
+                        "ERR {} cannot contain spaces, newlines or special characters.",
+                        String::from_utf8_lossy(&attr).to_lowercase()
+                    )),
+                    b"LIB-NAME" => {
+                        self.client.set_lib_name(Bytes::copy_from_slice(value));
+                        out.simple("OK");
+                        Ok(())
+                    }
+                    b"LIB-VER" => {
+                        self.client.set_lib_ver(Bytes::copy_from_slice(value));
+                        out.simple("OK");
+                        Ok(())
+                    }
+                    _ => Err(format!(
+                        "ERR Unrecognized option '{}'",
+                        String::from_utf8_lossy(arg(2).unwrap_or_default())
+                    )),
+                }
+            }
+            Local::ClientId => {
+                out.integer(self.id as i64);
+                Ok(())
+            }
+            Local::ClientInfo => {
+                let line = self.describe_client(&self.client);
+                out.verbatim(line.as_bytes());
+                Ok(())
+            }
+            Local::ClientList => {
+                let mut text = String::new();
+                for c in self.ctx.state.clients.all() {
+                    text.push_str(&self.describe_client(&c));
+                }
+                out.verbatim(text.as_bytes());
+                Ok(())
+            }
+            Local::Hello | Local::ClientReply | Local::ClientUnblock | Local::ClientKill => Ok(()),
+            Local::ClientNoEvict | Local::ClientNoTouch => match upper(2).as_deref() {
+                Some(b"ON" | b"OFF") => {
+                    out.simple("OK");
+                    Ok(())
+                }
+                _ => Err("ERR syntax error".into()),
+            },
+            Local::ClientGetredir => {
+                out.integer(-1);
+                Ok(())
+            }
+            Local::ClientTrackinginfo => {
+                out.map(3);
+                out.bulk(b"flags");
+                out.set(1);
+                out.bulk(b"off");
+                out.bulk(b"redirect");
+                out.integer(-1);
+                out.bulk(b"prefixes");
+                out.array(0);
+                Ok(())
+            }
+            Local::ClientHelp => {
+                let lines = [
+                    "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                    "GETNAME, SETNAME <name>, SETINFO <LIB-NAME|LIB-VER> <value>, ID, INFO,",
+                    "LIST, REPLY (ON|OFF|SKIP), UNBLOCK <id> [TIMEOUT|ERROR],",
+                    "KILL <ip:port> | KILL ID <id> | KILL ADDR <ip:port> [SKIPME yes|no],",
+                    "NO-EVICT (ON|OFF), NO-TOUCH (ON|OFF), GETREDIR, TRACKINGINFO, HELP.",
+                    "(answered by shardis for the connection to shardis)",
+                ];
+                out.array(lines.len());
+                for l in lines {
+                    out.simple(l);
+                }
+                Ok(())
+            }
+            Local::AclWhoami => {
+                out.bulk(b"default");
+                Ok(())
+            }
+            Local::AclCat => match arg(2) {
+                None => {
+                    out.array(acl::NAMES.len());
+                    for name in acl::NAMES {
+                        out.bulk(name.as_bytes());
+                    }
+                    Ok(())
+                }
+                Some(cat) => {
+                    let lower = String::from_utf8_lossy(cat).to_ascii_lowercase();
+                    match acl::NAMES.iter().position(|n| *n == lower) {
+                        Some(bit) => {
+                            let names: Vec<&str> = COMMANDS
+                                .iter()
+                                .filter(|c| c.acl & (1 << bit) != 0)
+                                .map(|c| c.name)
+                                .collect();
+                            out.array(names.len());
+                            for n in names {
+                                out.bulk(n.as_bytes());
+                            }
+                            Ok(())
+                        }
+                        None => Err(format!(
+                            "ERR Unknown category '{}'",
+                            String::from_utf8_lossy(cat)
+                        )),
+                    }
+                }
+            },
         };
         let ok = result.is_ok();
         if let Err(msg) = result {
-            out.clear();
-            crate::protocol::reply::put_error(&mut out, &msg);
+            buf.clear();
+            crate::protocol::reply::put_error(&mut buf, &msg);
         }
         self.ctx.metrics.command(id).record(now.elapsed(), ok);
-        self.push_ready(out.freeze());
+        self.push_ready(buf.freeze());
     }
 
-    /// HELLO [2 [AUTH user pass] [SETNAME name]]: RESP2 only for now.
-    fn hello(
-        &mut self,
-        out: &mut BytesMut,
-        frame: &[u8],
-        args: &[Range<usize>],
-    ) -> Result<(), String> {
+    /// HELLO [protover [AUTH user pass] [SETNAME name]]: switches the protocol and answers
+    /// with the server's description, in the new protocol.
+    fn hello(&mut self, id: usize, frame: &[u8], args: &[Range<usize>], now: Instant) {
         let arg = |i: usize| args.get(i).map(|r| &frame[r.clone()]);
-        if let Some(version) = arg(1)
-            && version != b"2"
-        {
-            return Err("NOPROTO unsupported protocol version: shardis speaks RESP2".into());
-        }
+        let proto = match arg(1).map(parse_int) {
+            None => self.proto,
+            Some(Some(2)) => Proto::Resp2,
+            Some(Some(3)) => Proto::Resp3,
+            Some(Some(_)) => return self.fail(id, now, "NOPROTO unsupported protocol version"),
+            Some(None) => {
+                return self.fail(
+                    id,
+                    now,
+                    "ERR Protocol version is not an integer or out of range",
+                );
+            }
+        };
         let mut i = 2;
         let mut name = None;
         while i < args.len() {
@@ -107,7 +268,7 @@ impl Session {
                 // Like Redis without a password: only the default user, with any password.
                 Some(b"AUTH") if i + 2 < args.len() => {
                     if arg(i + 1) != Some(b"default") {
-                        return Err(WRONGPASS.into());
+                        return self.fail(id, now, WRONGPASS);
                     }
                     i += 3;
                 }
@@ -115,139 +276,247 @@ impl Session {
                     name = arg(i + 1);
                     i += 2;
                 }
-                _ => return Err("ERR syntax error in HELLO option".into()),
-            }
-        }
-        // Only a HELLO that succeeds names the connection.
-        if let Some(name) = name {
-            self.name = Some(Bytes::copy_from_slice(name));
-        }
-        put_array_len(out, 14);
-        put_bulk(out, b"server");
-        put_bulk(out, b"shardis");
-        put_bulk(out, b"version");
-        put_bulk(out, env!("CARGO_PKG_VERSION").as_bytes());
-        put_bulk(out, b"proto");
-        put_integer(out, 2);
-        put_bulk(out, b"id");
-        put_integer(out, self.id as i64);
-        put_bulk(out, b"mode");
-        put_bulk(out, b"standalone");
-        put_bulk(out, b"role");
-        put_bulk(out, b"master");
-        put_bulk(out, b"modules");
-        put_array_len(out, 0);
-        Ok(())
-    }
-
-    /// CLIENT SETNAME / GETNAME / SETINFO / ID.
-    fn client(
-        &mut self,
-        out: &mut BytesMut,
-        sub: Option<&[u8]>,
-        value: Option<&[u8]>,
-        argc: usize,
-    ) -> Result<(), String> {
-        match (sub, argc) {
-            (Some(b"SETNAME"), 3) => {
-                let name = value.unwrap_or_default();
-                if name.iter().any(|&b| b <= b' ' || b > b'~') {
-                    return Err(
-                        "ERR Client names cannot contain spaces, newlines or special characters."
-                            .into(),
+                _ => {
+                    let opt = String::from_utf8_lossy(arg(i).unwrap_or_default()).into_owned();
+                    return self.fail(
+                        id,
+                        now,
+                        &format!("ERR Syntax error in HELLO option '{opt}'"),
                     );
                 }
-                self.name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
-                put_simple(out, "OK");
-            }
-            (Some(b"GETNAME"), 2) => match &self.name {
-                Some(name) => put_bulk(out, name),
-                None => put_null(out),
-            },
-            (Some(b"SETINFO"), 4) => {
-                // Redis 7.2 knows these two attributes; shardis only acknowledges them.
-                let attr = value.unwrap_or_default();
-                if !attr.eq_ignore_ascii_case(b"lib-name") && !attr.eq_ignore_ascii_case(b"lib-ver")
-                {
-                    return Err(format!(
-                        "ERR Unrecognized option '{}'",
-                        String::from_utf8_lossy(attr)
-                    ));
-                }
-                put_simple(out, "OK");
-            }
-            (Some(b"ID"), 2) => put_integer(out, self.id as i64),
-            (Some(sub @ (b"SETNAME" | b"GETNAME" | b"SETINFO" | b"ID")), _) => {
-                return Err(format!(
-                    "ERR wrong number of arguments for 'client|{}' command",
-                    String::from_utf8_lossy(sub).to_lowercase()
-                ));
-            }
-            (sub, _) => {
-                return Err(format!(
-                    "ERR unsupported CLIENT subcommand '{}'",
-                    String::from_utf8_lossy(sub.unwrap_or_default())
-                ));
             }
         }
-        Ok(())
+        if let Some(name) = name {
+            if !name_ok(name) {
+                return self.fail(id, now, BAD_NAME);
+            }
+            self.client.set_name(Some(Bytes::copy_from_slice(name)));
+        }
+        self.set_proto(proto);
+        let version = self.redis_version();
+        let mut buf = BytesMut::new();
+        let mut out = Out::new(&mut buf, proto);
+        out.map(7);
+        out.bulk(b"server");
+        out.bulk(b"redis");
+        out.bulk(b"version");
+        out.bulk(version.as_bytes());
+        out.bulk(b"proto");
+        out.integer(proto.version());
+        out.bulk(b"id");
+        out.integer(self.id as i64);
+        out.bulk(b"mode");
+        out.bulk(b"standalone");
+        out.bulk(b"role");
+        out.bulk(b"master");
+        out.bulk(b"modules");
+        out.array(0);
+        self.ctx.metrics.command(id).record(now.elapsed(), true);
+        self.push_ready(buf.freeze());
     }
-}
 
-/// COMMAND, COMMAND COUNT, COMMAND INFO name..., COMMAND LIST, COMMAND DOCS (empty: enough for
-/// redis-cli, which only uses it for hints).
-fn command(
-    out: &mut BytesMut,
-    sub: Option<&[u8]>,
-    frame: &[u8],
-    args: &[Range<usize>],
-) -> Result<(), String> {
-    match sub {
-        None => {
-            put_array_len(out, COMMANDS.len());
-            COMMANDS.iter().for_each(|c| put_info(out, c));
-        }
-        Some(b"COUNT") => put_integer(out, COMMANDS.len() as i64),
-        Some(b"LIST") => {
-            put_array_len(out, COMMANDS.len());
-            COMMANDS
-                .iter()
-                .for_each(|c| put_bulk(out, c.name.as_bytes()));
-        }
-        Some(b"INFO") => {
-            put_array_len(out, args.len() - 2);
-            for r in &args[2..] {
-                match lookup(&frame[r.clone()]) {
-                    Some((_, c)) => put_info(out, c),
-                    None => put_null(out),
-                }
-            }
-        }
-        Some(b"DOCS") => put_array_len(out, 0),
-        Some(other) => {
-            return Err(format!(
-                "ERR unsupported COMMAND subcommand '{}'",
-                String::from_utf8_lossy(other)
-            ));
+    pub(super) fn set_proto(&mut self, proto: Proto) {
+        self.proto = proto;
+        self.client.set_proto(proto.version() as u8);
+        if let Some(subs) = &self.subs {
+            subs.me.set_proto(proto);
         }
     }
-    Ok(())
-}
 
-/// One COMMAND entry: name, arity, flags, first key, last key, step.
-fn put_info(out: &mut BytesMut, c: &Command) {
-    put_array_len(out, 6);
-    put_bulk(out, c.name.as_bytes());
-    put_integer(out, c.arity as i64);
-    put_array_len(out, 1);
-    put_simple(out, if c.write { "write" } else { "readonly" });
-    let (first, last, step) = match c.keys {
-        Keys::None => (0, 0, 0),
-        Keys::Range { first, last, step } => (first as i64, last as i64, step as i64),
-        Keys::Counted { .. } => (0, 0, 0),
-        Keys::Store { key, .. } => (key as i64, key as i64, 1),
-    };
-    put_integer(out, first);
-    put_integer(out, last);
-    put_integer(out, step);
+    /// What clients can count on through the proxy: the oldest backend's Redis version, or
+    /// the version the command table describes before any backend answered.
+    fn redis_version(&self) -> String {
+        self.ctx
+            .pool
+            .backends
+            .iter()
+            .filter_map(|b| b.state.version())
+            .min()
+            .map_or_else(
+                || crate::protocol::redis_commands::REDIS_VERSION.to_string(),
+                |[a, b, c]| format!("{a}.{b}.{c}"),
+            )
+    }
+
+    /// RESET: back to a fresh connection: no transaction, watch or subscription, RESP2, no
+    /// name, replies on.
+    pub(super) fn reset(&mut self, id: usize, now: Instant) {
+        self.multi = None;
+        self.watch = None;
+        self.subs = None;
+        self.set_proto(Proto::Resp2);
+        self.client.set_name(None);
+        self.reply_mode = ReplyMode::On;
+        self.ok(id, now, b"+RESET\r\n");
+    }
+
+    /// CLIENT REPLY ON|OFF|SKIP. OFF and SKIP are not answered.
+    fn client_reply(&mut self, id: usize, mode: Vec<u8>, now: Instant) {
+        match mode.as_slice() {
+            b"ON" => {
+                self.reply_mode = ReplyMode::On;
+                self.ok(id, now, b"+OK\r\n");
+            }
+            b"OFF" | b"SKIP" => {
+                self.reply_mode = ReplyMode::Off;
+                self.ok(id, now, b"+OK\r\n");
+                if mode == b"SKIP" {
+                    self.reply_mode = ReplyMode::Skip;
+                }
+            }
+            _ => self.fail(id, now, "ERR syntax error"),
+        }
+    }
+
+    /// CLIENT UNBLOCK id [TIMEOUT|ERROR]: unblocks another client's blocking command on the
+    /// backend where it waits.
+    fn client_unblock(&mut self, id: usize, frame: &[u8], args: &[Range<usize>], now: Instant) {
+        let how = args.get(3).map(|r| frame[r.clone()].to_ascii_uppercase());
+        if !matches!(how.as_deref(), None | Some(b"TIMEOUT" | b"ERROR")) {
+            return self.fail(
+                id,
+                now,
+                "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR",
+            );
+        }
+        let Some(target) = parse_int(&frame[args[2].clone()]) else {
+            return self.fail(id, now, "ERR value is not an integer or out of range");
+        };
+        let at = u64::try_from(target)
+            .ok()
+            .and_then(|t| self.ctx.state.clients.get(t))
+            .and_then(|c| c.blocked());
+        let Some((backend, conn_id)) = at else {
+            return self.ok(id, now, b":0\r\n");
+        };
+        let mut request = BytesMut::new();
+        let n = 3 + how.is_some() as usize;
+        crate::protocol::reply::put_array_len(&mut request, n);
+        crate::protocol::reply::put_bulk(&mut request, b"CLIENT");
+        crate::protocol::reply::put_bulk(&mut request, b"UNBLOCK");
+        crate::protocol::reply::put_bulk(&mut request, conn_id.to_string().as_bytes());
+        if let Some(how) = how {
+            crate::protocol::reply::put_bulk(&mut request, &how);
+        }
+        let seq = self.next_seq();
+        self.push_waiting(super::pending::Pending::Single {
+            cmd: id,
+            start: now,
+            backend,
+            then: super::pending::Then::Pass,
+            lease: None,
+        });
+        let req = crate::backend::Request::new(request.freeze(), self.reply_to(seq, 0));
+        // Not awaited on the link queue: this is a control command, and the session's own
+        // commands to that backend are not ordered with it.
+        if let Some(b) = self.ctx.pool.backends.get(backend)
+            && let Err(e) = b.link(self.proto, self.id).try_send(req)
+        {
+            let req = match e {
+                tokio::sync::mpsc::error::TrySendError::Full(r)
+                | tokio::sync::mpsc::error::TrySendError::Closed(r) => r,
+            };
+            req.reply
+                .send(Bytes::from_static(b"-ERR backend link busy\r\n"));
+        }
+    }
+
+    /// CLIENT KILL ip:port | CLIENT KILL [ID id] [ADDR ip:port] [LADDR ip:port] [SKIPME yes|no].
+    fn client_kill(&mut self, id: usize, frame: &[u8], args: &[Range<usize>], now: Instant) {
+        let arg = |i: usize| String::from_utf8_lossy(&frame[args[i].clone()]).into_owned();
+        let all = self.ctx.state.clients.all();
+        if args.len() == 3 {
+            // The old form: one address, +OK or an error.
+            let addr = arg(2);
+            return match all.iter().find(|c| c.addr == addr) {
+                Some(c) => {
+                    c.kill();
+                    self.ok(id, now, b"+OK\r\n")
+                }
+                None => self.fail(id, now, "ERR No such client"),
+            };
+        }
+        let mut ids = None;
+        let mut addr = None;
+        let mut laddr = None;
+        let mut skipme = true;
+        let mut i = 2;
+        while i + 1 < args.len() {
+            let value = arg(i + 1);
+            match arg(i).to_ascii_uppercase().as_str() {
+                "ID" => match value.parse::<u64>() {
+                    Ok(v) => ids = Some(v),
+                    Err(_) => {
+                        return self.fail(id, now, "ERR client-id should be greater than 0");
+                    }
+                },
+                "ADDR" => addr = Some(value),
+                "LADDR" => laddr = Some(value),
+                "SKIPME" => match value.to_ascii_lowercase().as_str() {
+                    "yes" => skipme = true,
+                    "no" => skipme = false,
+                    _ => return self.fail(id, now, "ERR syntax error"),
+                },
+                "TYPE" | "USER" | "MAXAGE" => {}
+                _ => return self.fail(id, now, "ERR syntax error"),
+            }
+            i += 2;
+        }
+        if i != args.len() {
+            return self.fail(id, now, "ERR syntax error");
+        }
+        let mut killed = 0;
+        for c in all {
+            let matched = ids.is_none_or(|v| v == c.id)
+                && addr.as_ref().is_none_or(|a| *a == c.addr)
+                && laddr.as_ref().is_none_or(|a| *a == c.laddr);
+            if matched && !(skipme && c.id == self.id) {
+                c.kill();
+                killed += 1;
+            }
+        }
+        let mut buf = BytesMut::new();
+        crate::protocol::reply::put_integer(&mut buf, killed);
+        self.ctx.metrics.command(id).record(now.elapsed(), true);
+        self.push_ready(buf.freeze());
+    }
+
+    /// One CLIENT LIST line, in Redis's format (fields shardis has no notion of are zero).
+    fn describe_client(&self, c: &ClientEntry) -> String {
+        let name = c.name().map(|n| String::from_utf8_lossy(&n).into_owned());
+        let (lib_name, lib_ver) = c.lib();
+        let text = |b: Option<Bytes>| b.map(|b| String::from_utf8_lossy(&b).into_owned());
+        let cmd = c
+            .last_cmd()
+            .and_then(|id| COMMANDS.get(id))
+            .map_or("NULL", |cmd| cmd.name);
+        let age = c.created.elapsed().as_secs();
+        let (sub, psub, ssub, multi) = if c.id == self.id {
+            (
+                self.subs.as_ref().map_or(0, |s| s.count()),
+                0,
+                0,
+                self.multi.as_ref().map_or(-1, |_| 0),
+            )
+        } else {
+            (0, 0, 0, -1)
+        };
+        let flags = if c.blocked().is_some() { "b" } else { "N" };
+        let mut line = String::new();
+        let _ = writeln!(
+            line,
+            "id={} addr={} laddr={} fd=0 name={} age={age} idle=0 flags={flags} db=0 sub={sub} \
+             psub={psub} ssub={ssub} multi={multi} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 \
+             rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={cmd} user=default \
+             redir=-1 resp={} lib-name={} lib-ver={}",
+            c.id,
+            c.addr,
+            c.laddr,
+            name.unwrap_or_default(),
+            c.proto(),
+            text(lib_name).unwrap_or_default(),
+            text(lib_ver).unwrap_or_default(),
+        );
+        line
+    }
 }

@@ -26,13 +26,22 @@
 //!   buffer is below its bound; above it, dispatch (and so one of the two events above) must
 //!   drain it first.
 //!
-//! So backpressure slows a client down but cannot stop it.
+//! So backpressure slows a client down but cannot stop it. A blocking command (BLPOP, ...) is
+//! the one deliberate exception: while it waits, nothing more is sent, as Redis runs nothing
+//! else for a blocked client; its reply (or the client leaving) ends the wait.
+//!
+//! # Modes
+//! See [`mode`]: normal, transaction (MULTI), subscribed, blocked.
 
 mod dispatch;
 pub mod info;
 mod local;
+pub mod mode;
 pub mod pending;
 pub mod route;
+mod scan;
+mod subscribe;
+mod transaction;
 
 use std::collections::VecDeque;
 use std::io;
@@ -45,13 +54,18 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use crate::backend::{Pool, Reply};
+use crate::backend::{Inbound, Pool, Reply};
 use crate::metrics::Metrics;
 use crate::net::{read_once, write_front};
+use crate::protocol::out::Proto;
 use crate::protocol::reply::{is_error, put_error};
 use crate::protocol::request::{Request, RequestParser};
 use crate::state::ProxyState;
-use pending::Pending;
+pub use crate::state::{ClientEntry, Clients};
+use mode::Mode;
+use pending::{MergeEnv, Pending, Then};
+use subscribe::Subscriptions;
+use transaction::{Transaction, Watch};
 
 /// Reply bytes buffered for a client before the session stops moving replies to it.
 pub const MAX_OUTPUT: usize = 1024 * 1024;
@@ -86,6 +100,38 @@ pub struct Context {
     pub max_pipeline: usize,
     pub max_request_bytes: usize,
     pub slowlog: Option<Duration>,
+    /// By command id: enabled by `[server] allow_commands`.
+    pub allowed: Vec<bool>,
+    pub max_subscriber_output: usize,
+    pub max_keys_reply: usize,
+}
+
+impl Context {
+    /// A context over `pool` with default limits and nothing enabled (benches, tests).
+    pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>, state: Arc<ProxyState>) -> Context {
+        use crate::config::limits;
+        Context {
+            pool,
+            metrics,
+            state,
+            max_pipeline: limits::MAX_PIPELINE as usize,
+            max_request_bytes: limits::MAX_REQUEST_BYTES as usize,
+            slowlog: None,
+            allowed: vec![false; crate::protocol::command::COMMANDS.len()],
+            max_subscriber_output: limits::MAX_SUBSCRIBER_OUTPUT_BYTES as usize,
+            max_keys_reply: limits::MAX_KEYS_REPLY as usize,
+        }
+    }
+
+    /// Enables the commands named (by parent name) in `allow_commands`.
+    pub fn allow(&mut self, names: &[String]) {
+        for (id, cmd) in crate::protocol::command::COMMANDS.iter().enumerate() {
+            let parent = cmd.name.split('|').next().unwrap_or(cmd.name);
+            if names.iter().any(|n| n == parent) {
+                self.allowed[id] = true;
+            }
+        }
+    }
 }
 
 /// Working space for splitting a multi-key command, kept between commands so a split
@@ -118,18 +164,30 @@ pub enum Stop {
     Abandon,
 }
 
+/// CLIENT REPLY.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReplyMode {
+    On,
+    Off,
+    /// The next command's reply is not sent.
+    Skip,
+}
+
 /// One client connection's state.
 pub struct Session {
     id: u64,
     ctx: Arc<Context>,
-    tx: mpsc::UnboundedSender<Reply>,
+    tx: mpsc::UnboundedSender<Inbound>,
     /// Commands in arrival order; `pending[0]` has sequence number `base_seq`.
     pending: VecDeque<Pending>,
     base_seq: u64,
     wbuf: BytesMut,
     /// No more commands are read; the session ends once every reply is written.
     closing: bool,
-    name: Option<Bytes>,
+    /// The protocol the client speaks (RESP3 after HELLO 3).
+    proto: Proto,
+    /// What CLIENT LIST and friends show of this client.
+    client: Arc<ClientEntry>,
     /// Reused by every split command.
     split: SplitScratch,
     /// Commands sent to backends whose replies are not all in.
@@ -137,6 +195,22 @@ pub struct Session {
     /// Expected size of this client's next reply: jumps up to any larger reply at once and
     /// decays by 1/16 per reply, so a pipeline of large values keeps few of them in flight.
     reply_estimate: usize,
+    /// A blocking command is waiting (its sequence number): nothing else is sent until it is
+    /// answered.
+    blocked: Option<u64>,
+    /// After MULTI.
+    multi: Option<Box<Transaction>>,
+    /// After WATCH: the exclusive connection the watch lives on.
+    watch: Option<Box<Watch>>,
+    /// Channels and patterns subscribed.
+    subs: Option<Box<Subscriptions>>,
+    /// CLIENT REPLY, and the sequence numbers whose replies are not written.
+    reply_mode: ReplyMode,
+    silent: VecDeque<u64>,
+    /// For RANDOMKEY's pick.
+    rng: u64,
+    /// Why the proxy dropped the client, if it did.
+    evicted: Option<&'static str>,
 }
 
 /// Serves one client until it disconnects, sends QUIT, breaks the protocol, or shutdown
@@ -148,20 +222,28 @@ pub async fn run(
     mut shutdown: watch::Receiver<Stop>,
 ) {
     let _ = stream.set_nodelay(true);
-    let (mut session, mut rx) = Session::new(ctx.clone(), id);
+    let client = ctx.state.clients.register(id, &stream);
+    let (mut session, mut rx) = Session::new(ctx.clone(), client.clone());
     session.closing = *shutdown.borrow() != Stop::No;
-    let mut rbuf = BytesMut::with_capacity(READ_RESERVE);
+    let mut rbuf = BytesMut::new();
     let mut parser = RequestParser::new(ctx.max_request_bytes);
     let mut eof = false;
     let clients = ctx.metrics.clients();
     clients.connected();
-    ctx.state.client_connected();
     debug!(client = id, "connected");
 
     let result: io::Result<()> = loop {
         match session.pump(&stream, &mut rbuf, &mut parser).await {
             Ok(n) => clients.sent(n as u64),
             Err(e) => break Err(e),
+        }
+        if session.evicted.is_some() {
+            break Ok(());
+        }
+        if eof && session.blocked.is_some() {
+            // Gone while blocked: as Redis does, the blocked command is dropped (its
+            // exclusive connection is unblocked and goes back to the pool).
+            break Ok(());
         }
         if (session.closing || eof) && session.pending.is_empty() && session.wbuf.is_empty() {
             break Ok(());
@@ -171,10 +253,10 @@ pub async fn run(
         let can_read = !session.closing && !eof && rbuf.len() < session.input_bound(&parser);
         tokio::select! {
             biased;
-            Some(reply) = rx.recv() => {
-                session.on_reply(reply);
-                while let Ok(reply) = rx.try_recv() {
-                    session.on_reply(reply);
+            Some(msg) = rx.recv() => {
+                session.on_inbound(msg);
+                while let Ok(msg) = rx.try_recv() {
+                    session.on_inbound(msg);
                 }
             }
             ready = stream.readable(), if can_read => {
@@ -195,6 +277,7 @@ pub async fn run(
                     Err(e) => break Err(e),
                 }
             }
+            () = client.killed() => break Ok(()),
             Ok(()) = shutdown.changed() => match *shutdown.borrow_and_update() {
                 Stop::No => {}
                 Stop::Drain => session.closing = true,
@@ -211,34 +294,82 @@ pub async fn run(
             rbuf = BytesMut::new();
         }
     };
-    if let Err(e) = result {
-        debug!(client = id, "connection error: {e}");
+    match (result, session.evicted) {
+        (Err(e), _) => debug!(client = id, "connection error: {e}"),
+        (Ok(()), Some(why)) => info!(client = id, "disconnected by shardis: {why}"),
+        _ => {}
     }
+    drop(session);
+    ctx.state.clients.unregister(id);
     clients.disconnected();
-    ctx.state.client_disconnected();
     debug!(client = id, "disconnected");
 }
 
 impl Session {
-    /// A session for client `id`, and the inbox its replies arrive on (hand each to
-    /// [`Session::on_reply`]).
-    pub fn new(ctx: Arc<Context>, id: u64) -> (Session, mpsc::UnboundedReceiver<Reply>) {
+    /// A session for `client`, and the inbox its replies arrive on (hand each to
+    /// [`Session::on_inbound`]).
+    pub fn new(
+        ctx: Arc<Context>,
+        client: Arc<ClientEntry>,
+    ) -> (Session, mpsc::UnboundedReceiver<Inbound>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let session = Session {
-            id,
+            id: client.id,
             ctx,
             tx,
-            pending: VecDeque::with_capacity(64),
+            pending: VecDeque::new(),
             base_seq: 0,
-            wbuf: BytesMut::with_capacity(READ_RESERVE),
+            wbuf: BytesMut::new(),
             closing: false,
-            name: None,
+            proto: Proto::Resp2,
+            rng: client.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            client,
             split: SplitScratch::default(),
             awaiting: 0,
             // Until replies are seen, allow 16 in flight (the client may be fetching large values).
             reply_estimate: MAX_OUTPUT / 16,
+            blocked: None,
+            multi: None,
+            watch: None,
+            subs: None,
+            reply_mode: ReplyMode::On,
+            silent: VecDeque::new(),
+            evicted: None,
         };
         (session, rx)
+    }
+
+    /// Does everything the session can do without waiting (see the module's "Progress"):
+    /// moves ready replies to the output, dispatches the commands in `rbuf` that may be sent,
+    /// and writes what the socket takes, until none of these changes anything. Returns the
+    /// bytes written.
+    async fn pump(
+        &mut self,
+        stream: &TcpStream,
+        rbuf: &mut BytesMut,
+        parser: &mut RequestParser,
+    ) -> io::Result<usize> {
+        let mut sent = 0;
+        loop {
+            self.move_ready();
+            let fed = self.feed(rbuf, parser).await;
+            self.move_ready();
+            let wrote = if self.wbuf.is_empty() {
+                0
+            } else {
+                write_front(stream, &mut self.wbuf)?
+            };
+            sent += wrote;
+            if fed == 0 && wrote == 0 {
+                return Ok(sent);
+            }
+        }
+    }
+
+    /// How much input may be buffered before the session stops reading: `max_request_bytes`,
+    /// or more while the frame being read needs it.
+    fn input_bound(&self, parser: &RequestParser) -> usize {
+        self.ctx.max_request_bytes.max(parser.want())
     }
 
     /// Serves every complete command in `rbuf` (up to `max_pipeline` in flight) and removes
@@ -280,39 +411,6 @@ impl Session {
         commands
     }
 
-    /// Does everything the session can do without waiting (see the module's "Progress"):
-    /// moves ready replies to the output, dispatches the commands in `rbuf` that may be sent,
-    /// and writes what the socket takes, until none of these changes anything. Returns the
-    /// bytes written.
-    async fn pump(
-        &mut self,
-        stream: &TcpStream,
-        rbuf: &mut BytesMut,
-        parser: &mut RequestParser,
-    ) -> io::Result<usize> {
-        let mut sent = 0;
-        loop {
-            self.move_ready();
-            let fed = self.feed(rbuf, parser).await;
-            self.move_ready();
-            let wrote = if self.wbuf.is_empty() {
-                0
-            } else {
-                write_front(stream, &mut self.wbuf)?
-            };
-            sent += wrote;
-            if fed == 0 && wrote == 0 {
-                return Ok(sent);
-            }
-        }
-    }
-
-    /// How much input may be buffered before the session stops reading: `max_request_bytes`,
-    /// or more while the frame being read needs it.
-    fn input_bound(&self, parser: &RequestParser) -> usize {
-        self.ctx.max_request_bytes.max(parser.want())
-    }
-
     /// Moves the replies that are complete, in order, to the output buffer and returns it;
     /// the caller writes from its front.
     pub fn output(&mut self) -> &mut BytesMut {
@@ -320,16 +418,31 @@ impl Session {
         &mut self.wbuf
     }
 
+    /// What the session is doing, for admitting commands.
+    fn mode(&self) -> Mode {
+        if self.blocked.is_some() {
+            Mode::Blocked
+        } else if self.multi.is_some() {
+            Mode::Transaction
+        } else if self.subs.as_ref().is_some_and(|s| s.count() > 0) {
+            Mode::Subscribed
+        } else {
+            Mode::Normal
+        }
+    }
+
     /// Sequence number the next command gets.
     fn next_seq(&self) -> u64 {
         self.base_seq + self.pending.len() as u64
     }
 
-    /// True while another command may be sent: fewer than `max_pipeline` in the queue, less than
-    /// [`MAX_OUTPUT`] waiting to be written, and the replies expected for the commands in flight
-    /// within [`MAX_OUTPUT`]. With nothing in flight one command may always go.
+    /// True while another command may be sent: no blocking command waits, fewer than
+    /// `max_pipeline` in the queue, less than [`MAX_OUTPUT`] waiting to be written, and the
+    /// replies expected for the commands in flight within [`MAX_OUTPUT`]. With nothing in
+    /// flight one command may always go.
     fn may_send(&self) -> bool {
-        self.pending.len() < self.ctx.max_pipeline
+        self.blocked.is_none()
+            && self.pending.len() < self.ctx.max_pipeline
             && self.wbuf.len() < MAX_OUTPUT
             && self.awaiting.saturating_mul(self.reply_estimate) < MAX_OUTPUT
     }
@@ -337,24 +450,50 @@ impl Session {
     /// Queues a command that was sent to a backend; [`Session::on_reply`] completes it.
     fn push_waiting(&mut self, entry: Pending) {
         self.awaiting += 1;
+        self.note_reply_mode();
         self.pending.push_back(entry);
     }
 
     /// Queues a reply that is already complete (local answers, errors).
     fn push_ready(&mut self, reply: Bytes) {
+        self.note_reply_mode();
         self.pending.push_back(Pending::Ready(reply));
+    }
+
+    /// Applies CLIENT REPLY OFF / SKIP to the command being queued.
+    #[inline]
+    fn note_reply_mode(&mut self) {
+        match self.reply_mode {
+            ReplyMode::On => {}
+            ReplyMode::Off => self.silent.push_back(self.next_seq()),
+            ReplyMode::Skip => {
+                self.silent.push_back(self.next_seq());
+                self.reply_mode = ReplyMode::On;
+            }
+        }
     }
 
     /// Moves complete replies at the front of the queue to the write buffer.
     fn move_ready(&mut self) {
         while self.wbuf.len() < MAX_OUTPUT {
-            match self.pending.front() {
-                Some(Pending::Ready(reply)) => {
-                    self.wbuf.extend_from_slice(reply);
-                    self.pending.pop_front();
-                    self.base_seq += 1;
-                }
+            let frame = match self.pending.front() {
+                Some(Pending::Ready(_) | Pending::Push(_)) => self.pending.pop_front(),
                 _ => break,
+            };
+            let silent = self.silent.front() == Some(&self.base_seq);
+            if silent {
+                self.silent.pop_front();
+            }
+            self.base_seq += 1;
+            match frame {
+                Some(Pending::Ready(reply)) if !silent => self.wbuf.extend_from_slice(&reply),
+                Some(Pending::Push(message)) => {
+                    self.wbuf.extend_from_slice(&message);
+                    if let Some(subs) = &self.subs {
+                        subs.me.written(message.len());
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -366,11 +505,12 @@ impl Session {
         self.closing = true;
         for i in 0..self.pending.len() {
             let (cmd, start, backend) = match &self.pending[i] {
-                Pending::Ready(_) => continue,
+                Pending::Ready(_) | Pending::Push(_) | Pending::Subscribe { .. } => continue,
                 Pending::Single {
                     cmd,
                     start,
                     backend,
+                    ..
                 } => (*cmd, *start, Some(*backend)),
                 Pending::Fanout(fanout) => (fanout.cmd, fanout.start, None),
             };
@@ -378,10 +518,22 @@ impl Session {
             self.pending[i] = Pending::Ready(Bytes::from_static(ABANDONED));
         }
         self.awaiting = 0;
+        self.blocked = None;
         self.move_ready();
     }
 
-    /// Takes one reply from a backend link.
+    /// Takes one message from the inbox.
+    pub fn on_inbound(&mut self, msg: Inbound) {
+        match msg {
+            Inbound::Reply(reply) => self.on_reply(reply),
+            Inbound::Push(frame) => self.pending.push_back(Pending::Push(frame)),
+            Inbound::Subscribed { seq } => self.on_subscribed(seq),
+            Inbound::Evicted(why) => self.evicted = Some(why),
+            Inbound::Closed => {}
+        }
+    }
+
+    /// Takes one reply from a backend connection.
     pub fn on_reply(&mut self, reply: Reply) {
         let len = reply.frame.len();
         self.reply_estimate = len.max(self.reply_estimate - self.reply_estimate / 16);
@@ -392,28 +544,46 @@ impl Session {
             return;
         };
         let done = match entry {
-            Pending::Ready(_) => return,
             Pending::Single {
                 cmd,
                 start,
                 backend,
+                then,
+                ..
             } => {
-                let (cmd, start, backend) = (*cmd, *start, *backend);
-                let ok = !is_error(&reply.frame);
-                self.finish(cmd, start, ok, Some(backend));
-                reply.frame
+                let (cmd, start, backend, then) = (*cmd, *start, *backend, *then);
+                let frame = then.apply(reply.frame);
+                self.finish(cmd, start, !is_error(&frame), Some(backend));
+                if then == Then::Unblock && self.blocked == Some(reply.seq) {
+                    self.blocked = None;
+                    self.client.set_blocked(None);
+                }
+                frame
             }
             Pending::Fanout(fanout) => {
                 if !fanout.fill(reply.part, reply.frame) {
                     return;
                 }
-                let merged = fanout.merge(&self.ctx.state);
+                let env = MergeEnv {
+                    state: &self.ctx.state,
+                    pool: &self.ctx.pool,
+                    max_keys: self.ctx.max_keys_reply,
+                    pick: next_random(&mut self.rng),
+                };
+                let merged = fanout.merge(&env);
                 let (cmd, start) = (fanout.cmd, fanout.start);
                 self.finish(cmd, start, !is_error(&merged), None);
+                if self.blocked == Some(reply.seq) {
+                    // WAIT is answered: the session may send again.
+                    self.blocked = None;
+                }
                 merged
             }
+            Pending::Ready(_) | Pending::Push(_) | Pending::Subscribe { .. } => return,
         };
         if let Some(entry) = self.pending.get_mut(index as usize) {
+            // Replacing the entry drops its lease, if it held one: the exclusive connection
+            // goes back to its pool.
             *entry = Pending::Ready(done);
             self.awaiting -= 1;
         }
@@ -435,4 +605,12 @@ impl Session {
             info!(target: "shardis::slowlog", command = name, backend, duration_us = elapsed.as_micros() as u64, "slow command");
         }
     }
+}
+
+/// xorshift64*: a cheap, good-enough random number for RANDOMKEY's pick.
+fn next_random(state: &mut u64) -> u64 {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    state.wrapping_mul(0x2545_F491_4F6C_DD1D)
 }

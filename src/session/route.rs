@@ -10,8 +10,9 @@ use crate::router::Ring;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteError {
     WrongArity,
-    BadNumKeys,
-    TooManyKeys,
+    /// The key count or the keys' layout is invalid (a bad numkeys, XREAD without STREAMS):
+    /// Redis rejects it, and the session lets a backend say so in Redis's own words.
+    Malformed,
     NoKeys,
     CrossSlot,
 }
@@ -21,10 +22,7 @@ impl RouteError {
     pub fn message(&self, name: &str) -> String {
         match self {
             RouteError::WrongArity => format!("ERR wrong number of arguments for '{name}' command"),
-            RouteError::BadNumKeys => "ERR numkeys should be greater than 0".to_string(),
-            RouteError::TooManyKeys => {
-                "ERR Number of keys can't be greater than number of args".to_string()
-            }
+            RouteError::Malformed => "ERR syntax error".to_string(),
             RouteError::NoKeys => format!("ERR shardis needs at least one key to route '{name}'"),
             RouteError::CrossSlot => {
                 "CROSSSLOT Keys in request don't hash to the same backend".to_string()
@@ -88,6 +86,22 @@ pub fn key_span(
                 step: step as usize,
             }))
         }
+        Keys::Streams => {
+            let at = args
+                .iter()
+                .position(|r| frame[r.clone()].eq_ignore_ascii_case(b"streams"))
+                .ok_or(RouteError::Malformed)?;
+            let rest = argc - at - 1;
+            if rest == 0 || !rest.is_multiple_of(2) {
+                return Err(RouteError::Malformed);
+            }
+            Ok(Some(KeySpan {
+                dest: None,
+                first: at + 1,
+                last: at + rest / 2,
+                step: 1,
+            }))
+        }
         Keys::Store { key, options } => {
             let (key, options) = (key as usize, options as usize);
             if key >= argc {
@@ -100,25 +114,25 @@ pub fn key_span(
                 step: 1,
             }))
         }
-        Keys::Counted { count_at, dest } => {
+        Keys::Counted {
+            count_at,
+            dest,
+            zero,
+        } => {
             let count_at = count_at as usize;
             let numkeys = args
                 .get(count_at)
                 .and_then(|r| parse_int(&frame[r.clone()]))
-                .ok_or(RouteError::BadNumKeys)?;
-            if numkeys < 0 {
-                return Err(RouteError::BadNumKeys);
+                .ok_or(RouteError::Malformed)?;
+            if numkeys == 0 && zero {
+                return Ok(None);
             }
-            if numkeys == 0 {
-                return Err(if dest {
-                    RouteError::BadNumKeys
-                } else {
-                    RouteError::NoKeys
-                });
+            if numkeys <= 0 {
+                return Err(RouteError::Malformed);
             }
             let last = count_at + numkeys as usize;
             if last >= argc {
-                return Err(RouteError::TooManyKeys);
+                return Err(RouteError::Malformed);
             }
             Ok(Some(KeySpan {
                 dest: dest.then_some(1),
@@ -228,10 +242,8 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(s.positions().collect::<Vec<_>>(), vec![2, 3, 4]);
-        let s = span_of(&keys(&["OBJECT", "ENCODING", "k"]))
-            .unwrap()
-            .unwrap();
-        assert_eq!(s.positions().collect::<Vec<_>>(), vec![2]);
+        let s = span_of(&keys(&["BLPOP", "a", "b", "0"])).unwrap().unwrap();
+        assert_eq!(s.positions().collect::<Vec<_>>(), vec![1, 2]);
         assert_eq!(span_of(&keys(&["PING"])).unwrap(), None);
     }
 
@@ -301,22 +313,22 @@ mod tests {
             span_of(&keys(&["MSET", "a", "1", "b"])),
             Err(RouteError::WrongArity)
         );
-        assert_eq!(span_of(&keys(&["EVAL", "s", "0"])), Err(RouteError::NoKeys));
-        assert_eq!(
-            span_of(&keys(&["EVAL", "s", "x", "k"])),
-            Err(RouteError::BadNumKeys)
-        );
-        assert_eq!(
-            span_of(&keys(&["EVAL", "s", "-1", "k"])),
-            Err(RouteError::BadNumKeys)
-        );
-        assert_eq!(
-            span_of(&keys(&["EVAL", "s", "3", "k"])),
-            Err(RouteError::TooManyKeys)
-        );
-        assert_eq!(
-            span_of(&keys(&["LMPOP", "0", "LEFT"])),
-            Err(RouteError::NoKeys)
-        );
+        assert_eq!(span_of(&keys(&["EVAL", "s", "0"])), Ok(None));
+        for bad in [
+            &["EVAL", "s", "x", "k"][..],
+            &["EVAL", "s", "-1", "k"],
+            &["EVAL", "s", "3", "k"],
+            &["LMPOP", "0", "LEFT"],
+            &["XREAD", "COUNT", "1", "s", "0"],
+            &["XREAD", "STREAMS", "s", "t", "0"],
+        ] {
+            assert_eq!(span_of(&keys(bad)), Err(RouteError::Malformed), "{bad:?}");
+        }
+        let s = span_of(&keys(&[
+            "XREAD", "BLOCK", "0", "STREAMS", "a", "b", "$", "$",
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.positions().collect::<Vec<_>>(), vec![4, 5]);
     }
 }

@@ -1,4 +1,5 @@
-//! A tiny blocking RESP2 client for tests: send commands, read replies, nothing clever.
+//! A tiny blocking RESP client for tests: send commands, read replies (RESP2, and RESP3 after
+//! HELLO 3), nothing clever.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -22,6 +23,20 @@ pub enum Frame {
     Null,
     /// `*2 ...`
     Array(Vec<Frame>),
+    /// RESP3 `%2 ...`: key, value pairs in order.
+    Map(Vec<(Frame, Frame)>),
+    /// RESP3 `~2 ...`.
+    Set(Vec<Frame>),
+    /// RESP3 `>3 ...`: out-of-band data (pub/sub messages).
+    Push(Vec<Frame>),
+    /// RESP3 `,1.5`, as written.
+    Double(String),
+    /// RESP3 `#t`.
+    Boolean(bool),
+    /// RESP3 `=15\r\ntxt:...`: the format and the text.
+    Verbatim(String, Vec<u8>),
+    /// RESP3 `(123...`, as written.
+    BigNumber(String),
 }
 
 impl Frame {
@@ -29,16 +44,16 @@ impl Frame {
     pub fn as_text(&self) -> String {
         match self {
             Frame::Simple(s) => s.clone(),
-            Frame::Bulk(b) => String::from_utf8_lossy(b).into_owned(),
+            Frame::Bulk(b) | Frame::Verbatim(_, b) => String::from_utf8_lossy(b).into_owned(),
             other => panic!("expected a string reply, got {other:?}"),
         }
     }
 }
 
-/// A blocking connection speaking RESP2, with a 10 s read timeout.
+/// A blocking connection speaking RESP, with a 10 s read timeout.
 pub struct Client {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    reader: BufReader<Box<dyn Read + Send>>,
+    writer: Box<dyn Write + Send>,
 }
 
 impl Client {
@@ -56,8 +71,17 @@ impl Client {
         stream.set_nodelay(true).expect("set_nodelay");
         let writer = stream.try_clone().expect("clone stream");
         Client {
-            reader: BufReader::new(stream),
-            writer,
+            reader: BufReader::new(Box::new(stream)),
+            writer: Box::new(writer),
+        }
+    }
+
+    /// Reads replies from any stream (a Unix socket pair holding canned bytes).
+    pub fn from_unix(stream: std::os::unix::net::UnixStream) -> Client {
+        let writer = stream.try_clone().expect("clone stream");
+        Client {
+            reader: BufReader::new(Box::new(stream)),
+            writer: Box::new(writer),
         }
     }
 
@@ -94,7 +118,51 @@ impl Client {
     pub fn read_reply(&mut self) -> Frame {
         let line = self.read_line();
         let (kind, rest) = line.split_at(1);
+        let items = |c: &mut Client, n: i64| (0..n).map(|_| c.read_reply()).collect::<Vec<_>>();
         match kind {
+            "_" => Frame::Null,
+            "#" => Frame::Boolean(rest == "t"),
+            "," => Frame::Double(rest.to_string()),
+            "(" => Frame::BigNumber(rest.to_string()),
+            "%" => {
+                let n = parse_int(rest);
+                Frame::Map(
+                    (0..n)
+                        .map(|_| (self.read_reply(), self.read_reply()))
+                        .collect(),
+                )
+            }
+            "~" => {
+                let n = parse_int(rest);
+                Frame::Set(items(self, n))
+            }
+            ">" => {
+                let n = parse_int(rest);
+                Frame::Push(items(self, n))
+            }
+            "|" => {
+                // An attribute: skip it, the value follows.
+                let n = parse_int(rest);
+                for _ in 0..n * 2 {
+                    self.read_reply();
+                }
+                self.read_reply()
+            }
+            "!" | "=" => {
+                let len = parse_int(rest);
+                let mut buf = vec![0; len as usize + 2];
+                self.reader.read_exact(&mut buf).expect("read blob");
+                buf.truncate(len as usize);
+                if kind == "!" {
+                    Frame::Error(String::from_utf8_lossy(&buf).into_owned())
+                } else {
+                    let text = buf.split_off(4.min(buf.len()));
+                    Frame::Verbatim(
+                        String::from_utf8_lossy(&buf[..3.min(buf.len())]).into_owned(),
+                        text,
+                    )
+                }
+            }
             "+" => Frame::Simple(rest.to_string()),
             "-" => Frame::Error(rest.to_string()),
             ":" => Frame::Integer(parse_int(rest)),
@@ -120,7 +188,7 @@ impl Client {
                 }
                 Frame::Array((0..len).map(|_| self.read_reply()).collect())
             }
-            _ => panic!("not a RESP2 reply: {line:?}"),
+            _ => panic!("not a RESP reply: {line:?}"),
         }
     }
 

@@ -28,6 +28,12 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` redis-servers named s1..sN and a shardis with [`POOL`] over them.
     pub fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, "", "")
+    }
+
+    /// Like [`Cluster::start`], with `server` lines added to `[server]` and `pool` lines to
+    /// the pool (after [`POOL`]).
+    pub fn start_with(n: usize, server: &str, pool: &str) -> Cluster {
         let redis: Vec<Redis> = (0..n).map(|_| Redis::start()).collect();
         let backends: Vec<(String, String)> = redis
             .iter()
@@ -38,7 +44,20 @@ impl Cluster {
             .iter()
             .map(|(n, a)| (n.as_str(), a.clone()))
             .collect();
-        let config = shardis_config(&named, POOL);
+        // Settings in `pool` replace the same ones in POOL.
+        let base: Vec<&str> = POOL
+            .lines()
+            .filter(|l| {
+                let key = l.split('=').next().unwrap_or("").trim();
+                !pool
+                    .lines()
+                    .any(|p| p.split('=').next().unwrap_or("").trim() == key)
+            })
+            .collect();
+        let mut config = shardis_config(&named, &format!("{}\n{pool}", base.join("\n")));
+        if !server.is_empty() {
+            config = super::ops::with_server(&config, server);
+        }
         let proxy = Shardis::start(&config);
         Cluster {
             redis,
@@ -50,6 +69,31 @@ impl Cluster {
     /// A new client connection to the proxy.
     pub fn client(&self) -> Client {
         self.proxy.client()
+    }
+
+    /// A key with `prefix` that the proxy places on backend `index` (0 is s1).
+    pub fn key_on(&self, index: usize, prefix: &str) -> String {
+        super::ops::key_on(&self.config, index, prefix)
+    }
+
+    /// The proxy's URL for the `redis` crate, in RESP2 or RESP3.
+    pub fn url(&self, resp3: bool) -> String {
+        let proto = if resp3 { "?protocol=resp3" } else { "" };
+        format!("redis://{}/{proto}", self.proxy.addr)
+    }
+
+    /// A `redis` crate multiplexed connection to the proxy.
+    pub async fn connect(&self, resp3: bool) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url(resp3))
+            .expect("redis URL")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect with the redis crate")
+    }
+
+    /// Client connections each backend has, not counting the one asking.
+    pub fn backend_clients(&self) -> Vec<usize> {
+        self.redis.iter().map(super::ops::redis_clients).collect()
     }
 
     /// A direct connection to backend `i` (0 is s1).

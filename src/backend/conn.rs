@@ -1,0 +1,265 @@
+//! Opening a backend connection: the TCP connect and the handshake that every kind of
+//! connection shares (the pipelined links, the exclusive connections and the pub/sub
+//! subscriber connections).
+//!
+//! The handshake is `HELLO <2|3> SETNAME shardis`: it sets the protocol the connection speaks,
+//! names it in the backend's `CLIENT LIST`, and proves the backend answers (a TCP connect alone
+//! does not). Its reply gives the connection's id on the backend (for `CLIENT UNBLOCK`) and the
+//! backend's Redis version. A Redis older than 6 has no HELLO: RESP2 connections then go on
+//! without one.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use redis_protocol::resp3::decode::complete::decode;
+use redis_protocol::resp3::types::OwnedFrame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use crate::metrics::BackendErrorKind;
+use crate::protocol::out::Proto;
+use crate::protocol::reply::{ReplyScanner, is_error};
+
+/// Largest handshake reply accepted.
+const MAX_HANDSHAKE_REPLY: usize = 64 * 1024;
+/// The name every shardis connection carries in the backend's `CLIENT LIST`.
+pub const CLIENT_NAME: &str = "shardis";
+
+/// Where to connect and how long to try.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    /// For the TCP connect and for the handshake's reply, each.
+    pub connect_timeout: Duration,
+}
+
+/// An open, handshaken connection.
+#[derive(Debug)]
+pub struct Conn {
+    pub stream: TcpStream,
+    pub proto: Proto,
+    /// The connection's id on the backend (`CLIENT ID`), when HELLO gave it.
+    pub id: Option<i64>,
+    /// The backend's `redis_version`, when HELLO gave it.
+    pub version: Option<[u32; 3]>,
+}
+
+/// Why a connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect failed: {0}")]
+    Connect(io::Error),
+    #[error("connect timed out after {0} ms")]
+    Timeout(u128),
+    #[error("handshake refused: {0}")]
+    Refused(String),
+    #[error("closed during the handshake")]
+    Closed,
+    #[error("handshake reply is not RESP: {0}")]
+    Protocol(String),
+}
+
+impl ConnectError {
+    /// The metric kind of this failure.
+    pub fn kind(&self) -> BackendErrorKind {
+        match self {
+            ConnectError::Connect(_) => BackendErrorKind::Connect,
+            ConnectError::Timeout(_) => BackendErrorKind::Timeout,
+            ConnectError::Refused(text) if is_auth_error(text) => BackendErrorKind::Auth,
+            ConnectError::Refused(_) => BackendErrorKind::Handshake,
+            ConnectError::Closed => BackendErrorKind::Closed,
+            ConnectError::Protocol(_) => BackendErrorKind::Protocol,
+        }
+    }
+}
+
+/// Whether a refusal is about credentials.
+fn is_auth_error(text: &str) -> bool {
+    ["NOAUTH", "WRONGPASS", "NOPERM"]
+        .iter()
+        .any(|p| text.starts_with(p))
+}
+
+/// Connects to `target` and runs the handshake for `proto`.
+pub async fn open(target: &Target, proto: Proto) -> Result<Conn, ConnectError> {
+    let limit = target.connect_timeout;
+    let ms = limit.as_millis();
+    let mut stream = match timeout(
+        limit,
+        TcpStream::connect((target.host.as_str(), target.port)),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(ConnectError::Connect(e)),
+        Err(_) => return Err(ConnectError::Timeout(ms)),
+    };
+    let _ = stream.set_nodelay(true);
+    let hello = hello_request(proto);
+    let reply = match timeout(limit, exchange(&mut stream, &hello)).await {
+        Ok(r) => r?,
+        Err(_) => return Err(ConnectError::Timeout(ms)),
+    };
+    if is_error(&reply) {
+        let text = error_text(&reply);
+        // Redis before 6 has no HELLO; a RESP2 connection needs none.
+        if proto == Proto::Resp2 && text.to_ascii_lowercase().contains("unknown command") {
+            return Ok(Conn {
+                stream,
+                proto,
+                id: None,
+                version: None,
+            });
+        }
+        return Err(ConnectError::Refused(text));
+    }
+    let (id, version) = hello_fields(&reply)?;
+    Ok(Conn {
+        stream,
+        proto,
+        id,
+        version,
+    })
+}
+
+/// `HELLO <v> SETNAME shardis`.
+fn hello_request(proto: Proto) -> Bytes {
+    let v = proto.version().to_string();
+    let mut out = BytesMut::new();
+    crate::protocol::reply::put_array_len(&mut out, 4);
+    for arg in [
+        &b"HELLO"[..],
+        v.as_bytes(),
+        b"SETNAME",
+        CLIENT_NAME.as_bytes(),
+    ] {
+        crate::protocol::reply::put_bulk(&mut out, arg);
+    }
+    out.freeze()
+}
+
+/// Writes `request` and reads exactly one reply.
+async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Result<Vec<u8>, ConnectError> {
+    stream
+        .write_all(request)
+        .await
+        .map_err(ConnectError::Connect)?;
+    let mut buf = Vec::with_capacity(512);
+    let mut scanner = ReplyScanner::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match scanner.scan(&buf) {
+            Ok(Some(len)) => {
+                buf.truncate(len);
+                return Ok(buf);
+            }
+            Ok(None) => {}
+            Err(e) => return Err(ConnectError::Protocol(e.to_string())),
+        }
+        if buf.len() > MAX_HANDSHAKE_REPLY {
+            return Err(ConnectError::Protocol("handshake reply too large".into()));
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) => return Err(ConnectError::Closed),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(ConnectError::Connect(e)),
+        }
+    }
+}
+
+/// The text of an error reply, without its prefix and line end.
+fn error_text(reply: &[u8]) -> String {
+    let text = match reply.first() {
+        // A blob error: `!len\r\ntext\r\n`.
+        Some(b'!') => reply
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(&reply[..0], |i| &reply[i + 1..]),
+        _ => reply.get(1..).unwrap_or_default(),
+    };
+    String::from_utf8_lossy(text).trim_end().to_string()
+}
+
+/// `id` and `version` from a HELLO reply (a RESP3 map, or a RESP2 array of name/value pairs).
+fn hello_fields(reply: &[u8]) -> Result<(Option<i64>, Option<[u32; 3]>), ConnectError> {
+    let frame = match decode(reply) {
+        Ok(Some((frame, _))) => frame,
+        Ok(None) => return Err(ConnectError::Protocol("incomplete HELLO reply".into())),
+        Err(e) => return Err(ConnectError::Protocol(e.to_string())),
+    };
+    let pairs: Vec<(OwnedFrame, OwnedFrame)> = match frame {
+        OwnedFrame::Map { data, .. } => data.into_iter().collect(),
+        OwnedFrame::Array { data, .. } => {
+            let mut it = data.into_iter();
+            std::iter::from_fn(|| Some((it.next()?, it.next()?))).collect()
+        }
+        _ => return Err(ConnectError::Protocol("HELLO reply is not a map".into())),
+    };
+    let mut id = None;
+    let mut version = None;
+    for (key, value) in pairs {
+        match (text_of(&key).as_deref(), value) {
+            (Some("id"), OwnedFrame::Number { data, .. }) => id = Some(data),
+            (Some("version"), v) => version = text_of(&v).and_then(|t| parse_version(&t)),
+            _ => {}
+        }
+    }
+    Ok((id, version))
+}
+
+fn text_of(frame: &OwnedFrame) -> Option<String> {
+    match frame {
+        OwnedFrame::BlobString { data, .. } | OwnedFrame::SimpleString { data, .. } => {
+            Some(String::from_utf8_lossy(data).into_owned())
+        }
+        _ => None,
+    }
+}
+
+/// "7.0.15" as [7, 0, 15]; missing parts are 0.
+pub fn parse_version(text: &str) -> Option<[u32; 3]> {
+    let mut parts = text.trim().split('.');
+    let mut version = [0u32; 3];
+    for (i, slot) in version.iter_mut().enumerate() {
+        match parts.next() {
+            Some(p) => *slot = p.parse().ok()?,
+            None if i > 0 => break,
+            None => return None,
+        }
+    }
+    Some(version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_id_and_version_in_both_protocols() {
+        let resp3 = b"%3\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n$2\r\nid\r\n:42\r\n";
+        assert_eq!(hello_fields(resp3).unwrap(), (Some(42), Some([7, 0, 15])));
+        let resp2 = b"*4\r\n$7\r\nversion\r\n$5\r\n6.2.1\r\n$2\r\nid\r\n:7\r\n";
+        assert_eq!(hello_fields(resp2).unwrap(), (Some(7), Some([6, 2, 1])));
+        assert!(hello_fields(b"+OK\r\n").is_err());
+    }
+
+    #[test]
+    fn error_texts() {
+        assert_eq!(
+            error_text(b"-NOAUTH Authentication required.\r\n"),
+            "NOAUTH Authentication required."
+        );
+        assert_eq!(error_text(b"!5\r\nERR x\r\n"), "ERR x");
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version("7.0.15"), Some([7, 0, 15]));
+        assert_eq!(parse_version("6.2"), Some([6, 2, 0]));
+        assert_eq!(parse_version(""), None);
+        assert_eq!(parse_version("7.x.1"), None);
+    }
+}

@@ -1,0 +1,237 @@
+//! A session's side of pub/sub: the channels and patterns it subscribed, its SUBSCRIBE and
+//! UNSUBSCRIBE replies (counting its own subscriptions, as Redis does), and PUBLISH, whose
+//! receiver count is corrected to count sessions rather than shardis's subscriber connection.
+//! The messages themselves come from the hubs ([`crate::pubsub`]) as push entries.
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::time::Instant;
+
+use super::Session;
+use super::pending::{Pending, Then};
+use crate::protocol::command::Channels;
+use crate::protocol::out::Out;
+use crate::pubsub::Subscriber;
+
+/// What a session is subscribed to.
+pub struct Subscriptions {
+    pub me: Arc<Subscriber>,
+    plain: HashSet<Bytes>,
+    patterns: HashSet<Bytes>,
+    shards: HashSet<Bytes>,
+    /// Hubs to unsubscribe from when the session ends: the pool's backends.
+    pool: Arc<crate::backend::Pool>,
+}
+
+impl Subscriptions {
+    /// Subscriptions of every kind.
+    pub fn count(&self) -> usize {
+        self.plain.len() + self.patterns.len() + self.shards.len()
+    }
+
+    fn set(&mut self, kind: Channels) -> &mut HashSet<Bytes> {
+        match kind {
+            Channels::Plain => &mut self.plain,
+            Channels::Pattern => &mut self.patterns,
+            Channels::Shard => &mut self.shards,
+        }
+    }
+
+    /// The count Redis puts in a (un)subscribe reply: channels and patterns together, shard
+    /// channels on their own.
+    fn reply_count(&self, kind: Channels) -> i64 {
+        match kind {
+            Channels::Shard => self.shards.len() as i64,
+            _ => (self.plain.len() + self.patterns.len()) as i64,
+        }
+    }
+
+    /// The backends whose hubs carry `name`: the one it hashes to, or all for a pattern.
+    fn backends(&self, kind: Channels, name: &[u8]) -> Vec<usize> {
+        match kind {
+            Channels::Pattern => (0..self.pool.backends.len()).collect(),
+            _ => vec![self.pool.ring.backend_for(name)],
+        }
+    }
+
+    fn leave(&self, kind: Channels, name: &[u8]) {
+        for b in self.backends(kind, name) {
+            if let Some(hub) = self.pool.backends.get(b).and_then(|b| b.hub.get()) {
+                hub.unsubscribe(kind, name, self.me.id);
+            }
+        }
+    }
+}
+
+impl Drop for Subscriptions {
+    fn drop(&mut self) {
+        for kind in [Channels::Plain, Channels::Pattern, Channels::Shard] {
+            let names: Vec<Bytes> = self.set(kind).drain().collect();
+            for name in names {
+                self.leave(kind, &name);
+            }
+        }
+    }
+}
+
+fn verbs(kind: Channels) -> (&'static [u8], &'static [u8]) {
+    match kind {
+        Channels::Plain => (b"subscribe", b"unsubscribe"),
+        Channels::Pattern => (b"psubscribe", b"punsubscribe"),
+        Channels::Shard => (b"ssubscribe", b"sunsubscribe"),
+    }
+}
+
+impl Session {
+    fn subscriptions(&mut self) -> &mut Subscriptions {
+        let (id, tx, proto, limit, pool) = (
+            self.id,
+            self.tx.clone(),
+            self.proto,
+            self.ctx.max_subscriber_output,
+            self.ctx.pool.clone(),
+        );
+        self.subs.get_or_insert_with(|| {
+            Box::new(Subscriptions {
+                me: Arc::new(Subscriber::new(id, tx, proto, limit)),
+                plain: HashSet::new(),
+                patterns: HashSet::new(),
+                shards: HashSet::new(),
+                pool,
+            })
+        })
+    }
+
+    /// SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE: confirmed once every hub concerned has subscribed.
+    pub(super) fn subscribe(
+        &mut self,
+        kind: Channels,
+        id: usize,
+        frame: &[u8],
+        args: &[Range<usize>],
+        now: Instant,
+    ) {
+        let seq = self.next_seq();
+        let proto = self.proto;
+        let pool = self.ctx.pool.clone();
+        let (verb, _) = verbs(kind);
+        let mut reply = BytesMut::new();
+        let mut left = 0u32;
+        let subs = self.subscriptions();
+        for r in &args[1..] {
+            let name = Bytes::copy_from_slice(&frame[r.clone()]);
+            if subs.set(kind).insert(name.clone()) {
+                for b in subs.backends(kind, &name) {
+                    if let Some(backend) = pool.backends.get(b)
+                        && !backend.hub().subscribe(kind, &name, &subs.me, seq)
+                    {
+                        left += 1;
+                    }
+                }
+            }
+            let mut out = Out::new(&mut reply, proto);
+            out.push(3);
+            out.bulk(verb);
+            out.bulk(&name);
+            out.integer(subs.reply_count(kind));
+        }
+        self.ctx.metrics.command(id).record(now.elapsed(), true);
+        let reply = reply.freeze();
+        self.note_reply_mode();
+        self.pending.push_back(if left == 0 {
+            Pending::Ready(reply)
+        } else {
+            Pending::Subscribe { reply, left }
+        });
+    }
+
+    /// A hub confirmed a subscription asked for by command `seq`.
+    pub(super) fn on_subscribed(&mut self, seq: u64) {
+        let Some(index) = seq.checked_sub(self.base_seq) else {
+            return;
+        };
+        if let Some(entry) = self.pending.get_mut(index as usize)
+            && let Pending::Subscribe { reply, left } = entry
+        {
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                *entry = Pending::Ready(reply.clone());
+            }
+        }
+    }
+
+    /// UNSUBSCRIBE, PUNSUBSCRIBE, SUNSUBSCRIBE: from the channels named, or from all.
+    pub(super) fn unsubscribe(
+        &mut self,
+        kind: Channels,
+        id: usize,
+        frame: &[u8],
+        args: &[Range<usize>],
+        now: Instant,
+    ) {
+        let proto = self.proto;
+        let (_, verb) = verbs(kind);
+        let mut reply = BytesMut::new();
+        let subs = self.subscriptions();
+        let names: Vec<Bytes> = if args.len() > 1 {
+            args[1..]
+                .iter()
+                .map(|r| Bytes::copy_from_slice(&frame[r.clone()]))
+                .collect()
+        } else {
+            subs.set(kind).iter().cloned().collect()
+        };
+        if names.is_empty() {
+            let mut out = Out::new(&mut reply, proto);
+            out.push(3);
+            out.bulk(verb);
+            out.null();
+            out.integer(subs.reply_count(kind));
+        }
+        for name in names {
+            if subs.set(kind).remove(&name) {
+                subs.leave(kind, &name);
+            }
+            let mut out = Out::new(&mut reply, proto);
+            out.push(3);
+            out.bulk(verb);
+            out.bulk(&name);
+            out.integer(subs.reply_count(kind));
+        }
+        self.ctx.metrics.command(id).record(now.elapsed(), true);
+        self.push_ready(reply.freeze());
+    }
+
+    /// PUBLISH and SPUBLISH: to the backend the channel hashes to.
+    pub(super) async fn publish(
+        &mut self,
+        kind: Channels,
+        id: usize,
+        frame: Bytes,
+        args: &[Range<usize>],
+        now: Instant,
+    ) {
+        let channel = &frame[args[1].clone()];
+        let backend = self.ctx.pool.ring.backend_for(channel);
+        let then = match self
+            .ctx
+            .pool
+            .backends
+            .get(backend)
+            .and_then(|b| b.hub.get())
+        {
+            Some(hub) => {
+                let r = hub.receivers(kind, channel);
+                Then::Publish {
+                    hub: r.hub,
+                    sessions: r.sessions,
+                }
+            }
+            None => Then::Pass,
+        };
+        self.forward(id, backend, frame, now, then).await;
+    }
+}
