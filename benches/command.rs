@@ -6,10 +6,10 @@ use std::hint::black_box;
 use std::ops::Range;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use shardis::backend::Table;
 use shardis::config::Config;
 use shardis::protocol::command::lookup;
 use shardis::protocol::request::{Request, RequestParser};
-use shardis::router::Ring;
 use shardis::session::route::{key_span, single_backend};
 
 /// Names as clients send them: redis-cli and most libraries use upper case, some lower.
@@ -55,7 +55,7 @@ fn parsed(parts: &[&str]) -> Parsed {
     }
 }
 
-fn ring() -> Ring {
+fn ring() -> Table {
     let config = Config::parse(
         r#"
         [server]
@@ -72,7 +72,7 @@ fn ring() -> Ring {
         "#,
     )
     .expect("bench config");
-    Ring::new(&config.pools[0])
+    Table::detached(&config.pools[0]).0
 }
 
 fn lookups(c: &mut Criterion) {

@@ -8,7 +8,7 @@ use std::thread;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use shardis::metrics::{Metrics, install};
+use shardis::metrics::{BackendMetrics, Metrics, install};
 
 const COMMANDS: &[&str] = &["get", "set", "del", "mget", "incr", "expire", "ttl", "hget"];
 
@@ -19,14 +19,17 @@ fn latencies() -> Vec<Duration> {
         .collect()
 }
 
-fn backends() -> Vec<String> {
-    (1..=4).map(|i| format!("s{i}")).collect()
+fn backends() -> Vec<BackendMetrics> {
+    (1..=4)
+        .map(|i| BackendMetrics::new(&format!("s{i}")))
+        .collect()
 }
 
 fn bench(c: &mut Criterion) {
     // Handles registered before any recorder is installed are no-ops: the baseline. Command
     // handles register on first use, so use each one now, before installing the recorder.
-    let noop = Metrics::new(COMMANDS, &backends());
+    let noop = Metrics::new(COMMANDS);
+    let noop_backends = backends();
     for id in 0..=COMMANDS.len() {
         noop.command(id).record(Duration::ZERO, true);
     }
@@ -37,7 +40,8 @@ fn bench(c: &mut Criterion) {
             return;
         }
     };
-    let real = Metrics::new(COMMANDS, &backends());
+    let real = Metrics::new(COMMANDS);
+    let real_backends = backends();
     // Histogram samples pile up until upkeep folds them into buckets; do it as a scraper would.
     let stop = Arc::new(AtomicBool::new(false));
     let upkeep = {
@@ -66,14 +70,12 @@ fn bench(c: &mut Criterion) {
     group.finish();
 
     let mut group = c.benchmark_group("backend_record");
-    for (name, m) in [("noop", &noop), ("prometheus", &real)] {
+    for (name, m) in [("noop", &noop_backends), ("prometheus", &real_backends)] {
         group.bench_function(name, |b| {
             let mut i = 0usize;
             b.iter(|| {
                 i = i.wrapping_add(1);
-                if let Some(backend) = m.backend(black_box(i & 3)) {
-                    backend.record(lat[i & 1023]);
-                }
+                m[black_box(i & 3)].record(lat[i & 1023]);
             })
         });
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use shardis::backend::{Inbound, Pool, Request};
+use shardis::backend::{Inbound, Request, Routing, Table};
 use shardis::config::Config;
 use shardis::metrics::Metrics;
 use shardis::protocol::command;
@@ -41,14 +41,16 @@ fn rig() -> Rig {
         Err(e) => panic!("bench config: {e}"),
     };
     let pool_cfg = &config.pools[0];
-    let names: Vec<String> = pool_cfg.backends.iter().map(|b| b.name.clone()).collect();
     // No recorder installed: metric handles are no-ops; benches/metrics.rs prices them.
-    let metrics = Arc::new(Metrics::new(&command::names(), &names));
-    let (pool, links) = Pool::detached(pool_cfg);
-    let pool = Arc::new(pool);
-    let state = Arc::new(ProxyState::new(config.digest.clone(), pool.states()));
-    let mut ctx = Context::new(pool, metrics, state);
-    ctx.max_pipeline = 1 << 20;
+    let metrics = Arc::new(Metrics::new(&command::names()));
+    let (mut table, links) = Table::detached(pool_cfg);
+    table.settings.max_pipeline = 1 << 20;
+    let state = Arc::new(ProxyState::new(config.digest.clone(), table.states()));
+    let ctx = Context {
+        routing: Arc::new(Routing::new(table)),
+        metrics,
+        state,
+    };
     let (session, inbox) = Session::new(Arc::new(ctx), Clients::detached(1));
     Rig {
         session,

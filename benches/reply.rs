@@ -13,7 +13,7 @@ use std::ops::Range;
 use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use redis_protocol::resp2::decode::decode_range;
-use shardis::backend::Pool;
+use shardis::backend::Table;
 use shardis::config::Config;
 use shardis::protocol::command::{Merge, lookup};
 use shardis::protocol::out::Proto;
@@ -314,10 +314,10 @@ fn merge(c: &mut Criterion) {
         Ok(config) => config,
         Err(e) => panic!("bench config: {e}"),
     };
-    let (pool, _links) = Pool::detached(&config.pools[0]);
+    let (table, _links) = Table::detached(&config.pools[0]);
     let env = MergeEnv {
         state: &state,
-        pool: &pool,
+        table: &table,
         max_keys: usize::MAX,
         pick: 0,
     };

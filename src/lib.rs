@@ -24,3 +24,4 @@ pub mod router;
 pub mod server;
 pub mod session;
 pub mod state;
+pub mod topology;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use shardis::config::Config;
+use shardis::config::{Config, Overrides};
 use shardis::router::{DistributionKind, HashKind, Ring};
 use tokio::net::TcpListener;
 
@@ -51,6 +51,13 @@ enum Command {
     },
     /// Print the command support table (Markdown): how shardis serves each Redis command.
     Commands,
+    /// Ask a running shardis to re-read its configuration file (POST /admin/reload on its admin
+    /// listener); prints the answer and exits 0 if the reload was applied.
+    Reload {
+        /// The running proxy's admin address.
+        #[arg(long, value_name = "ADDR", default_value = shardis::config::DEFAULT_ADMIN_LISTEN)]
+        admin: SocketAddr,
+    },
     /// Print the backend name and address each KEY is placed on.
     Route {
         #[arg(long, short = 'c', value_name = "FILE")]
@@ -72,6 +79,7 @@ fn main() -> ExitCode {
     match &cli.command {
         Some(Command::Check { config }) => check(config),
         Some(Command::Route { config, keys }) => route(config, keys),
+        Some(Command::Reload { admin }) => reload(*admin),
         Some(Command::Commands) => {
             print!("{}", shardis::protocol::table::support_table());
             ExitCode::SUCCESS
@@ -98,6 +106,42 @@ fn check(path: &Path) -> ExitCode {
         }
         Err(e) => {
             eprintln!("{}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn reload(admin: SocketAddr) -> ExitCode {
+    use std::io::Read;
+    use std::time::Duration;
+    let result = (|| -> std::io::Result<(u16, String)> {
+        let mut s = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        write!(
+            s,
+            "POST /admin/reload HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut raw = String::new();
+        s.read_to_string(&mut raw)?;
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        Ok((status, body.to_string()))
+    })();
+    match result {
+        Ok((200, body)) => {
+            println!("{}", body.trim_end());
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            eprintln!("shardis reload: HTTP {status}: {}", body.trim_end());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("shardis reload: cannot reach the admin listener at {admin}: {e}");
             ExitCode::FAILURE
         }
     }
@@ -137,19 +181,19 @@ fn run(cli: &Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(listen) = cli.listen {
-        config.server.listen = listen;
-    }
-    if let Some(admin) = cli.admin {
-        config.admin.listen = admin;
-    }
+    let overrides = Overrides {
+        listen: cli.listen,
+        admin: cli.admin,
+        threads: cli.threads,
+    };
+    overrides.apply(&mut config);
     if let Err(e) = init_logging(cli) {
         eprintln!("shardis: bad --log-level: {e}");
         return ExitCode::from(2);
     }
-    let threads = cli
+    let threads = config
+        .server
         .threads
-        .or(config.server.threads)
         .or_else(|| std::thread::available_parallelism().ok())
         .map_or(1, NonZeroUsize::get);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -168,6 +212,13 @@ fn run(cli: &Cli) -> ExitCode {
             Ok(signal) => signal,
             Err(e) => {
                 eprintln!("shardis: cannot listen for SIGTERM/SIGINT: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let reloads = match hangups() {
+            Ok(reloads) => reloads,
+            Err(e) => {
+                eprintln!("shardis: cannot listen for SIGHUP: {e}");
                 return ExitCode::FAILURE;
             }
         };
@@ -200,7 +251,11 @@ fn run(cli: &Cli) -> ExitCode {
         println!("shardis listening on {addr}, admin on {admin_addr}");
         let _ = std::io::stdout().flush();
         tracing::info!(threads, "listening on {addr}, admin on {admin_addr}");
-        shardis::server::serve(&config, listener, admin, prometheus, shutdown).await;
+        let path = cli.config.clone();
+        shardis::server::serve(
+            config, path, overrides, listener, admin, prometheus, shutdown, reloads,
+        )
+        .await;
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
@@ -226,6 +281,22 @@ fn init_logging(cli: &Cli) -> Result<(), String> {
         LogFormat::Json => builder.json().try_init(),
     }
     .map_err(|e| e.to_string())
+}
+
+/// A channel that gets a message on every SIGHUP (reload the configuration). Registered before
+/// the listeners are announced, so an early SIGHUP does not kill the process.
+fn hangups() -> std::io::Result<tokio::sync::mpsc::UnboundedReceiver<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            if tx.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
 }
 
 /// A future that resolves on SIGTERM or SIGINT. The handlers are registered here, before the

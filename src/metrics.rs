@@ -29,6 +29,10 @@ pub const BACKEND_EXCLUSIVE_REFUSED_TOTAL: &str = "shardis_backend_exclusive_ref
 /// Subscribers disconnected because their unread messages passed
 /// `max_subscriber_output_bytes`.
 pub const PUBSUB_EVICTED_TOTAL: &str = "shardis_pubsub_evicted_total";
+/// Configuration reloads; label `result` (`ok` | `error`).
+pub const CONFIG_RELOADS_TOTAL: &str = "shardis_config_reloads_total";
+/// 1 for the live configuration's digest; label `digest`.
+pub const CONFIG_INFO: &str = "shardis_config_info";
 /// Client connections open now.
 pub const CLIENT_CONNECTIONS: &str = "shardis_client_connections";
 /// Client connections accepted since start.
@@ -51,6 +55,8 @@ pub const ALL_METRICS: &[&str] = &[
     BACKEND_EXCLUSIVE_CONNECTIONS,
     BACKEND_EXCLUSIVE_REFUSED_TOTAL,
     PUBSUB_EVICTED_TOTAL,
+    CONFIG_RELOADS_TOTAL,
+    CONFIG_INFO,
     CLIENT_CONNECTIONS,
     CLIENT_CONNECTIONS_TOTAL,
     CLIENT_PROTOCOL_ERRORS_TOTAL,
@@ -110,7 +116,7 @@ pub fn describe() {
     describe_gauge!(BACKEND_CONNECTIONS, "Open connections to the backend.");
     describe_counter!(
         BACKEND_ERRORS_TOTAL,
-        "Backend failures, by backend and kind (connect, timeout, closed, protocol, handshake, auth)."
+        "Backend failures, by backend and kind (connect, timeout, closed, protocol, handshake, auth, health)."
     );
     describe_gauge!(
         BACKEND_EXCLUSIVE_CONNECTIONS,
@@ -123,6 +129,14 @@ pub fn describe() {
     describe_counter!(
         PUBSUB_EVICTED_TOTAL,
         "Subscribers disconnected for leaving more than max_subscriber_output_bytes unread."
+    );
+    describe_counter!(
+        CONFIG_RELOADS_TOTAL,
+        "Configuration reloads (SIGHUP, POST /admin/reload), by result (ok, error)."
+    );
+    describe_gauge!(
+        CONFIG_INFO,
+        "1 for the digest of the configuration in force (0 for earlier ones)."
     );
     describe_gauge!(CLIENT_CONNECTIONS, "Client connections open now.");
     describe_counter!(
@@ -155,6 +169,22 @@ pub fn slow_subscriber() {
     metrics::counter!(PUBSUB_EVICTED_TOTAL).increment(1);
 }
 
+/// Counts a configuration reload.
+pub fn config_reload(ok: bool) {
+    metrics::counter!(CONFIG_RELOADS_TOTAL, "result" => if ok { "ok" } else { "error" })
+        .increment(1);
+}
+
+/// Marks `digest` as the configuration in force (and `previous`, if any, as no longer).
+pub fn config_info(digest: &str, previous: Option<&str>) {
+    if let Some(old) = previous
+        && old != digest
+    {
+        metrics::gauge!(CONFIG_INFO, "digest" => old.to_owned()).set(0.0);
+    }
+    metrics::gauge!(CONFIG_INFO, "digest" => digest.to_owned()).set(1.0);
+}
+
 /// Why a backend request or connection failed; the `kind` label of [`BACKEND_ERRORS_TOTAL`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendErrorKind {
@@ -170,17 +200,20 @@ pub enum BackendErrorKind {
     Handshake,
     /// The backend refused the credentials.
     Auth,
+    /// A health check (PING) got a wrong answer.
+    Health,
 }
 
 impl BackendErrorKind {
     /// Every kind, in the order of their index into per-kind tables.
-    pub const ALL: [BackendErrorKind; 6] = [
+    pub const ALL: [BackendErrorKind; 7] = [
         BackendErrorKind::Connect,
         BackendErrorKind::Timeout,
         BackendErrorKind::Closed,
         BackendErrorKind::Protocol,
         BackendErrorKind::Handshake,
         BackendErrorKind::Auth,
+        BackendErrorKind::Health,
     ];
 
     /// The metric label value.
@@ -192,6 +225,7 @@ impl BackendErrorKind {
             BackendErrorKind::Protocol => "protocol",
             BackendErrorKind::Handshake => "handshake",
             BackendErrorKind::Auth => "auth",
+            BackendErrorKind::Health => "health",
         }
     }
 
@@ -200,26 +234,25 @@ impl BackendErrorKind {
     }
 }
 
-/// All handles of the proxy, built once at startup and shared as `Arc<Metrics>`.
+/// The command and client handles of the proxy, built once at startup and shared as
+/// `Arc<Metrics>`. Each backend owns its own [`BackendMetrics`], made when the backend is.
 #[derive(Debug)]
 pub struct Metrics {
     commands: Vec<CommandMetrics>,
     unknown: CommandMetrics,
-    backends: Vec<BackendMetrics>,
     clients: ClientMetrics,
 }
 
 impl Metrics {
     /// `commands`: lowercase command names, in command-table order; id i → `commands[i]`; id ==
-    /// commands.len() → "unknown". `backends`: backend names in configuration order.
+    /// commands.len() → "unknown".
     ///
-    /// Backend and client handles bind to the recorder installed now (none: no-ops); command
-    /// handles bind to the recorder installed when each command is first recorded.
-    pub fn new(commands: &[&'static str], backends: &[String]) -> Metrics {
+    /// Client handles bind to the recorder installed now (none: no-ops); command handles bind
+    /// to the recorder installed when each command is first recorded.
+    pub fn new(commands: &[&'static str]) -> Metrics {
         Metrics {
             commands: commands.iter().map(|c| CommandMetrics::new(c)).collect(),
             unknown: CommandMetrics::new(UNKNOWN_COMMAND),
-            backends: backends.iter().map(|b| BackendMetrics::new(b)).collect(),
             clients: ClientMetrics::new(),
         }
     }
@@ -233,12 +266,6 @@ impl Metrics {
     /// Handles for commands that are not in the command table.
     pub fn unknown_command(&self) -> &CommandMetrics {
         &self.unknown
-    }
-
-    /// Handles of backend `index` (configuration order).
-    #[inline]
-    pub fn backend(&self, index: usize) -> Option<&BackendMetrics> {
-        self.backends.get(index)
     }
 
     /// Client-side handles.
@@ -308,14 +335,15 @@ pub struct BackendMetrics {
     duration: Histogram,
     up: Gauge,
     connections: Gauge,
-    errors: [Counter; 6],
+    errors: [Counter; 7],
     exclusive_idle: Gauge,
     exclusive_leased: Gauge,
     exclusive_refused: Counter,
 }
 
 impl BackendMetrics {
-    fn new(backend: &str) -> Self {
+    /// The handles of backend `backend`, bound to the recorder installed now.
+    pub fn new(backend: &str) -> Self {
         let errors = BackendErrorKind::ALL.map(|kind| {
             metrics::counter!(BACKEND_ERRORS_TOTAL, "backend" => backend.to_owned(), "kind" => kind.label())
         });
@@ -425,14 +453,15 @@ mod tests {
         let handle = recorder.handle();
         metrics::with_local_recorder(&recorder, || {
             describe();
-            let m = Metrics::new(&["get", "set"], &["s1".to_string(), "s2".to_string()]);
+            let m = Metrics::new(&["get", "set"]);
+            let backends = [BackendMetrics::new("s1"), BackendMetrics::new("s2")];
             for _ in 0..3 {
                 m.command(0).record(Duration::from_micros(200), true);
             }
             m.command(1).record(Duration::from_millis(2), false);
             m.command(2).record(Duration::from_micros(5), true);
             m.command(usize::MAX).record(Duration::from_micros(5), true);
-            let s1 = m.backend(0).unwrap();
+            let s1 = &backends[0];
             s1.record(Duration::from_micros(300));
             s1.set_up(true);
             s1.set_connections(2);
@@ -440,7 +469,6 @@ mod tests {
             s1.error(BackendErrorKind::Timeout);
             s1.set_exclusive(1, 2);
             s1.exclusive_refused();
-            assert!(m.backend(2).is_none());
             let c = m.clients();
             c.connected();
             c.connected();
@@ -449,6 +477,10 @@ mod tests {
             c.received(100);
             c.sent(40);
             slow_subscriber();
+            config_reload(true);
+            config_reload(false);
+            config_info("abc", None);
+            config_info("def", Some("abc"));
         });
         handle.render()
     }
@@ -486,6 +518,10 @@ mod tests {
             "shardis_received_bytes_total 100",
             "shardis_sent_bytes_total 40",
             "shardis_pubsub_evicted_total 1",
+            r#"shardis_config_reloads_total{result="ok"} 1"#,
+            r#"shardis_config_reloads_total{result="error"} 1"#,
+            r#"shardis_config_info{digest="abc"} 0"#,
+            r#"shardis_config_info{digest="def"} 1"#,
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
         }
@@ -495,10 +531,10 @@ mod tests {
 
     #[test]
     fn handles_without_a_recorder_are_no_ops() {
-        let m = Metrics::new(&["get"], &["s1".to_string()]);
+        let m = Metrics::new(&["get"]);
         m.command(0).record(Duration::from_micros(1), true);
         m.unknown_command().record(Duration::from_micros(1), false);
-        m.backend(0).unwrap().error(BackendErrorKind::Closed);
+        BackendMetrics::new("s1").error(BackendErrorKind::Closed);
         m.clients().connected();
         assert_eq!(m.command(7).name(), "unknown");
         assert_eq!(m.command(0).name(), "get");
@@ -515,7 +551,8 @@ mod tests {
                 "closed",
                 "protocol",
                 "handshake",
-                "auth"
+                "auth",
+                "health"
             ]
         );
         for (i, k) in BackendErrorKind::ALL.iter().enumerate() {

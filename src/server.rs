@@ -1,22 +1,23 @@
 //! Accept loop, client limits, shutdown and drain.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use crate::backend::Pool;
-use crate::config::Config;
+use crate::config::{Config, Overrides};
 use crate::metrics::Metrics;
 use crate::protocol::command;
 use crate::session::{self, Context, Stop};
 use crate::state::ProxyState;
+use crate::topology::Topology;
 
 /// How long sessions get to write their error replies once the shutdown grace is over.
 const ABANDON_WAIT: Duration = Duration::from_millis(200);
@@ -119,42 +120,44 @@ pub async fn run(
     }
 }
 
-/// Starts the backend links, the admin server and the client listener for `config`, and
-/// serves until `shutdown` resolves. Listeners are bound by the caller (tests bind port 0).
+/// Starts the backends, the admin server and the client listener for `config`, and serves
+/// until `shutdown` resolves. Listeners are bound by the caller (tests bind port 0). Each
+/// message on `reloads` (SIGHUP) re-reads `path` and swaps the new configuration in.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
-    config: &Config,
+    config: Config,
+    path: Option<PathBuf>,
+    overrides: Overrides,
     listener: TcpListener,
     admin: TcpListener,
     prometheus: Option<PrometheusHandle>,
     shutdown: impl Future<Output = ()>,
+    mut reloads: mpsc::UnboundedReceiver<()>,
 ) {
-    let Some(pool_cfg) = config.pools.first() else {
-        return;
-    };
-    let names: Vec<String> = pool_cfg.backends.iter().map(|b| b.name.clone()).collect();
-    let metrics = Arc::new(Metrics::new(&command::names(), &names));
-    let pool = Arc::new(Pool::start(pool_cfg, metrics.clone()));
-    let state = Arc::new(ProxyState::new(config.digest.clone(), pool.states()));
-    let mut ctx = Context::new(pool, metrics, state.clone());
-    ctx.max_pipeline = config.server.max_pipeline;
-    ctx.max_request_bytes = config.server.max_request_bytes;
-    ctx.slowlog = config.server.slowlog;
-    ctx.max_subscriber_output = config.server.max_subscriber_output_bytes;
-    ctx.max_keys_reply = config.server.max_keys_reply;
-    ctx.allow(&config.server.allow_commands);
-    let ctx = Arc::new(ctx);
+    let (max_clients, grace) = (config.server.max_clients, config.server.shutdown_grace);
+    let topology = Topology::start(config, path, overrides);
+    let routing = topology.routing().clone();
+    let metrics = Arc::new(Metrics::new(&command::names()));
+    let state = Arc::new(ProxyState::live(routing.clone()));
+    let ctx = Arc::new(Context {
+        routing,
+        metrics,
+        state: state.clone(),
+    });
+    let reloader = topology.clone();
+    let reload_task = tokio::spawn(async move {
+        while reloads.recv().await.is_some() {
+            info!("SIGHUP: reloading the configuration");
+            // The outcome is logged and counted by reload() itself.
+            let _ = reloader.reload();
+        }
+    });
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_task = tokio::spawn(crate::admin::serve(admin, state, prometheus, async {
         let _ = admin_stopped.await;
     }));
-    run(
-        listener,
-        ctx,
-        config.server.max_clients,
-        config.server.shutdown_grace,
-        shutdown,
-    )
-    .await;
+    run(listener, ctx, max_clients, grace, shutdown).await;
+    reload_task.abort();
     let _ = admin_stop.send(());
     let _ = admin_task.await;
 }

@@ -11,16 +11,21 @@ use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::backend::BackendState;
+use crate::backend::{BackendState, Routing};
+
+/// Where the backends come from: a fixed list (tests, benches) or the live routing table.
+enum Backends {
+    Fixed {
+        digest: String,
+        list: Vec<Arc<BackendState>>,
+    },
+    Live(Arc<Routing>),
+}
 
 /// Proxy-wide state shared with the admin server and INFO.
-#[derive(Debug)]
 pub struct ProxyState {
     pub started: Instant,
-    /// Hex digest of the loaded configuration.
-    pub config_digest: String,
-    /// One entry per backend, in configuration order.
-    pub backends: Vec<Arc<BackendState>>,
+    backends: Backends,
     /// Every connected client.
     pub clients: Clients,
     ready: AtomicBool,
@@ -29,15 +34,48 @@ pub struct ProxyState {
 }
 
 impl ProxyState {
+    /// A state over a fixed list of backends (tests and benches).
     pub fn new(config_digest: String, backends: Vec<Arc<BackendState>>) -> Self {
+        Self::with(Backends::Fixed {
+            digest: config_digest,
+            list: backends,
+        })
+    }
+
+    /// A state that reads the backends and the configuration digest from the live table.
+    pub fn live(routing: Arc<Routing>) -> Self {
+        Self::with(Backends::Live(routing))
+    }
+
+    fn with(backends: Backends) -> Self {
         Self {
             started: Instant::now(),
-            config_digest,
             backends,
             clients: Clients::default(),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             commands: AtomicU64::new(0),
+        }
+    }
+    /// Every configured backend, in configuration order.
+    pub fn backends(&self) -> Vec<Arc<BackendState>> {
+        match &self.backends {
+            Backends::Fixed { list, .. } => list.clone(),
+            Backends::Live(routing) => routing.load().states(),
+        }
+    }
+    /// Hex digest of the configuration in force.
+    pub fn config_digest(&self) -> String {
+        match &self.backends {
+            Backends::Fixed { digest, .. } => digest.clone(),
+            Backends::Live(routing) => routing.load().digest.clone(),
+        }
+    }
+    /// When the configuration in force was loaded.
+    pub fn config_loaded(&self) -> Option<std::time::SystemTime> {
+        match &self.backends {
+            Backends::Fixed { .. } => None,
+            Backends::Live(routing) => Some(routing.load().loaded),
         }
     }
     pub fn is_ready(&self) -> bool {

@@ -98,12 +98,21 @@ async fn health_readiness_and_status() {
     );
 
     admin.state.set_ready();
+    // Listening is not working: with no backend up the proxy cannot serve.
+    let r = get(addr, "/readyz").await;
+    assert_eq!(r.status, 503);
+    assert!(
+        r.body.starts_with("not ready: no backend is up\n"),
+        "{}",
+        r.body
+    );
+    admin.state.backends()[1].connection_opened();
     let r = get(addr, "/readyz").await;
     assert_eq!(r.status, 200);
     assert!(r.body.starts_with("ready\ndown: s1 (127.0.0.1:7001)\n"));
     let r = get(addr, "/readyz?strict=1").await;
     assert_eq!(r.status, 503);
-    assert!(r.body.starts_with("not ready: 2 of 2 backends down\n"));
+    assert!(r.body.starts_with("not ready: 1 of 2 backends down\n"));
 
     admin
         .state
@@ -121,10 +130,11 @@ async fn health_readiness_and_status() {
     assert!(v["uptime_seconds"].is_u64());
     let backends = v["backends"].as_array().unwrap();
     assert_eq!(backends.len(), 2);
+    assert_eq!(backends[0]["state"], "connecting");
     assert_eq!(backends[1]["name"], "s2");
     assert_eq!(backends[1]["address"], "127.0.0.1:7002");
-    assert_eq!(backends[1]["state"], "down");
-    assert_eq!(backends[1]["connections"], 0);
+    assert_eq!(backends[1]["state"], "up");
+    assert_eq!(backends[1]["connections"], 1);
     assert_eq!(backends[1]["inflight"], 0);
     assert!(backends[1]["last_error"].is_null());
 
@@ -146,7 +156,8 @@ async fn metrics_endpoint_renders_the_recorder() {
     let handle = recorder.handle();
     metrics::with_local_recorder(&recorder, || {
         describe();
-        let m = Metrics::new(&["get"], &["s1".to_owned()]);
+        let m = Metrics::new(&["get"]);
+        let _s1 = shardis::metrics::BackendMetrics::new("s1");
         m.command(0).record(Duration::from_micros(150), true);
         m.clients().connected();
     });

@@ -268,7 +268,7 @@ fn a_backend_that_stays_down_is_logged_once_then_its_return() {
     let log = shardis.stderr();
     let warned: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("WARN") && l.contains("connect failed"))
+        .filter(|l| l.contains("WARN") && l.contains("connect failed") && l.contains("retrying"))
         .collect();
     assert_eq!(
         warned.len(),

@@ -170,9 +170,10 @@ mod tests {
         assert_eq!(r.headers, ["Allow: GET"]);
         assert_eq!(route(&get("/readyz"), &state, None).status, 503);
         state.set_ready();
+        // No backend up yet: not ready to serve.
+        assert_eq!(route(&get("/readyz"), &state, None).status, 503);
+        state.backends()[0].connection_opened();
         assert_eq!(route(&get("/readyz"), &state, None).status, 200);
-        assert_eq!(route(&get("/readyz?strict=1"), &state, None).status, 503);
-        state.backends[0].connection_opened();
         assert_eq!(route(&get("/readyz?strict=1"), &state, None).status, 200);
     }
 
@@ -182,7 +183,7 @@ mod tests {
         let handle = recorder.handle();
         metrics::with_local_recorder(&recorder, || {
             crate::metrics::describe();
-            crate::metrics::Metrics::new(&[], &[]).clients().connected();
+            crate::metrics::Metrics::new(&[]).clients().connected();
         });
         let state = ProxyState::new("d".into(), vec![]);
         let r = route(&get("/metrics"), &state, Some(&handle));

@@ -6,22 +6,25 @@ use serde::Serialize;
 use super::http::{JSON, Response};
 use crate::state::ProxyState;
 
-/// `/readyz`: 200 once ready; 503 while draining or not yet ready, and with `strict` also while
-/// any backend is down. The body names the state, then one `down: NAME (ADDRESS)` line per down
-/// backend.
+/// `/readyz`: 200 when the proxy can serve: started, not draining, and at least one backend up
+/// (with `strict`, every backend up); 503 otherwise. The body names the state, then one
+/// `down: NAME (ADDRESS)` line per backend that is not up.
 pub fn readiness(state: &ProxyState, strict: bool) -> Response {
-    let down: Vec<_> = state.backends.iter().filter(|b| !b.is_up()).collect();
+    let backends = state.backends();
+    let down: Vec<_> = backends.iter().filter(|b| !b.is_up()).collect();
     let (status, headline) = if state.is_draining() {
         (503, "draining".to_owned())
     } else if !state.is_ready() {
         (503, "not ready".to_owned())
+    } else if !backends.is_empty() && down.len() == backends.len() {
+        (503, "not ready: no backend is up".to_owned())
     } else if strict && !down.is_empty() {
         (
             503,
             format!(
                 "not ready: {} of {} backends down",
                 down.len(),
-                state.backends.len()
+                backends.len()
             ),
         )
     } else {
@@ -37,13 +40,15 @@ pub fn readiness(state: &ProxyState, strict: bool) -> Response {
 
 /// The JSON document served on `/status`.
 #[derive(Debug, Serialize)]
-pub struct Status<'a> {
+pub struct Status {
     /// Crate version of the running binary.
     pub version: &'static str,
     /// Whole seconds since the proxy state was created.
     pub uptime_seconds: u64,
-    /// Hex digest of the loaded configuration.
-    pub config_digest: &'a str,
+    /// Hex digest of the configuration in force.
+    pub config_digest: String,
+    /// When it was loaded (Unix seconds), if it came from a file.
+    pub config_loaded_unix: Option<u64>,
     /// True once the proxy accepts clients.
     pub ready: bool,
     /// True while the proxy drains before exiting.
@@ -53,18 +58,22 @@ pub struct Status<'a> {
     /// Commands processed since start.
     pub commands: u64,
     /// One entry per backend, in configuration order.
-    pub backends: Vec<BackendStatus<'a>>,
+    pub backends: Vec<BackendStatus>,
 }
 
 /// One backend in [`Status`].
 #[derive(Debug, Serialize)]
-pub struct BackendStatus<'a> {
+pub struct BackendStatus {
     /// Configured name.
-    pub name: &'a str,
+    pub name: String,
     /// Configured `host:port`.
-    pub address: &'a str,
-    /// `up` or `down`.
+    pub address: String,
+    /// `up` (connected and answering), `down` (marked down after failures), or `connecting`.
     pub state: &'static str,
+    /// Taken out of the ring while down (auto_eject).
+    pub ejected: bool,
+    /// Consecutive failures since the last success.
+    pub failures: u32,
     /// Open connections.
     pub connections: usize,
     /// Requests written and not yet answered.
@@ -73,24 +82,36 @@ pub struct BackendStatus<'a> {
     pub last_error: Option<String>,
 }
 
-impl<'a> Status<'a> {
+impl Status {
     /// Takes a snapshot of `state`.
-    pub fn snapshot(state: &'a ProxyState) -> Self {
+    pub fn snapshot(state: &ProxyState) -> Self {
         Status {
             version: env!("CARGO_PKG_VERSION"),
             uptime_seconds: state.started.elapsed().as_secs(),
-            config_digest: &state.config_digest,
+            config_digest: state.config_digest(),
+            config_loaded_unix: state
+                .config_loaded()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs()),
             ready: state.is_ready(),
             draining: state.is_draining(),
             clients: state.client_count(),
             commands: state.commands(),
             backends: state
-                .backends
+                .backends()
                 .iter()
                 .map(|b| BackendStatus {
-                    name: &b.name,
-                    address: &b.address,
-                    state: if b.is_up() { "up" } else { "down" },
+                    name: b.name.clone(),
+                    address: b.address.clone(),
+                    state: if b.is_up() {
+                        "up"
+                    } else if b.is_down() || b.failures() > 0 {
+                        "down"
+                    } else {
+                        "connecting"
+                    },
+                    ejected: b.is_ejected(),
+                    failures: b.failures(),
                     connections: b.connections(),
                     inflight: b.inflight(),
                     last_error: b.last_error(),
@@ -123,6 +144,8 @@ mod tests {
         let s2 = Arc::new(BackendState::new("s2", "127.0.0.1:7002"));
         s2.connection_opened();
         s2.add_inflight(3);
+        s1.set_failure_limit(1);
+        s1.failed();
         s1.set_error("connect: connection refused");
         ProxyState::new("abc123".into(), vec![s1, s2])
     }
@@ -148,7 +171,8 @@ mod tests {
         let r = readiness(&st, true);
         assert_eq!(r.status, 503);
         assert!(body(&r).starts_with("not ready: 1 of 2 backends down\n"));
-        st.backends[0].connection_opened();
+        st.backends()[0].connection_opened();
+        st.backends()[0].succeeded();
         let r = readiness(&st, true);
         assert_eq!((r.status, body(&r)), (200, "ready\n"));
         st.set_draining();

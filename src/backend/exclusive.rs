@@ -66,9 +66,9 @@ impl ExclusivePool {
     }
 
     fn publish(&self, inner: &Inner) {
-        if let Some(m) = self.spec.metrics.backend(self.spec.index) {
-            m.set_exclusive(inner.idle[0].len() + inner.idle[1].len(), inner.leased);
-        }
+        self.spec
+            .metrics
+            .set_exclusive(inner.idle[0].len() + inner.idle[1].len(), inner.leased);
     }
 
     /// A connection of protocol `proto` for one session: an idle one that is still sound, or
@@ -89,9 +89,7 @@ impl ExclusivePool {
                 }
                 None if inner.open >= self.max => {
                     drop(inner);
-                    if let Some(m) = self.spec.metrics.backend(self.spec.index) {
-                        m.exclusive_refused();
-                    }
+                    self.spec.metrics.exclusive_refused();
                     return Err(ExclusiveError::Exhausted(self.max));
                 }
                 None => {
@@ -110,7 +108,7 @@ impl ExclusivePool {
                 inner.leased -= 1;
                 self.publish(&inner);
                 drop(inner);
-                self.spec.record_error(e.kind(), &e.to_string());
+                self.spec.failed(e.kind(), &e.to_string());
                 Err(e.into())
             }
         }
@@ -166,7 +164,7 @@ async fn drive(
         End::Shutdown => inner.open -= 1,
         End::Failed(kind, msg) => {
             debug!(backend = %pool.spec.name, "exclusive connection ended: {msg}");
-            pool.spec.record_error(kind, &msg);
+            pool.spec.failed(kind, &msg);
             inner.open -= 1;
         }
     }

@@ -18,8 +18,8 @@ use tracing::{debug, info, warn};
 
 use super::conn::{self, Target};
 use super::pipe::{self, End, PipeInfo};
-use super::{BackendState, Request};
-use crate::metrics::{BackendErrorKind, Metrics};
+use super::{BackendState, Change, Request};
+use crate::metrics::{BackendErrorKind, BackendMetrics};
 use crate::protocol::out::Proto;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
@@ -57,63 +57,94 @@ impl Outage {
     }
 }
 
-/// Everything a link task of one backend needs; shared by its links and exclusive pool.
+/// A change of a backend's health, for the topology (auto_eject) to act on.
+#[derive(Debug, Clone)]
+pub struct HealthEvent {
+    pub backend: String,
+    pub change: Change,
+}
+
+/// Everything the connections of one backend need: where it is, its timeouts and health
+/// settings, its state and metrics. Shared by its links, exclusive pool and hub.
 pub struct Spec {
-    pub index: usize,
     pub name: String,
     pub address: String,
     pub target: Target,
     pub timeout: Duration,
     pub state: Arc<BackendState>,
-    pub metrics: Arc<Metrics>,
+    pub metrics: BackendMetrics,
     /// "NAME (ADDRESS)", for error replies.
     pub describe: String,
     pub timeout_reply: Bytes,
+    /// PING an idle link this often; `None`: no health checks.
+    pub health_interval: Option<Duration>,
+    /// How long a backend marked down waits before it is probed again.
+    pub retry_timeout: Duration,
+    /// Where health changes are reported.
+    pub events: Option<mpsc::UnboundedSender<HealthEvent>>,
 }
 
 impl Spec {
-    pub fn new(
-        index: usize,
-        name: &str,
-        address: &str,
-        target: Target,
-        timeout: Duration,
-        state: Arc<BackendState>,
-        metrics: Arc<Metrics>,
-    ) -> Spec {
+    pub fn new(name: &str, address: &str, target: Target, timeout: Duration) -> Spec {
         let describe = format!("{name} ({address})");
         let timeout_reply = Bytes::from(format!(
             "-ERR backend {describe} timed out after {} ms\r\n",
             timeout.as_millis()
         ));
         Spec {
-            index,
             name: name.to_string(),
             address: address.to_string(),
             target,
             timeout,
-            state,
-            metrics,
+            state: Arc::new(BackendState::new(name, address)),
+            metrics: BackendMetrics::new(name),
             describe,
             timeout_reply,
+            health_interval: None,
+            retry_timeout: MAX_BACKOFF,
+            events: None,
         }
+    }
+
+    /// `-ERR backend NAME (ADDRESS) WHAT`.
+    pub fn error_reply(&self, what: &str) -> Bytes {
+        Bytes::from(format!("-ERR backend {} {what}\r\n", self.describe))
     }
 
     pub fn pipe_info(&self) -> PipeInfo<'_> {
         PipeInfo {
-            timeout: self.timeout,
-            timeout_reply: &self.timeout_reply,
-            describe: &self.describe,
-            metrics: self.metrics.backend(self.index),
-            state: &self.state,
+            spec: self,
             unblock: None,
+            health: None,
         }
     }
 
-    pub fn record_error(&self, kind: BackendErrorKind, msg: &str) {
+    /// Counts a failure of any kind: the error metric, the last error, and the health count
+    /// (logging and reporting the change when it marks the backend down).
+    pub fn failed(&self, kind: BackendErrorKind, msg: &str) {
         self.state.set_error(msg);
-        if let Some(m) = self.metrics.backend(self.index) {
-            m.error(kind);
+        self.metrics.error(kind);
+        if let Some(change) = self.state.failed() {
+            warn!(backend = %self.name, "marked down after {} consecutive failures (last: {msg})", self.state.failures());
+            self.report(change);
+        }
+    }
+
+    /// Counts a success; logs and reports the end of a down period.
+    #[inline]
+    pub fn succeeded(&self) {
+        if let Some(change) = self.state.succeeded() {
+            info!(backend = %self.name, "up again");
+            self.report(change);
+        }
+    }
+
+    fn report(&self, change: Change) {
+        if let Some(events) = &self.events {
+            let _ = events.send(HealthEvent {
+                backend: self.name.clone(),
+                change,
+            });
         }
     }
 
@@ -123,10 +154,8 @@ impl Spec {
         } else {
             self.state.connection_closed();
         }
-        if let Some(m) = self.metrics.backend(self.index) {
-            m.set_connections(self.state.connections());
-            m.set_up(self.state.is_up());
-        }
+        self.metrics.set_connections(self.state.connections());
+        self.metrics.set_up(self.state.is_up());
     }
 }
 
@@ -138,6 +167,7 @@ pub async fn run(spec: Arc<Spec>, proto: Proto, mut rx: mpsc::Receiver<Request>)
         let err = match conn::open(&spec.target, proto).await {
             Ok(conn) => {
                 spec.set_connected(true);
+                spec.succeeded();
                 if let Some(v) = conn.version {
                     spec.state.set_version(v);
                 }
@@ -150,13 +180,17 @@ pub async fn run(spec: Arc<Spec>, proto: Proto, mut rx: mpsc::Receiver<Request>)
                 }
                 outage = Outage::default();
                 let opened = Instant::now();
-                let end = pipe::serve(&spec.pipe_info(), &conn.stream, &mut rx).await;
+                let info = PipeInfo {
+                    health: spec.health_interval,
+                    ..spec.pipe_info()
+                };
+                let end = pipe::serve(&info, &conn.stream, &mut rx).await;
                 spec.set_connected(false);
                 match end {
                     End::Shutdown => return,
                     End::Failed(kind, msg) => {
                         warn!(backend = %spec.name, "connection ended: {msg}");
-                        spec.record_error(kind, &msg);
+                        spec.failed(kind, &msg);
                     }
                 }
                 if opened.elapsed() >= STABLE {
@@ -195,10 +229,16 @@ pub async fn run(spec: Arc<Spec>, proto: Proto, mut rx: mpsc::Receiver<Request>)
                 debug!(backend = %spec.name, "{err}; retrying in {} ms", backoff.as_millis())
             }
         }
-        spec.record_error(kind, &err);
-        // Down: answer at once rather than queueing behind a dead backend.
+        spec.failed(kind, &err);
+        // Down: answer at once rather than queueing behind a dead backend. A backend marked
+        // down is probed again after retry_timeout; until then, with backoff.
         let reply = pipe::error_reply(&spec.pipe_info(), &format!("is unavailable: {err}"));
-        if !answer_until(&mut rx, &reply, Instant::now() + backoff).await {
+        let wait = if spec.state.is_down() {
+            spec.retry_timeout
+        } else {
+            backoff
+        };
+        if !answer_until(&mut rx, &reply, Instant::now() + wait).await {
             return;
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);

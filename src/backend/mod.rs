@@ -6,6 +6,10 @@
 //! - the pub/sub subscriber connection, one per backend, multiplexing every subscription
 //!   ([`crate::pubsub`]).
 //!
+//! A [`Backend`] owns all three, its health ([`BackendState`]) and its metrics. The routing
+//! table ([`Table`]: the ring and the backends it points at) is built whole and swapped
+//! atomically ([`Routing`]), so a reload changes it without a lock on the request path.
+//!
 //! Sessions send [`Request`]s; each is answered with exactly one reply frame (all of its
 //! replies, when it expects several), in order: the backend's, or an error reply if the
 //! backend is down, too slow, or the connection broke.
@@ -16,21 +20,20 @@ mod link;
 pub mod pipe;
 mod state;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
 pub use exclusive::{ExclusiveError, ExclusivePool, Lease};
-pub use link::Spec;
-pub use state::BackendState;
+pub use link::{HealthEvent, Spec};
+pub use state::{BackendState, Change};
 
-use crate::config::PoolConfig;
-use crate::metrics::Metrics;
 use crate::protocol::out::Proto;
 use crate::router::Ring;
-use conn::Target;
 
 /// Requests a link accepts before senders wait: the bound on a backend's queue.
 pub const LINK_QUEUE: usize = 4096;
@@ -53,6 +56,16 @@ impl ReplyTo {
             part: self.part,
             frame,
         }));
+    }
+
+    /// A destination whose replies nobody reads (requests shardis sends for itself).
+    pub fn nowhere() -> ReplyTo {
+        let (tx, _) = mpsc::unbounded_channel();
+        ReplyTo {
+            tx,
+            seq: 0,
+            part: 0,
+        }
     }
 }
 
@@ -112,6 +125,8 @@ pub struct Backend {
     connections: usize,
     pub exclusive: Arc<ExclusivePool>,
     pub hub: OnceLock<Arc<crate::pubsub::Hub>>,
+    /// What it was built from, so a reload keeps it only when nothing changed.
+    pub fingerprint: String,
 }
 
 impl std::fmt::Debug for Backend {
@@ -123,19 +138,58 @@ impl std::fmt::Debug for Backend {
 }
 
 impl Backend {
+    /// A backend whose RESP2 links start at once (on the current runtime).
+    pub fn start(
+        spec: Arc<Spec>,
+        connections: usize,
+        max_exclusive: usize,
+        fingerprint: String,
+    ) -> Arc<Backend> {
+        let links = Self::spawn_links(&spec, Proto::Resp2, connections);
+        let unblock = links[0].clone();
+        let backend = Backend {
+            state: spec.state.clone(),
+            exclusive: ExclusivePool::new(spec.clone(), max_exclusive, unblock),
+            spec,
+            links: [OnceLock::from(links), OnceLock::new()],
+            connections,
+            hub: OnceLock::new(),
+            fingerprint,
+        };
+        Arc::new(backend)
+    }
+
+    /// A backend whose links are one queue, for both protocols, that the caller reads: for
+    /// benches and tests of the data path without sockets.
+    pub fn detached(spec: Arc<Spec>) -> (Arc<Backend>, mpsc::Receiver<Request>) {
+        let (tx, rx) = mpsc::channel(LINK_QUEUE);
+        let links: Box<[mpsc::Sender<Request>]> = Box::new([tx.clone()]);
+        let backend = Backend {
+            state: spec.state.clone(),
+            exclusive: ExclusivePool::new(spec.clone(), 1, tx),
+            spec,
+            links: [OnceLock::from(links.clone()), OnceLock::from(links)],
+            connections: 1,
+            hub: OnceLock::new(),
+            fingerprint: String::new(),
+        };
+        (Arc::new(backend), rx)
+    }
+
     /// The link a client uses for `proto`. A client always uses the same link to a backend,
     /// so its commands to that backend run in the order it sent them.
     #[inline]
     pub fn link(&self, proto: Proto, client_id: u64) -> &mpsc::Sender<Request> {
-        let links = self.links[proto.index()].get_or_init(|| self.start_links(proto));
+        let links = self.links[proto.index()]
+            .get_or_init(|| Self::spawn_links(&self.spec, proto, self.connections));
         &links[(client_id % links.len() as u64) as usize]
     }
 
-    fn start_links(&self, proto: Proto) -> Box<[mpsc::Sender<Request>]> {
-        (0..self.connections)
+    fn spawn_links(spec: &Arc<Spec>, proto: Proto, n: usize) -> Box<[mpsc::Sender<Request>]> {
+        (0..n.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(LINK_QUEUE);
-                tokio::spawn(link::run(self.spec.clone(), proto, rx));
+                tokio::spawn(link::run(spec.clone(), proto, rx));
                 tx
             })
             .collect()
@@ -148,95 +202,154 @@ impl Backend {
     }
 }
 
-/// A routing table: the ring and the backends it points at. Built once; a reload builds a
-/// new one and swaps it whole.
-pub struct Pool {
-    pub name: String,
-    pub ring: Ring,
-    pub backends: Vec<Backend>,
-    pub timeout: Duration,
+/// What sessions read from the live configuration besides the ring: limits that a reload may
+/// change (they apply to commands and clients from then on).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_pipeline: usize,
+    pub max_request_bytes: usize,
+    pub slowlog: Option<Duration>,
+    /// By command id: enabled by `[server] allow_commands`.
+    pub allowed: Vec<bool>,
+    pub max_subscriber_output: usize,
+    pub max_keys_reply: usize,
 }
 
-impl Pool {
-    /// Builds the ring and starts `connections_per_backend` RESP2 links per backend on the
-    /// current runtime (RESP3 links start when a RESP3 client first needs them). Links stop
-    /// when every sender (the pool and all sessions) is gone.
-    pub fn start(cfg: &PoolConfig, metrics: Arc<Metrics>) -> Pool {
-        Pool::build(cfg, metrics, |backend| {
-            let links = backend.start_links(Proto::Resp2);
-            let _ = backend.links[Proto::Resp2.index()].set(links);
-        })
+impl Default for Settings {
+    fn default() -> Settings {
+        use crate::config::limits;
+        Settings {
+            max_pipeline: limits::MAX_PIPELINE as usize,
+            max_request_bytes: limits::MAX_REQUEST_BYTES as usize,
+            slowlog: None,
+            allowed: vec![false; crate::protocol::command::COMMANDS.len()],
+            max_subscriber_output: limits::MAX_SUBSCRIBER_OUTPUT_BYTES as usize,
+            max_keys_reply: limits::MAX_KEYS_REPLY as usize,
+        }
+    }
+}
+
+impl Settings {
+    /// Enables the commands named (by parent name) in `allow_commands`.
+    pub fn allow(&mut self, names: &[String]) {
+        for (id, cmd) in crate::protocol::command::COMMANDS.iter().enumerate() {
+            let parent = cmd.name.split('|').next().unwrap_or(cmd.name);
+            self.allowed[id] = names.iter().any(|n| n == parent);
+        }
+    }
+}
+
+/// A routing table: the ring, the backends, and the settings in force. Immutable; a reload or
+/// an ejection builds a new one and swaps it whole.
+pub struct Table {
+    pub pool: String,
+    /// Every configured backend, in configuration order.
+    pub backends: Vec<Arc<Backend>>,
+    ring: Ring,
+    /// Ring index -> index into `backends` (the ring leaves out ejected backends).
+    slots: Vec<usize>,
+    pub settings: Settings,
+    /// Digest of the configuration, and when it was loaded.
+    pub digest: String,
+    pub loaded: SystemTime,
+}
+
+impl Table {
+    /// A table over `backends` with `ring` built over the ones at `slots`.
+    pub fn new(
+        pool: String,
+        backends: Vec<Arc<Backend>>,
+        ring: Ring,
+        slots: Vec<usize>,
+        settings: Settings,
+        digest: String,
+    ) -> Table {
+        Table {
+            pool,
+            backends,
+            ring,
+            slots,
+            settings,
+            digest,
+            loaded: SystemTime::now(),
+        }
     }
 
-    /// A pool whose links are not started: every backend gets one queue for both protocols,
-    /// and the caller receives what sessions send to it. For benches and tests of the data
-    /// path without sockets.
-    pub fn detached(cfg: &PoolConfig) -> (Pool, Vec<mpsc::Receiver<Request>>) {
-        let metrics = Arc::new(Metrics::new(&[], &[]));
-        let mut receivers = Vec::with_capacity(cfg.backends.len());
-        let pool = Pool::build(cfg, metrics, |backend| {
-            let (tx, rx) = mpsc::channel(LINK_QUEUE);
-            receivers.push(rx);
-            for links in &backend.links {
-                let _ = links.set(Box::new([tx.clone()]));
-            }
-        });
-        (pool, receivers)
-    }
-
-    fn build(cfg: &PoolConfig, metrics: Arc<Metrics>, mut links: impl FnMut(&Backend)) -> Pool {
-        let backends = cfg
+    /// A table over `pool`'s backends whose links are not started: each backend gets one queue
+    /// (for both protocols) that the caller reads. For benches and tests without sockets.
+    pub fn detached(pool: &crate::config::PoolConfig) -> (Table, Vec<mpsc::Receiver<Request>>) {
+        let mut receivers = Vec::with_capacity(pool.backends.len());
+        let backends = pool
             .backends
             .iter()
-            .enumerate()
-            .map(|(index, b)| {
-                let state = Arc::new(BackendState::new(b.name.clone(), b.address.to_string()));
-                let target = Target {
+            .map(|b| {
+                let target = conn::Target {
                     host: b.address.host.clone(),
                     port: b.address.port,
-                    connect_timeout: cfg.connect_timeout,
+                    connect_timeout: pool.connect_timeout,
                 };
-                let spec = Arc::new(Spec::new(
-                    index,
-                    &b.name,
-                    &b.address.to_string(),
-                    target,
-                    cfg.timeout,
-                    state.clone(),
-                    metrics.clone(),
-                ));
-                let backend_links = [OnceLock::new(), OnceLock::new()];
-                // The exclusive pool's CLIENT UNBLOCK goes out on a RESP2 link; it is wired
-                // below, once the links exist.
-                let (placeholder, _) = mpsc::channel(1);
-                let mut backend = Backend {
-                    state,
-                    spec: spec.clone(),
-                    links: backend_links,
-                    connections: cfg.connections_per_backend.get(),
-                    exclusive: ExclusivePool::new(spec.clone(), cfg.max_exclusive, placeholder),
-                    hub: OnceLock::new(),
-                };
-                links(&backend);
-                let unblock = backend.links[Proto::Resp2.index()]
-                    .get()
-                    .and_then(|l| l.first().cloned());
-                if let Some(unblock) = unblock {
-                    backend.exclusive = ExclusivePool::new(spec, cfg.max_exclusive, unblock);
-                }
+                let spec = Spec::new(&b.name, &b.address.to_string(), target, pool.timeout);
+                let (backend, rx) = Backend::detached(Arc::new(spec));
+                receivers.push(rx);
                 backend
             })
-            .collect();
-        Pool {
-            name: cfg.name.clone(),
-            ring: Ring::new(cfg),
+            .collect::<Vec<_>>();
+        let slots = (0..backends.len()).collect();
+        let table = Table::new(
+            pool.name.clone(),
             backends,
-            timeout: cfg.timeout,
-        }
+            Ring::new(pool),
+            slots,
+            Settings::default(),
+            String::new(),
+        );
+        (table, receivers)
+    }
+
+    /// The backend (index into `backends`) that owns `key`.
+    #[inline]
+    pub fn backend_for(&self, key: &[u8]) -> usize {
+        self.slots
+            .get(self.ring.backend_for(key))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Shared states of all backends, in configuration order.
     pub fn states(&self) -> Vec<Arc<BackendState>> {
         self.backends.iter().map(|b| b.state.clone()).collect()
+    }
+}
+
+/// The live routing table, swapped atomically. Sessions keep the table they loaded and look
+/// at the generation (one atomic load) to know when to load again.
+pub struct Routing {
+    table: ArcSwap<Table>,
+    generation: AtomicU64,
+}
+
+impl Routing {
+    pub fn new(table: Table) -> Routing {
+        Routing {
+            table: ArcSwap::from_pointee(table),
+            generation: AtomicU64::new(1),
+        }
+    }
+
+    /// The table in force.
+    pub fn load(&self) -> Arc<Table> {
+        self.table.load_full()
+    }
+
+    /// Bumped by every swap.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Puts `table` in force.
+    pub fn swap(&self, table: Table) {
+        self.table.store(Arc::new(table));
+        self.generation.fetch_add(1, Ordering::Release);
     }
 }

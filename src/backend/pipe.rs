@@ -19,8 +19,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep};
 
-use super::{Inbound, ReplyTo, Request};
-use crate::metrics::{BackendErrorKind, BackendMetrics};
+use super::{Inbound, ReplyTo, Request, Spec};
+use crate::metrics::BackendErrorKind;
 use crate::net::{read_once, write_front};
 use crate::protocol::reply::{ReplyScanner, is_push};
 
@@ -46,17 +46,16 @@ pub enum End {
 
 /// What a connection needs to know about its backend.
 pub struct PipeInfo<'a> {
-    pub timeout: Duration,
-    /// The reply to a request that timed out.
-    pub timeout_reply: &'a Bytes,
-    /// Names the backend in error replies: "backend NAME (ADDRESS)".
-    pub describe: &'a str,
-    pub metrics: Option<&'a BackendMetrics>,
-    pub state: &'a super::BackendState,
+    pub spec: &'a Spec,
     /// For an exclusive connection: its id on the backend and a shared link, to send
     /// `CLIENT UNBLOCK` when its owner leaves while a blocking command waits.
     pub unblock: Option<(i64, &'a mpsc::Sender<Request>)>,
+    /// For a shared link: PING the backend after this long without a request.
+    pub health: Option<Duration>,
 }
+
+/// The request a health check sends.
+const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 
 struct InFlight {
     /// `None` once the request has been answered with a timeout error.
@@ -87,6 +86,12 @@ pub async fn serve(info: &PipeInfo<'_>, sock: &TcpStream, rx: &mut mpsc::Receive
     let mut armed = false;
     // A `CLIENT UNBLOCK` sent for a departed owner, until its reply is in.
     let mut unblocking: Option<mpsc::UnboundedReceiver<Inbound>> = None;
+    // Health checks: the PING in flight, if any, and when the next one is due.
+    let (health_tx, mut health_rx) = mpsc::unbounded_channel::<Inbound>();
+    let mut pinging = false;
+    let health_timer = sleep(info.health.unwrap_or(Duration::MAX / 4));
+    tokio::pin!(health_timer);
+    let timeout = info.spec.timeout;
 
     let end = loop {
         if !rx_open && inflight.is_empty() && unblocking.is_none() {
@@ -100,7 +105,12 @@ pub async fn serve(info: &PipeInfo<'_>, sock: &TcpStream, rx: &mut mpsc::Receive
                     break End::Failed(BackendErrorKind::Closed, e.to_string());
                 }
                 match read_replies(info, sock, &mut rbuf, &mut scanner, &mut inflight, &mut partial, &mut settled) {
-                    Ok(true) => last_read = Instant::now(),
+                    Ok(true) => {
+                        last_read = Instant::now();
+                        if let Some(every) = info.health {
+                            health_timer.as_mut().reset(last_read + every);
+                        }
+                    }
                     Ok(false) => {}
                     Err(end) => break end,
                 }
@@ -138,7 +148,7 @@ pub async fn serve(info: &PipeInfo<'_>, sock: &TcpStream, rx: &mut mpsc::Receive
                     // Time without reads while nothing was asked does not count.
                     last_read = now;
                 }
-                info.state.add_inflight(batch.len());
+                info.spec.state.add_inflight(batch.len());
                 for req in batch.drain(..) {
                     wbuf.extend_from_slice(&req.frame);
                     inflight.push_back(InFlight {
@@ -149,11 +159,48 @@ pub async fn serve(info: &PipeInfo<'_>, sock: &TcpStream, rx: &mut mpsc::Receive
                     });
                 }
                 if !armed {
-                    timer.as_mut().reset(now + info.timeout);
+                    timer.as_mut().reset(now + timeout);
                     armed = true;
                 }
                 if let Err(e) = write_front(sock, &mut wbuf) {
                     break End::Failed(BackendErrorKind::Closed, e.to_string());
+                }
+            }
+            () = &mut health_timer, if info.health.is_some() && !pinging && rx_open => {
+                let now = Instant::now();
+                if let Some(every) = info.health {
+                    health_timer.as_mut().reset(now + every);
+                }
+                if inflight.is_empty() {
+                    // Idle for a whole interval: ask the backend whether it still answers.
+                    pinging = true;
+                    last_read = now;
+                    info.spec.state.add_inflight(1);
+                    wbuf.extend_from_slice(PING);
+                    inflight.push_back(InFlight {
+                        reply: Some(ReplyTo { tx: health_tx.clone(), seq: 0, part: 0 }),
+                        sent: now,
+                        left: 1,
+                        blocking: false,
+                    });
+                    if !armed {
+                        timer.as_mut().reset(now + timeout);
+                        armed = true;
+                    }
+                    if let Err(e) = write_front(sock, &mut wbuf) {
+                        break End::Failed(BackendErrorKind::Closed, e.to_string());
+                    }
+                }
+            }
+            Some(answer) = health_rx.recv() => {
+                pinging = false;
+                // A timeout was counted when it happened; any other answer than PONG is a failure.
+                if let Inbound::Reply(r) = answer
+                    && &r.frame[..] != b"+PONG\r\n"
+                    && r.frame != info.spec.timeout_reply
+                {
+                    let text = String::from_utf8_lossy(&r.frame).trim_end().to_string();
+                    info.spec.failed(BackendErrorKind::Health, &format!("health check failed: {text}"));
                 }
             }
             Some(_) = recv_unblock(&mut unblocking), if unblocking.is_some() => unblocking = None,
@@ -169,11 +216,11 @@ pub async fn serve(info: &PipeInfo<'_>, sock: &TcpStream, rx: &mut mpsc::Receive
 
     if !inflight.is_empty() {
         let reply = match &end {
-            End::Failed(BackendErrorKind::Timeout, _) => info.timeout_reply.clone(),
+            End::Failed(BackendErrorKind::Timeout, _) => info.spec.timeout_reply.clone(),
             End::Failed(_, msg) => error_reply(info, &format!("connection lost: {msg}")),
             End::Shutdown => error_reply(info, "shutting down"),
         };
-        info.state.sub_inflight(inflight.len());
+        info.spec.state.sub_inflight(inflight.len());
         for pending in inflight.drain(..) {
             if let Some(to) = pending.reply {
                 to.send(reply.clone());
@@ -185,7 +232,7 @@ pub async fn serve(info: &PipeInfo<'_>, sock: &TcpStream, rx: &mut mpsc::Receive
 
 /// `-ERR backend NAME (ADDRESS) WHAT`.
 pub fn error_reply(info: &PipeInfo<'_>, what: &str) -> Bytes {
-    Bytes::from(format!("-ERR backend {} {what}\r\n", info.describe))
+    info.spec.error_reply(what)
 }
 
 /// Answers requests whose timeout has passed, and fails the connection when nothing has been
@@ -197,6 +244,7 @@ fn check_deadlines(
     last_read: Instant,
 ) -> Result<Option<Instant>, End> {
     let now = Instant::now();
+    let timeout = info.spec.timeout;
     // Deadlines grow front to back, so the requests past theirs are a prefix of those not
     // yet settled.
     while let Some(req) = inflight.get_mut(*settled) {
@@ -204,22 +252,23 @@ fn check_deadlines(
             *settled += 1;
             continue;
         }
-        if req.sent + info.timeout > now {
+        if req.sent + timeout > now {
             break;
         }
         if let Some(to) = req.reply.take() {
-            to.send(info.timeout_reply.clone());
+            to.send(info.spec.timeout_reply.clone());
         }
-        if let Some(m) = info.metrics {
-            m.error(BackendErrorKind::Timeout);
-        }
+        info.spec.failed(
+            BackendErrorKind::Timeout,
+            &format!("no reply within {} ms", timeout.as_millis()),
+        );
         *settled += 1;
     }
     let Some(head) = inflight.front() else {
         return Ok(None);
     };
-    let hard = info.timeout * HARD_TIMEOUT_FACTOR;
-    let mut next = inflight.get(*settled).map(|req| req.sent + info.timeout);
+    let hard = timeout * HARD_TIMEOUT_FACTOR;
+    let mut next = inflight.get(*settled).map(|req| req.sent + timeout);
     if !head.blocking {
         let stalled_since = last_read.max(head.sent);
         if stalled_since + hard <= now {
@@ -284,6 +333,7 @@ fn deliver(
 ) -> Result<(), End> {
     let now = Instant::now();
     let mut done = 0;
+    let metrics = &info.spec.metrics;
     let result = loop {
         let len = match scanner.scan(&rbuf[*partial..]) {
             Ok(Some(len)) => len,
@@ -314,9 +364,7 @@ fn deliver(
         *settled = settled.saturating_sub(1);
         match pending.reply {
             Some(to) => {
-                if let Some(m) = info.metrics {
-                    m.record(now.saturating_duration_since(pending.sent));
-                }
+                metrics.record(now.saturating_duration_since(pending.sent));
                 to.send(rbuf.split_to(frame_len).freeze());
             }
             // Answered already (timed out): the late reply is dropped.
@@ -324,7 +372,10 @@ fn deliver(
         }
         done += 1;
     };
-    info.state.sub_inflight(done);
+    if done > 0 {
+        info.spec.state.sub_inflight(done);
+        info.spec.succeeded();
+    }
     result
 }
 

@@ -51,6 +51,12 @@ pub mod limits {
     pub const MAX_MAX_EXCLUSIVE: i64 = 10_000;
     /// Default `server.max_subscriber_output_bytes`: 32 MiB, like Redis's pubsub hard limit.
     pub const MAX_SUBSCRIBER_OUTPUT_BYTES: i64 = 32 * 1024 * 1024;
+    /// Default `health_interval_ms` of a pool.
+    pub const HEALTH_INTERVAL_MS: i64 = 1000;
+    /// Default `failure_limit` of a pool.
+    pub const FAILURE_LIMIT: i64 = 3;
+    /// Default `dns_refresh_ms` of a pool.
+    pub const DNS_REFRESH_MS: i64 = 5000;
     /// Default `server.max_keys_reply`.
     pub const MAX_KEYS_REPLY: i64 = 1_000_000;
     /// Largest backend `weight`.
@@ -126,8 +132,76 @@ pub struct PoolConfig {
     pub connections_per_backend: NonZeroUsize,
     /// Most exclusive connections (blocking commands, WATCH) open to each backend.
     pub max_exclusive: usize,
+    /// PING an idle link this often; `None`: off.
+    pub health_interval: Option<Duration>,
+    /// Consecutive failures that mark a backend down.
+    pub failure_limit: u32,
+    /// How long a backend marked down waits before it is probed again.
+    pub retry_timeout: Duration,
+    /// Take a down backend out of the ring (its keys move to the others) until it is up.
+    pub auto_eject: bool,
+    /// Re-resolve backend host names this often; `None`: only when connecting.
+    pub dns_refresh: Option<Duration>,
+    /// How the backends are found.
+    pub discovery: Discovery,
     /// Backends in configuration order (the order [`crate::router::Ring`] indexes).
     pub backends: Vec<BackendConfig>,
+}
+
+impl PoolConfig {
+    /// A pool without backends (the table of a configuration with no pool).
+    pub fn empty() -> PoolConfig {
+        PoolConfig {
+            name: String::new(),
+            distribution: DistributionKind::default(),
+            hash: HashKind::default(),
+            hash_tag: None,
+            timeout: Duration::from_millis(limits::TIMEOUT_MS as u64),
+            connect_timeout: Duration::from_millis(limits::TIMEOUT_MS as u64),
+            connections_per_backend: NonZeroUsize::MIN,
+            max_exclusive: 1,
+            health_interval: None,
+            failure_limit: limits::FAILURE_LIMIT as u32,
+            retry_timeout: Duration::from_millis(limits::HEALTH_INTERVAL_MS as u64),
+            auto_eject: false,
+            dns_refresh: None,
+            discovery: Discovery::Static,
+            backends: Vec::new(),
+        }
+    }
+}
+
+/// Settings given on the command line, which win over the file's (also after a reload).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub threads: Option<NonZeroUsize>,
+}
+
+impl Overrides {
+    /// Puts the command line's settings into `config`.
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(listen) = self.listen {
+            config.server.listen = listen;
+        }
+        if let Some(admin) = self.admin {
+            config.admin.listen = admin;
+        }
+        if let Some(threads) = self.threads {
+            config.server.threads = Some(threads);
+        }
+    }
+}
+
+/// How a pool finds its backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Discovery {
+    /// The backends listed.
+    #[default]
+    Static,
+    /// One backend per address the single listed host name resolves to, named by address.
+    Dns,
 }
 
 /// One backend of a pool.

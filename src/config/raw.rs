@@ -45,6 +45,12 @@ pub(super) struct RawPool {
     pub connect_timeout_ms: Option<i64>,
     pub connections_per_backend: Option<i64>,
     pub max_exclusive_per_backend: Option<i64>,
+    pub health_interval_ms: Option<i64>,
+    pub failure_limit: Option<i64>,
+    pub retry_timeout_ms: Option<i64>,
+    pub auto_eject: Option<bool>,
+    pub dns_refresh_ms: Option<i64>,
+    pub discovery: Option<String>,
     pub backends: Option<Vec<RawBackend>>,
 }
 

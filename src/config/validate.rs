@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::raw::{RawAdmin, RawBackend, RawConfig, RawPool, RawServer};
 use super::{
-    Address, AdminConfig, BackendConfig, Config, ConfigError, DEFAULT_ADMIN_LISTEN, PoolConfig,
-    ServerConfig, limits,
+    Address, AdminConfig, BackendConfig, Config, ConfigError, DEFAULT_ADMIN_LISTEN, Discovery,
+    PoolConfig, ServerConfig, limits,
 };
 use crate::router::{DistributionKind, HashKind, HashTag, ketama};
 
@@ -288,7 +288,58 @@ fn pool(p: &mut Problems, key: &str, raw: RawPool) -> PoolConfig {
         limits::MAX_MAX_EXCLUSIVE,
     );
 
+    let health = p.int(
+        &format!("{key}.health_interval_ms"),
+        raw.health_interval_ms,
+        limits::HEALTH_INTERVAL_MS,
+        0,
+        max,
+    );
+    let failure_limit = p.int(
+        &format!("{key}.failure_limit"),
+        raw.failure_limit,
+        limits::FAILURE_LIMIT,
+        1,
+        1_000_000,
+    );
+    let retry = p.int(
+        &format!("{key}.retry_timeout_ms"),
+        raw.retry_timeout_ms,
+        if health > 0 {
+            health
+        } else {
+            limits::HEALTH_INTERVAL_MS
+        },
+        1,
+        max,
+    );
+    let dns_refresh = p.int(
+        &format!("{key}.dns_refresh_ms"),
+        raw.dns_refresh_ms,
+        limits::DNS_REFRESH_MS,
+        0,
+        max,
+    );
+    let discovery = match raw.discovery.as_deref() {
+        None | Some("static") => Discovery::Static,
+        Some("dns") => Discovery::Dns,
+        Some(other) => {
+            p.add(
+                format_args!("{key}.discovery"),
+                format_args!("unknown discovery {other:?}; valid: static, dns"),
+            );
+            Discovery::Static
+        }
+    };
+    let ms = |v: i64| (v > 0).then(|| Duration::from_millis(v as u64));
+
     let backends = backends(p, key, raw.backends, distribution);
+    if discovery == Discovery::Dns && backends.len() != 1 {
+        p.add(
+            format_args!("{key}.backends"),
+            "with discovery = \"dns\" list exactly one backend: the host name whose addresses are the backends",
+        );
+    }
     PoolConfig {
         name,
         distribution,
@@ -299,6 +350,12 @@ fn pool(p: &mut Problems, key: &str, raw: RawPool) -> PoolConfig {
         connections_per_backend: NonZeroUsize::new(to_usize(connections))
             .unwrap_or(NonZeroUsize::MIN),
         max_exclusive: to_usize(max_exclusive),
+        health_interval: ms(health),
+        failure_limit: failure_limit as u32,
+        retry_timeout: Duration::from_millis(retry as u64),
+        auto_eject: raw.auto_eject.unwrap_or(false),
+        dns_refresh: ms(dns_refresh),
+        discovery,
         backends,
     }
 }

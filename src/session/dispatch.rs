@@ -130,14 +130,14 @@ impl Session {
                 }
             }
             Kind::Session(sc) => self.session_command(sc, id, cmd, frame, args, now).await,
-            Kind::Guarded(allowed) if self.ctx.allowed[id] => match allowed {
+            Kind::Guarded(allowed) if self.table.settings.allowed[id] => match allowed {
                 Allowed::Broadcast(merge) => self.broadcast(id, merge, frame, args, now).await,
                 Allowed::First => self.forward(id, 0, frame, now, Then::Pass).await,
                 Allowed::Debug => {
                     let on_key =
                         args.len() >= 3 && frame[args[1].clone()].eq_ignore_ascii_case(b"object");
                     if on_key {
-                        let backend = self.ctx.pool.ring.backend_for(&frame[args[2].clone()]);
+                        let backend = self.table.backend_for(&frame[args[2].clone()]);
                         self.forward(id, backend, frame, now, Then::Pass).await
                     } else {
                         self.broadcast(id, Merge::AllOk, frame, args, now).await
@@ -217,7 +217,7 @@ impl Session {
     ) -> Result<Option<usize>, RouteError> {
         match key_span(cmd, frame, args)? {
             None => Ok(None),
-            Some(span) => single_backend(&self.ctx.pool.ring, frame, args, &span).map(Some),
+            Some(span) => single_backend(&self.table, frame, args, &span).map(Some),
         }
     }
 
@@ -281,11 +281,15 @@ impl Session {
     /// Hands a request to the backend's link for this client's protocol; if the link is gone,
     /// answers with an error.
     pub(super) async fn send(&mut self, backend: usize, req: Request) {
-        let Some(b) = self.ctx.pool.backends.get(backend) else {
+        let Some(b) = self.table.backends.get(backend) else {
             return req
                 .reply
                 .send(Bytes::from_static(b"-ERR no such backend\r\n"));
         };
+        if b.state.is_down() {
+            // Marked down: fail at once instead of waiting out the timeout.
+            return req.reply.send(b.spec.error_reply("is down"));
+        }
         if let Err(err) = b.link(self.proto, self.id).send(req).await {
             err.0
                 .reply
@@ -304,9 +308,12 @@ impl Session {
 
     /// A lease on an exclusive connection to `backend`, or the error reply for the client.
     pub(super) async fn lease(&self, backend: usize) -> Result<Lease, String> {
-        let Some(b) = self.ctx.pool.backends.get(backend) else {
+        let Some(b) = self.table.backends.get(backend) else {
             return Err("ERR no such backend".into());
         };
+        if b.state.is_down() {
+            return Err(format!("ERR backend {} is down", b.spec.describe));
+        }
         b.exclusive.acquire(self.proto).await.map_err(|e| match e {
             ExclusiveError::Exhausted(_) => format!("ERR backend {}: {e}", b.spec.describe),
             ExclusiveError::Connect(e) => {
@@ -353,7 +360,7 @@ impl Session {
 
     /// WAIT: asked of every backend on exclusive connections (it blocks); the smallest count.
     async fn wait(&mut self, id: usize, frame: Bytes, now: Instant) {
-        let n = self.ctx.pool.backends.len();
+        let n = self.table.backends.len();
         let mut leases = Vec::with_capacity(n);
         for backend in 0..n {
             match self.lease(backend).await {
@@ -401,7 +408,7 @@ impl Session {
         now: Instant,
         setup: impl FnOnce(&mut Fanout),
     ) {
-        let n = self.ctx.pool.backends.len();
+        let n = self.table.backends.len();
         let seq = self.next_seq();
         let mut fanout = Box::new(Fanout::new(id, now, merge, self.proto, n, Vec::new()));
         setup(&mut fanout);
@@ -429,12 +436,12 @@ impl Session {
             Ok(None) => return self.fail(id, now, &RouteError::NoKeys.message(cmd.name)),
             Err(e) => return self.fail(id, now, &e.message(cmd.name)),
         };
-        let ring = &self.ctx.pool.ring;
+        let table = &self.table;
         let sc = &mut self.split;
         sc.backend_of.clear();
         sc.backend_of.extend(
             span.positions()
-                .map(|pos| ring.backend_for(&frame[args[pos].clone()])),
+                .map(|pos| table.backend_for(&frame[args[pos].clone()])),
         );
         let first = sc.backend_of[0];
         if sc.backend_of.iter().all(|&b| b == first) {
@@ -443,7 +450,7 @@ impl Session {
 
         // Parts in order of first appearance; each gets the keys (and values) it owns.
         sc.part_of.clear();
-        sc.part_of.resize(self.ctx.pool.backends.len(), u32::MAX);
+        sc.part_of.resize(self.table.backends.len(), u32::MAX);
         sc.counts.clear();
         sc.part_backend.clear();
         let mut order = Vec::with_capacity(if merge == Merge::Mget {

@@ -118,9 +118,10 @@ pub fn render_info(
     backend_info: &[Option<&[u8]>],
     sections: InfoSections,
 ) -> String {
-    let up = state.backends.iter().filter(|b| b.is_up()).count();
-    let mut out = String::with_capacity(256 + 96 * state.backends.len());
-    let infos: Vec<BackendInfo> = (0..state.backends.len())
+    let backends = state.backends();
+    let up = backends.iter().filter(|b| b.is_up()).count();
+    let mut out = String::with_capacity(256 + 96 * backends.len());
+    let infos: Vec<BackendInfo> = (0..backends.len())
         .map(|i| {
             backend_info
                 .get(i)
@@ -151,11 +152,11 @@ pub fn render_info(
             state.client_count(),
             state.commands(),
             up,
-            state.backends.len(),
+            backends.len(),
         );
     }
     if sections & INFO_BACKENDS != 0 {
-        for (backend, info) in state.backends.iter().zip(&infos) {
+        for (backend, info) in backends.iter().zip(&infos) {
             if !out.is_empty() {
                 out.push_str("\r\n");
             }

@@ -326,8 +326,7 @@ impl Session {
     /// What clients can count on through the proxy: the oldest backend's Redis version, or
     /// the version the command table describes before any backend answered.
     fn redis_version(&self) -> String {
-        self.ctx
-            .pool
+        self.table
             .backends
             .iter()
             .filter_map(|b| b.state.version())
@@ -409,7 +408,7 @@ impl Session {
         let req = crate::backend::Request::new(request.freeze(), self.reply_to(seq, 0));
         // Not awaited on the link queue: this is a control command, and the session's own
         // commands to that backend are not ordered with it.
-        if let Some(b) = self.ctx.pool.backends.get(backend)
+        if let Some(b) = self.table.backends.get(backend)
             && let Err(e) = b.link(self.proto, self.id).try_send(req)
         {
             let req = match e {

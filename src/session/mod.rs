@@ -46,7 +46,6 @@ mod transaction;
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::net::TcpStream;
@@ -54,7 +53,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use crate::backend::{Inbound, Pool, Reply};
+use crate::backend::{Inbound, Reply, Routing, Table};
 use crate::metrics::Metrics;
 use crate::net::{read_once, write_front};
 use crate::protocol::out::Proto;
@@ -94,44 +93,10 @@ fn reserve_read(rbuf: &mut BytesMut, parser: &RequestParser) {
 
 /// What every session shares.
 pub struct Context {
-    pub pool: Arc<Pool>,
+    /// The live routing table (ring, backends, settings), swapped by reloads.
+    pub routing: Arc<Routing>,
     pub metrics: Arc<Metrics>,
     pub state: Arc<ProxyState>,
-    pub max_pipeline: usize,
-    pub max_request_bytes: usize,
-    pub slowlog: Option<Duration>,
-    /// By command id: enabled by `[server] allow_commands`.
-    pub allowed: Vec<bool>,
-    pub max_subscriber_output: usize,
-    pub max_keys_reply: usize,
-}
-
-impl Context {
-    /// A context over `pool` with default limits and nothing enabled (benches, tests).
-    pub fn new(pool: Arc<Pool>, metrics: Arc<Metrics>, state: Arc<ProxyState>) -> Context {
-        use crate::config::limits;
-        Context {
-            pool,
-            metrics,
-            state,
-            max_pipeline: limits::MAX_PIPELINE as usize,
-            max_request_bytes: limits::MAX_REQUEST_BYTES as usize,
-            slowlog: None,
-            allowed: vec![false; crate::protocol::command::COMMANDS.len()],
-            max_subscriber_output: limits::MAX_SUBSCRIBER_OUTPUT_BYTES as usize,
-            max_keys_reply: limits::MAX_KEYS_REPLY as usize,
-        }
-    }
-
-    /// Enables the commands named (by parent name) in `allow_commands`.
-    pub fn allow(&mut self, names: &[String]) {
-        for (id, cmd) in crate::protocol::command::COMMANDS.iter().enumerate() {
-            let parent = cmd.name.split('|').next().unwrap_or(cmd.name);
-            if names.iter().any(|n| n == parent) {
-                self.allowed[id] = true;
-            }
-        }
-    }
 }
 
 /// Working space for splitting a multi-key command, kept between commands so a split
@@ -188,6 +153,9 @@ pub struct Session {
     proto: Proto,
     /// What CLIENT LIST and friends show of this client.
     client: Arc<ClientEntry>,
+    /// The routing table in force when the session last looked, and its generation.
+    table: Arc<Table>,
+    generation: u64,
     /// Reused by every split command.
     split: SplitScratch,
     /// Commands sent to backends whose replies are not all in.
@@ -226,7 +194,7 @@ pub async fn run(
     let (mut session, mut rx) = Session::new(ctx.clone(), client.clone());
     session.closing = *shutdown.borrow() != Stop::No;
     let mut rbuf = BytesMut::new();
-    let mut parser = RequestParser::new(ctx.max_request_bytes);
+    let mut parser = RequestParser::new(session.table.settings.max_request_bytes);
     let mut eof = false;
     let clients = ctx.metrics.clients();
     clients.connected();
@@ -313,8 +281,12 @@ impl Session {
         client: Arc<ClientEntry>,
     ) -> (Session, mpsc::UnboundedReceiver<Inbound>) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let generation = ctx.routing.generation();
+        let table = ctx.routing.load();
         let session = Session {
             id: client.id,
+            table,
+            generation,
             ctx,
             tx,
             pending: VecDeque::new(),
@@ -369,7 +341,7 @@ impl Session {
     /// How much input may be buffered before the session stops reading: `max_request_bytes`,
     /// or more while the frame being read needs it.
     fn input_bound(&self, parser: &RequestParser) -> usize {
-        self.ctx.max_request_bytes.max(parser.want())
+        self.table.settings.max_request_bytes.max(parser.want())
     }
 
     /// Serves every complete command in `rbuf` (up to `max_pipeline` in flight) and removes
@@ -377,6 +349,12 @@ impl Session {
     /// and closes the session to further input.
     pub async fn feed(&mut self, rbuf: &mut BytesMut, parser: &mut RequestParser) -> u64 {
         let now = Instant::now();
+        // A reload or an ejection swapped the table: commands from here on use the new one.
+        let generation = self.ctx.routing.generation();
+        if generation != self.generation {
+            self.table = self.ctx.routing.load();
+            self.generation = generation;
+        }
         let mut commands = 0u64;
         while !self.closing && self.may_send() {
             match parser.parse(rbuf) {
@@ -442,7 +420,7 @@ impl Session {
     /// flight one command may always go.
     fn may_send(&self) -> bool {
         self.blocked.is_none()
-            && self.pending.len() < self.ctx.max_pipeline
+            && self.pending.len() < self.table.settings.max_pipeline
             && self.wbuf.len() < MAX_OUTPUT
             && self.awaiting.saturating_mul(self.reply_estimate) < MAX_OUTPUT
     }
@@ -566,8 +544,8 @@ impl Session {
                 }
                 let env = MergeEnv {
                     state: &self.ctx.state,
-                    pool: &self.ctx.pool,
-                    max_keys: self.ctx.max_keys_reply,
+                    table: &self.table,
+                    max_keys: self.table.settings.max_keys_reply,
                     pick: next_random(&mut self.rng),
                 };
                 let merged = fanout.merge(&env);
@@ -593,14 +571,14 @@ impl Session {
     fn finish(&self, cmd: usize, start: Instant, ok: bool, backend: Option<usize>) {
         let elapsed = start.elapsed();
         self.ctx.metrics.command(cmd).record(elapsed, ok);
-        if let Some(limit) = self.ctx.slowlog
+        if let Some(limit) = self.table.settings.slowlog
             && elapsed >= limit
         {
             let name = crate::protocol::command::COMMANDS
                 .get(cmd)
                 .map_or("unknown", |c| c.name);
             let backend = backend
-                .and_then(|b| self.ctx.pool.backends.get(b))
+                .and_then(|b| self.table.backends.get(b))
                 .map_or("(several)", |b| b.state.name.as_str());
             info!(target: "shardis::slowlog", command = name, backend, duration_us = elapsed.as_micros() as u64, "slow command");
         }

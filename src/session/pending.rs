@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
 use super::scan;
-use crate::backend::{Lease, Pool};
+use crate::backend::{Lease, Table};
 use crate::protocol::command::{Channels, Merge};
 use crate::protocol::out::{Out, Proto};
 use crate::protocol::reply::{
@@ -95,7 +95,7 @@ pub struct Fanout {
 /// What merging needs from outside the fan-out.
 pub struct MergeEnv<'a> {
     pub state: &'a ProxyState,
-    pub pool: &'a Pool,
+    pub table: &'a Table,
     pub max_keys: usize,
     /// A random number, for RANDOMKEY.
     pub pick: u64,
@@ -154,7 +154,7 @@ impl Fanout {
                 match parts().map(|p| integer_value(p)).sum::<Option<i64>>() {
                     Some(sum) => {
                         let sum = if self.merge == Merge::Numpat {
-                            numpat_correction(env.pool, sum)
+                            numpat_correction(env.table, sum)
                         } else {
                             sum
                         };
@@ -199,7 +199,7 @@ impl Fanout {
                     n => found[(env.pick % n as u64) as usize].clone(),
                 };
             }
-            Merge::Numsub => self.merge_numsub(&mut out, env.pool),
+            Merge::Numsub => self.merge_numsub(&mut out, env.table),
         }
         buf.freeze()
     }
@@ -286,7 +286,7 @@ impl Fanout {
 
     /// PUBSUB NUMSUB: each channel's count summed over the backends, counting the sessions
     /// subscribed through shardis instead of its subscriber connection.
-    fn merge_numsub(&self, out: &mut Out<'_>, pool: &Pool) {
+    fn merge_numsub(&self, out: &mut Out<'_>, table: &Table) {
         let mut counts = vec![0i64; self.channels.len()];
         for part in self.parts.iter().flatten() {
             let Some(els) = elements(part) else {
@@ -308,8 +308,8 @@ impl Fanout {
         };
         out.array(self.channels.len() * 2);
         for (channel, count) in self.channels.iter().zip(counts) {
-            let backend = pool.ring.backend_for(channel);
-            let r = pool
+            let backend = table.backend_for(channel);
+            let r = table
                 .backends
                 .get(backend)
                 .and_then(|b| b.hub.get())
@@ -329,10 +329,10 @@ impl Fanout {
 
 /// PUBSUB NUMPAT: every hub subscribes each pattern on its backend; the sessions' patterns
 /// count once.
-fn numpat_correction(pool: &Pool, sum: i64) -> i64 {
+fn numpat_correction(table: &Table, sum: i64) -> i64 {
     let mut subscribed = 0;
     let mut distinct = 0;
-    for b in &pool.backends {
+    for b in &table.backends {
         if let Some(h) = b.hub.get() {
             let r = h.numpat();
             subscribed += r.hub;
@@ -369,10 +369,10 @@ mod tests {
     fn env_and<R>(f: impl FnOnce(&MergeEnv<'_>) -> R) -> R {
         let state = ProxyState::new(String::new(), vec![]);
         let cfg = crate::config::Config::from_backends(&["127.0.0.1:1".to_string()]).unwrap();
-        let (pool, _rx) = Pool::detached(&cfg.pools[0]);
+        let (table, _rx) = Table::detached(&cfg.pools[0]);
         f(&MergeEnv {
             state: &state,
-            pool: &pool,
+            table: &table,
             max_keys: 3,
             pick: 1,
         })

@@ -2,9 +2,9 @@
 
 use std::ops::Range;
 
+use crate::backend::Table;
 use crate::protocol::command::{Command, Keys};
 use crate::protocol::request::parse_int;
-use crate::router::Ring;
 
 /// Why a command cannot be routed; each becomes a RESP error for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,16 +175,16 @@ fn store_destination(frame: &[u8], args: &[Range<usize>], from: usize) -> Option
 
 /// The one backend that owns every key in `span`, or `CrossSlot`.
 pub fn single_backend(
-    ring: &Ring,
+    table: &Table,
     frame: &[u8],
     args: &[Range<usize>],
     span: &KeySpan,
 ) -> Result<usize, RouteError> {
     let mut positions = span.positions();
     let first = positions.next().ok_or(RouteError::NoKeys)?;
-    let backend = ring.backend_for(&frame[args[first].clone()]);
+    let backend = table.backend_for(&frame[args[first].clone()]);
     for pos in positions {
-        if ring.backend_for(&frame[args[pos].clone()]) != backend {
+        if table.backend_for(&frame[args[pos].clone()]) != backend {
             return Err(RouteError::CrossSlot);
         }
     }

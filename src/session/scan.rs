@@ -66,7 +66,7 @@ impl super::Session {
         args: &[std::ops::Range<usize>],
         now: tokio::time::Instant,
     ) {
-        let n = self.ctx.pool.backends.len();
+        let n = self.table.backends.len();
         let Some((index, inner)) = decode(&frame[args[1].clone()], n) else {
             return self.fail(id, now, "ERR invalid cursor");
         };

@@ -3,7 +3,7 @@
 //! receiver count is corrected to count sessions rather than shardis's subscriber connection.
 //! The messages themselves come from the hubs ([`crate::pubsub`]) as push entries.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -12,18 +12,21 @@ use tokio::time::Instant;
 
 use super::Session;
 use super::pending::{Pending, Then};
+use crate::backend::Table;
 use crate::protocol::command::Channels;
 use crate::protocol::out::Out;
-use crate::pubsub::Subscriber;
+use crate::pubsub::{Hub, Subscriber};
+
+/// Each subscription and the hubs that carry it (kept, so that leaving reaches the same hubs
+/// even after a reload changed the backends).
+type Topics = HashMap<Bytes, Vec<Arc<Hub>>>;
 
 /// What a session is subscribed to.
 pub struct Subscriptions {
     pub me: Arc<Subscriber>,
-    plain: HashSet<Bytes>,
-    patterns: HashSet<Bytes>,
-    shards: HashSet<Bytes>,
-    /// Hubs to unsubscribe from when the session ends: the pool's backends.
-    pool: Arc<crate::backend::Pool>,
+    plain: Topics,
+    patterns: Topics,
+    shards: Topics,
 }
 
 impl Subscriptions {
@@ -32,7 +35,7 @@ impl Subscriptions {
         self.plain.len() + self.patterns.len() + self.shards.len()
     }
 
-    fn set(&mut self, kind: Channels) -> &mut HashSet<Bytes> {
+    fn set(&mut self, kind: Channels) -> &mut Topics {
         match kind {
             Channels::Plain => &mut self.plain,
             Channels::Pattern => &mut self.patterns,
@@ -49,29 +52,27 @@ impl Subscriptions {
         }
     }
 
-    /// The backends whose hubs carry `name`: the one it hashes to, or all for a pattern.
-    fn backends(&self, kind: Channels, name: &[u8]) -> Vec<usize> {
-        match kind {
-            Channels::Pattern => (0..self.pool.backends.len()).collect(),
-            _ => vec![self.pool.ring.backend_for(name)],
+    fn leave(&self, kind: Channels, name: &[u8], hubs: &[Arc<Hub>]) {
+        for hub in hubs {
+            hub.unsubscribe(kind, name, self.me.id);
         }
     }
+}
 
-    fn leave(&self, kind: Channels, name: &[u8]) {
-        for b in self.backends(kind, name) {
-            if let Some(hub) = self.pool.backends.get(b).and_then(|b| b.hub.get()) {
-                hub.unsubscribe(kind, name, self.me.id);
-            }
-        }
+/// The backends whose hubs carry `name`: the one it hashes to, or all for a pattern.
+fn backends(table: &Table, kind: Channels, name: &[u8]) -> Vec<usize> {
+    match kind {
+        Channels::Pattern => (0..table.backends.len()).collect(),
+        _ => vec![table.backend_for(name)],
     }
 }
 
 impl Drop for Subscriptions {
     fn drop(&mut self) {
         for kind in [Channels::Plain, Channels::Pattern, Channels::Shard] {
-            let names: Vec<Bytes> = self.set(kind).drain().collect();
-            for name in names {
-                self.leave(kind, &name);
+            let topics: Vec<(Bytes, Vec<Arc<Hub>>)> = self.set(kind).drain().collect();
+            for (name, hubs) in topics {
+                self.leave(kind, &name, &hubs);
             }
         }
     }
@@ -87,20 +88,18 @@ fn verbs(kind: Channels) -> (&'static [u8], &'static [u8]) {
 
 impl Session {
     fn subscriptions(&mut self) -> &mut Subscriptions {
-        let (id, tx, proto, limit, pool) = (
+        let (id, tx, proto, limit) = (
             self.id,
             self.tx.clone(),
             self.proto,
-            self.ctx.max_subscriber_output,
-            self.ctx.pool.clone(),
+            self.table.settings.max_subscriber_output,
         );
         self.subs.get_or_insert_with(|| {
             Box::new(Subscriptions {
                 me: Arc::new(Subscriber::new(id, tx, proto, limit)),
-                plain: HashSet::new(),
-                patterns: HashSet::new(),
-                shards: HashSet::new(),
-                pool,
+                plain: Topics::new(),
+                patterns: Topics::new(),
+                shards: Topics::new(),
             })
         })
     }
@@ -116,21 +115,25 @@ impl Session {
     ) {
         let seq = self.next_seq();
         let proto = self.proto;
-        let pool = self.ctx.pool.clone();
+        let table = self.table.clone();
         let (verb, _) = verbs(kind);
         let mut reply = BytesMut::new();
         let mut left = 0u32;
         let subs = self.subscriptions();
         for r in &args[1..] {
             let name = Bytes::copy_from_slice(&frame[r.clone()]);
-            if subs.set(kind).insert(name.clone()) {
-                for b in subs.backends(kind, &name) {
-                    if let Some(backend) = pool.backends.get(b)
-                        && !backend.hub().subscribe(kind, &name, &subs.me, seq)
-                    {
-                        left += 1;
+            if !subs.set(kind).contains_key(&name) {
+                let mut hubs = Vec::new();
+                for b in backends(&table, kind, &name) {
+                    if let Some(backend) = table.backends.get(b) {
+                        let hub = backend.hub().clone();
+                        if !hub.subscribe(kind, &name, &subs.me, seq) {
+                            left += 1;
+                        }
+                        hubs.push(hub);
                     }
                 }
+                subs.set(kind).insert(name.clone(), hubs);
             }
             let mut out = Out::new(&mut reply, proto);
             out.push(3);
@@ -182,7 +185,7 @@ impl Session {
                 .map(|r| Bytes::copy_from_slice(&frame[r.clone()]))
                 .collect()
         } else {
-            subs.set(kind).iter().cloned().collect()
+            subs.set(kind).keys().cloned().collect()
         };
         if names.is_empty() {
             let mut out = Out::new(&mut reply, proto);
@@ -192,8 +195,8 @@ impl Session {
             out.integer(subs.reply_count(kind));
         }
         for name in names {
-            if subs.set(kind).remove(&name) {
-                subs.leave(kind, &name);
+            if let Some(hubs) = subs.set(kind).remove(&name) {
+                subs.leave(kind, &name, &hubs);
             }
             let mut out = Out::new(&mut reply, proto);
             out.push(3);
@@ -215,14 +218,8 @@ impl Session {
         now: Instant,
     ) {
         let channel = &frame[args[1].clone()];
-        let backend = self.ctx.pool.ring.backend_for(channel);
-        let then = match self
-            .ctx
-            .pool
-            .backends
-            .get(backend)
-            .and_then(|b| b.hub.get())
-        {
+        let backend = self.table.backend_for(channel);
+        let then = match self.table.backends.get(backend).and_then(|b| b.hub.get()) {
             Some(hub) => {
                 let r = hub.receivers(kind, channel);
                 Then::Publish {

@@ -101,10 +101,10 @@ impl Session {
             {
                 Ok(None)
             }
-            Kind::Guarded(Allowed::First) if self.ctx.allowed[id] => Ok(None),
-            Kind::Guarded(Allowed::Debug) if self.ctx.allowed[id] && args.len() >= 3 => Ok(Some(
-                self.ctx.pool.ring.backend_for(&frame[args[2].clone()]),
-            )),
+            Kind::Guarded(Allowed::First) if self.table.settings.allowed[id] => Ok(None),
+            Kind::Guarded(Allowed::Debug) if self.table.settings.allowed[id] && args.len() >= 3 => {
+                Ok(Some(self.table.backend_for(&frame[args[2].clone()])))
+            }
             Kind::Refused(reason) => Err(format!(
                 "ERR shardis does not serve '{}': {reason}",
                 cmd.name

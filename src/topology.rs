@@ -1,0 +1,304 @@
+//! The live topology: routing tables built from the configuration, backends kept across
+//! reloads, and ejection of down backends.
+//!
+//! A backend is identified by its name: a reload keeps a backend whose name, address and
+//! connection settings are unchanged (with its links, in-flight requests, exclusive
+//! connections and subscriptions), starts the ones that are new or changed, and drops the ones
+//! that are gone. A dropped backend's links finish the requests already sent to them and then
+//! close, once no table or session holds the backend any more. The new table is swapped in
+//! whole; sessions pick it up with their next command.
+//!
+//! With `auto_eject`, a backend marked down is taken out of the ring (its keys move to the
+//! others) and put back when it is up again, like twemproxy's `auto_eject_hosts`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::json;
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use crate::backend::conn::Target;
+use crate::backend::{Backend, Change, HealthEvent, Routing, Settings, Spec, Table};
+use crate::config::{Config, Overrides, PoolConfig};
+use crate::router::Ring;
+
+/// The routing of one proxy and what it was built from.
+pub struct Topology {
+    /// The file reloads re-read; `None` when started from `--backend` flags.
+    path: Option<PathBuf>,
+    /// Command-line settings, applied to every configuration read.
+    overrides: Overrides,
+    routing: Arc<Routing>,
+    inner: Mutex<Inner>,
+    events: mpsc::UnboundedSender<HealthEvent>,
+}
+
+struct Inner {
+    config: Config,
+    /// The backends in force, by name.
+    backends: HashMap<String, Arc<Backend>>,
+}
+
+impl Topology {
+    /// Builds the first table from `config` and starts its backends (on the current runtime).
+    pub fn start(config: Config, path: Option<PathBuf>, overrides: Overrides) -> Arc<Topology> {
+        let (events, rx) = mpsc::unbounded_channel();
+        let mut inner = Inner {
+            config,
+            backends: HashMap::new(),
+        };
+        let table = build(&mut inner, &events);
+        crate::metrics::config_info(&inner.config.digest, None);
+        let topology = Arc::new(Topology {
+            path,
+            overrides,
+            routing: Arc::new(Routing::new(table)),
+            inner: Mutex::new(inner),
+            events,
+        });
+        tokio::spawn(watch_health(Arc::downgrade(&topology), rx));
+        topology
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The live routing table.
+    pub fn routing(&self) -> &Arc<Routing> {
+        &self.routing
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Config {
+        self.lock().config.clone()
+    }
+
+    /// Re-reads the configuration file and applies it; on any problem the configuration in
+    /// force stays and every problem is returned (and logged).
+    pub fn reload(&self) -> Result<serde_json::Value, Vec<String>> {
+        let result = match &self.path {
+            None => Err(vec![
+                "no configuration file to reload: shardis was started with --backend".to_string(),
+            ]),
+            Some(path) => match Config::load(path) {
+                Ok(mut config) => {
+                    self.overrides.apply(&mut config);
+                    Ok(self.apply(config))
+                }
+                Err(e) => Err(match e {
+                    crate::config::ConfigError::Invalid(problems) => problems,
+                    other => vec![other.to_string()],
+                }),
+            },
+        };
+        crate::metrics::config_reload(result.is_ok());
+        match &result {
+            Ok(report) => info!("configuration reloaded: {report}"),
+            Err(problems) => {
+                error!(
+                    "configuration reload rejected, the running configuration stays ({} problem(s))",
+                    problems.len()
+                );
+                for p in problems {
+                    error!("  {p}");
+                }
+            }
+        }
+        result
+    }
+
+    /// Puts a validated configuration in force; returns what changed.
+    pub fn apply(&self, config: Config) -> serde_json::Value {
+        let mut inner = self.lock();
+        let old = std::mem::replace(&mut inner.config, config);
+        let before: Vec<(String, String)> = inner
+            .backends
+            .iter()
+            .map(|(n, b)| (n.clone(), b.fingerprint.clone()))
+            .collect();
+        let table = build(&mut inner, &self.events);
+        let after = &inner.backends;
+        let mut added = Vec::new();
+        let mut changed = Vec::new();
+        let mut kept = Vec::new();
+        for (name, b) in after {
+            match before.iter().find(|(n, _)| n == name) {
+                None => added.push(name.clone()),
+                Some((_, fp)) if *fp != b.fingerprint => changed.push(name.clone()),
+                Some(_) => kept.push(name.clone()),
+            }
+        }
+        let removed: Vec<String> = before
+            .iter()
+            .filter(|(n, _)| !after.contains_key(n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let restart = restart_required(&old, &inner.config);
+        for key in &restart {
+            warn!("{key} changed in the file; it takes effect only after a restart");
+        }
+        crate::metrics::config_info(&inner.config.digest, Some(&old.digest));
+        self.routing.swap(table);
+        for list in [&mut added, &mut changed, &mut kept] {
+            list.sort();
+        }
+        json!({
+            "digest": inner.config.digest,
+            "previous_digest": old.digest,
+            "added": added,
+            "removed": removed,
+            "changed": changed,
+            "kept": kept,
+            "restart_required": restart,
+        })
+    }
+
+    /// Rebuilds the table (after a health change, for auto_eject).
+    fn rebuild(&self) {
+        let mut inner = self.lock();
+        let table = build(&mut inner, &self.events);
+        self.routing.swap(table);
+    }
+}
+
+/// Settings a reload cannot change in the running process.
+fn restart_required(old: &Config, new: &Config) -> Vec<String> {
+    let mut keys = Vec::new();
+    if old.server.listen != new.server.listen {
+        keys.push("server.listen".to_string());
+    }
+    if old.server.threads != new.server.threads {
+        keys.push("server.threads".to_string());
+    }
+    if old.server.max_clients != new.server.max_clients {
+        keys.push("server.max_clients".to_string());
+    }
+    if old.server.shutdown_grace != new.server.shutdown_grace {
+        keys.push("server.shutdown_grace_ms".to_string());
+    }
+    if old.admin.listen != new.admin.listen {
+        keys.push("admin.listen".to_string());
+    }
+    keys
+}
+
+/// Everything that shapes a backend's connections: a backend is kept across a reload only
+/// when this is unchanged.
+fn fingerprint(b: &crate::config::BackendConfig, pool: &PoolConfig) -> String {
+    format!(
+        "{} timeout={:?} connect={:?} links={} exclusive={} health={:?} limit={} retry={:?}",
+        b.address,
+        pool.timeout,
+        pool.connect_timeout,
+        pool.connections_per_backend,
+        pool.max_exclusive,
+        pool.health_interval,
+        pool.failure_limit,
+        pool.retry_timeout
+    )
+}
+
+/// The table for `inner.config`, reusing the backends that have not changed.
+fn build(inner: &mut Inner, events: &mpsc::UnboundedSender<HealthEvent>) -> Table {
+    let config = &inner.config;
+    let Some(pool) = config.pools.first() else {
+        return Table::new(
+            String::new(),
+            Vec::new(),
+            Ring::new(&PoolConfig::empty()),
+            Vec::new(),
+            Settings::default(),
+            config.digest.clone(),
+        );
+    };
+    let mut keep = std::mem::take(&mut inner.backends);
+    let mut backends = Vec::with_capacity(pool.backends.len());
+    for b in &pool.backends {
+        let fp = fingerprint(b, pool);
+        let backend = match keep.remove(&b.name) {
+            Some(existing) if existing.fingerprint == fp => existing,
+            _ => start_backend(b, pool, fp, events),
+        };
+        inner.backends.insert(b.name.clone(), backend.clone());
+        backends.push(backend);
+    }
+    // In the ring: every backend, or with auto_eject those not down (all, if all are down:
+    // an empty ring would serve nothing at all).
+    let mut slots: Vec<usize> = (0..backends.len())
+        .filter(|&i| !(pool.auto_eject && backends[i].state.is_down()))
+        .collect();
+    if slots.is_empty() {
+        slots = (0..backends.len()).collect();
+    }
+    for (i, b) in backends.iter().enumerate() {
+        b.state.set_ejected(!slots.contains(&i));
+    }
+    let ring_pool = PoolConfig {
+        backends: slots.iter().map(|&i| pool.backends[i].clone()).collect(),
+        ..pool.clone()
+    };
+    let mut settings = Settings {
+        max_pipeline: config.server.max_pipeline,
+        max_request_bytes: config.server.max_request_bytes,
+        slowlog: config.server.slowlog,
+        max_subscriber_output: config.server.max_subscriber_output_bytes,
+        max_keys_reply: config.server.max_keys_reply,
+        ..Settings::default()
+    };
+    settings.allow(&config.server.allow_commands);
+    Table::new(
+        pool.name.clone(),
+        backends,
+        Ring::new(&ring_pool),
+        slots,
+        settings,
+        config.digest.clone(),
+    )
+}
+
+fn start_backend(
+    b: &crate::config::BackendConfig,
+    pool: &PoolConfig,
+    fingerprint: String,
+    events: &mpsc::UnboundedSender<HealthEvent>,
+) -> Arc<Backend> {
+    let target = Target {
+        host: b.address.host.clone(),
+        port: b.address.port,
+        connect_timeout: pool.connect_timeout,
+    };
+    let mut spec = Spec::new(&b.name, &b.address.to_string(), target, pool.timeout);
+    spec.health_interval = pool.health_interval;
+    spec.retry_timeout = pool.retry_timeout;
+    spec.events = Some(events.clone());
+    spec.state.set_failure_limit(pool.failure_limit);
+    Backend::start(
+        Arc::new(spec),
+        pool.connections_per_backend.get(),
+        pool.max_exclusive,
+        fingerprint,
+    )
+}
+
+/// Acts on health changes: with auto_eject, a change of a backend in the ring rebuilds it.
+async fn watch_health(
+    topology: std::sync::Weak<Topology>,
+    mut events: mpsc::UnboundedReceiver<HealthEvent>,
+) {
+    while let Some(event) = events.recv().await {
+        let Some(t) = topology.upgrade() else { return };
+        let eject = t.lock().config.pools.first().is_some_and(|p| p.auto_eject);
+        if eject {
+            match event.change {
+                Change::Down => {
+                    warn!(backend = %event.backend, "ejected from the ring: its keys go to the other backends until it is up")
+                }
+                Change::Up => info!(backend = %event.backend, "back in the ring"),
+            }
+            t.rebuild();
+        }
+    }
+}
