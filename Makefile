@@ -23,15 +23,19 @@ export SHARDIS_BIN ?= $(TARGET_DIR)/release/shardis
 # Extra arguments for the load comparison, e.g.
 #   make bench-load LOAD_ARGS='--rounds 5 --markdown bench.md'
 LOAD_ARGS ?=
+# Arguments for Redis's own test suite run (default: shardis over 3 backends), e.g.
+#   make redis-suite SUITE_ARGS='--target twemproxy --json twemproxy.json'
+SUITE_ARGS ?=
 
-.PHONY: help deps build test demo demo-stop bench bench-load
+.PHONY: help deps build test demo demo-stop bench bench-load redis-suite
 
 help: ## list the targets
 	@echo "shardis make targets:"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) \
-	  | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 14
+	  | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 16
 	@echo
-	@echo "variables: CARGO_TARGET_DIR (binary at $(SHARDIS_BIN)), LOAD_ARGS (for bench-load)"
+	@echo "variables: CARGO_TARGET_DIR (binary at $(SHARDIS_BIN)), LOAD_ARGS (for bench-load),"
+	@echo "           SUITE_ARGS (for redis-suite; scripts/redis-suite.sh --help lists them)"
 
 deps: ## install or check redis-server, redis-tools, nutcracker, rustfmt, clippy
 	@scripts/deps.sh
@@ -65,3 +69,7 @@ bench: ## criterion micro-benchmarks (cargo bench)
 
 bench-load: deps build ## redis-benchmark: shardis vs twemproxy vs direct redis
 	$(PYTHON) benches/load.py --shardis-bin "$(SHARDIS_BIN)" $(LOAD_ARGS)
+
+# Builds nothing: run `make build` first, or point SHARDIS_BIN at a binary.
+redis-suite: deps ## Redis's own test suite against shardis (SUITE_ARGS='--target direct|twemproxy ...')
+	scripts/redis-suite.sh --shardis-bin "$(SHARDIS_BIN)" $(SUITE_ARGS)
