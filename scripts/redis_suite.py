@@ -158,7 +158,7 @@ def add_deb_src():
 
 
 def patch_tree(tree: Path):
-    say(f"applying {PATCH.relative_to(REPO)} to {tree} (tests/support/server.tcl, tests/test_helper.tcl)")
+    say(f"applying {PATCH.relative_to(REPO)} to {tree}")
     if run(["patch", "-p1", "-N", "-s", "-d", str(tree), "-i", str(PATCH)]).returncode != 0:
         raise SuiteError(f"could not apply {PATCH}")
 
@@ -536,7 +536,16 @@ def first_error_line(body: list[str]) -> str:
             n = k // 2
             if k >= 2 and body[n].endswith(body[0]):
                 return body[n].strip()
-            break
+            return body[0].strip()
+    # An assertion message spread over lines (an `assert {...}` on several lines): joined.
+    if body[0].strip() == "Expected" or (len(body) > 1 and "(context:" not in body[0]
+                                          and any("(context:" in ln for ln in body)):
+        joined = []
+        for ln in body:
+            joined.append(ln.strip())
+            if "(context:" in ln:
+                break
+        return re.sub(r"\s+", " ", " ".join(joined))
     return body[0].strip()
 
 
@@ -719,6 +728,9 @@ def refused_command(err: str) -> str | None:
         m = re.search(pat, err, re.I)
         if m:
             return m.group(1).lower()
+    m = re.search(r"unsupported (\w+) subcommand '([^']+)'", err, re.I)
+    if m:
+        return f"{m.group(1)} {m.group(2)}".lower()
     return None
 
 
@@ -756,6 +768,8 @@ def classify(name: str, err: str, status: str) -> str:
         return "connection closed by the proxy"
     if "database 0 only" in low:
         return "SELECT / databases"
+    if "waiting for blocked clients" in low:
+        return "blocking commands"
     if ERROR_REPLY.search(err) or "expected an error matching" in low:
         return "error text differs"
     # An assertion about a value: name the feature the test is about when it is clear.
