@@ -961,6 +961,7 @@ def main(argv=None) -> int:
     except SuiteError as e:
         say(f"error: {e}")
         procs.stop_all()
+        say(f"logs kept in {workdir}")
         return 2
     finally:
         # A second Ctrl-C must not cut the cleanup short.
@@ -969,6 +970,8 @@ def main(argv=None) -> int:
         procs.stop_all()
 
     if not results:
+        if remove_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
         return 130 if interrupted else 2
 
     tests = [t for r in results for t in r.pop("tests")]
