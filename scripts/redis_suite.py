@@ -535,7 +535,7 @@ def first_error_line(body: list[str]) -> str:
         if ln.startswith("    while executing") or ln.startswith("    invoked from within"):
             n = k // 2
             if k >= 2 and body[n].endswith(body[0]):
-                return body[n].strip()
+                return body[n].strip().removeprefix("assertion:")
             return body[0].strip()
     # An assertion message spread over lines (an `assert {...}` on several lines): joined.
     if body[0].strip() == "Expected" or (len(body) > 1 and "(context:" not in body[0]
