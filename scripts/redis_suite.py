@@ -75,7 +75,7 @@ DEFAULT_FILES = [
 # (read in unit/type/list and unit/type/zset only) that leaves out the RESP3
 # half of two `foreach resp {3 2}` loops (7 tests on a direct redis-server):
 # those loops send HELLO 3 outside any test, so through a RESP2-only proxy the
-# error would abort the rest of the block (about 150 list tests). HELLO 3 is
+# error would abort the rest of the block (about 200 list tests). HELLO 3 is
 # still exercised by the tests that send it themselves.
 DEFAULT_TAGS = (
     "-needs:debug -needs:repl -needs:config-maxmemory -needs:save -needs:reset "
