@@ -26,15 +26,19 @@ LOAD_ARGS ?=
 # Extra arguments for the client-library comparison, e.g.
 #   make compat COMPAT_ARGS='--backends 5 --clients redis-py,ioredis5'
 COMPAT_ARGS ?=
+# Arguments for Redis's own test suite run (default: shardis over 3 backends), e.g.
+#   make redis-suite SUITE_ARGS='--target twemproxy --json twemproxy.json'
+SUITE_ARGS ?=
 
-.PHONY: help deps build test demo demo-stop bench bench-load compat
+.PHONY: help deps build test demo demo-stop bench bench-load compat redis-suite
 
 help: ## list the targets
 	@echo "shardis make targets:"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) \
-	  | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 14
+	  | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 16
 	@echo
-	@echo "variables: CARGO_TARGET_DIR (binary at $(SHARDIS_BIN)), LOAD_ARGS (for bench-load), COMPAT_ARGS (for compat)"
+	@echo "variables: CARGO_TARGET_DIR (binary at $(SHARDIS_BIN)), LOAD_ARGS (for bench-load),"
+	@echo "           COMPAT_ARGS (for compat), SUITE_ARGS (for redis-suite; scripts/redis-suite.sh --help)"
 
 deps: ## install or check redis-server, redis-tools, nutcracker, rustfmt, clippy
 	@scripts/deps.sh
@@ -77,3 +81,7 @@ bench-load: deps build ## redis-benchmark: shardis vs twemproxy vs predixy vs di
 
 compat: deps build ## ioredis, node-redis, redis-py batteries: direct redis vs shardis
 	@scripts/compat.sh --shardis-bin "$(SHARDIS_BIN)" $(COMPAT_ARGS)
+
+# Builds nothing: run `make build` first, or point SHARDIS_BIN at a binary.
+redis-suite: deps ## Redis's own test suite against shardis (SUITE_ARGS='--target direct|twemproxy ...')
+	scripts/redis-suite.sh --shardis-bin "$(SHARDIS_BIN)" $(SUITE_ARGS)
