@@ -135,7 +135,7 @@ pub async fn serve(
     mut reloads: mpsc::UnboundedReceiver<()>,
 ) {
     let (max_clients, grace) = (config.server.max_clients, config.server.shutdown_grace);
-    let topology = Topology::start(config, path, overrides);
+    let topology = Topology::start(config, path, overrides).await;
     let routing = topology.routing().clone();
     let metrics = Arc::new(Metrics::new(&command::names()));
     let state = Arc::new(ProxyState::live(routing.clone()));

@@ -10,6 +10,12 @@
 //!
 //! With `auto_eject`, a backend marked down is taken out of the ring (its keys move to the
 //! others) and put back when it is up again, like twemproxy's `auto_eject_hosts`.
+//!
+//! Backend host names are resolved on every connect and again every `dns_refresh_ms`: when a
+//! name resolves to other addresses, its connections finish what they were sent and
+//! reconnect to the new ones. With `discovery = "dns"` the pool's one host name stands for a
+//! set of backends, one per address it resolves to, named by that address; when the set
+//! changes, the table is rebuilt (and, since placement follows names, keys move).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -39,15 +45,23 @@ struct Inner {
     config: Config,
     /// The backends in force, by name.
     backends: HashMap<String, Arc<Backend>>,
+    /// With discovery = "dns": the addresses the pool's host name resolved to last.
+    discovered: Vec<std::net::SocketAddr>,
 }
 
 impl Topology {
     /// Builds the first table from `config` and starts its backends (on the current runtime).
-    pub fn start(config: Config, path: Option<PathBuf>, overrides: Overrides) -> Arc<Topology> {
+    pub async fn start(
+        config: Config,
+        path: Option<PathBuf>,
+        overrides: Overrides,
+    ) -> Arc<Topology> {
         let (events, rx) = mpsc::unbounded_channel();
+        let discovered = discover(&config).await.unwrap_or_default();
         let mut inner = Inner {
             config,
             backends: HashMap::new(),
+            discovered,
         };
         let table = build(&mut inner, &events);
         crate::metrics::config_info(&inner.config.digest, None);
@@ -59,6 +73,7 @@ impl Topology {
             events,
         });
         tokio::spawn(watch_health(Arc::downgrade(&topology), rx));
+        tokio::spawn(refresh_dns(Arc::downgrade(&topology)));
         topology
     }
 
@@ -113,6 +128,16 @@ impl Topology {
     /// Puts a validated configuration in force; returns what changed.
     pub fn apply(&self, config: Config) -> serde_json::Value {
         let mut inner = self.lock();
+        if config.pools.first().map(|p| (&p.discovery, &p.backends))
+            != inner
+                .config
+                .pools
+                .first()
+                .map(|p| (&p.discovery, &p.backends))
+        {
+            // Another name to discover: its addresses come with the next DNS refresh.
+            inner.discovered.clear();
+        }
         let old = std::mem::replace(&mut inner.config, config);
         let before: Vec<(String, String)> = inner
             .backends
@@ -214,6 +239,28 @@ fn build(inner: &mut Inner, events: &mpsc::UnboundedSender<HealthEvent>) -> Tabl
             config.digest.clone(),
         );
     };
+    // With discovery = "dns", the backends are the addresses the one listed name resolves to.
+    let listed: Vec<crate::config::BackendConfig> = match pool.discovery {
+        crate::config::Discovery::Static => pool.backends.clone(),
+        crate::config::Discovery::Dns => {
+            let weight = pool.backends.first().map(|b| b.weight);
+            inner
+                .discovered
+                .iter()
+                .filter_map(|addr| {
+                    Some(crate::config::BackendConfig {
+                        name: addr.to_string(),
+                        address: addr.to_string().parse().ok()?,
+                        weight: weight?,
+                    })
+                })
+                .collect()
+        }
+    };
+    let pool = &PoolConfig {
+        backends: listed,
+        ..pool.clone()
+    };
     let mut keep = std::mem::take(&mut inner.backends);
     let mut backends = Vec::with_capacity(pool.backends.len());
     for b in &pool.backends {
@@ -281,6 +328,83 @@ fn start_backend(
         pool.max_exclusive,
         fingerprint,
     )
+}
+
+/// With discovery = "dns": the addresses the pool's host name resolves to now (sorted).
+async fn discover(config: &Config) -> Option<Vec<std::net::SocketAddr>> {
+    let pool = config.pools.first()?;
+    if pool.discovery != crate::config::Discovery::Dns {
+        return None;
+    }
+    let b = pool.backends.first()?;
+    match crate::backend::conn::resolve(&b.address.host, b.address.port).await {
+        Ok(mut addrs) => {
+            addrs.sort();
+            addrs.dedup();
+            Some(addrs)
+        }
+        Err(e) => {
+            warn!("discovery: cannot resolve {}: {e}", b.address);
+            None
+        }
+    }
+}
+
+/// Every `dns_refresh_ms`: backends whose name resolves to other addresses move to them, and
+/// with discovery = "dns" the backends follow the name's addresses.
+async fn refresh_dns(topology: std::sync::Weak<Topology>) {
+    loop {
+        let Some(t) = topology.upgrade() else { return };
+        let (config, backends) = {
+            let inner = t.lock();
+            (
+                inner.config.clone(),
+                inner.backends.values().cloned().collect::<Vec<_>>(),
+            )
+        };
+        drop(t);
+        let Some(every) = config.pools.first().and_then(|p| p.dns_refresh) else {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            continue;
+        };
+        tokio::time::sleep(every).await;
+        if let Some(found) = discover(&config).await {
+            let Some(t) = topology.upgrade() else { return };
+            let changed = {
+                let mut inner = t.lock();
+                let changed = inner.discovered != found;
+                if changed {
+                    info!("discovery: {} addresses now: {found:?}", found.len());
+                    inner.discovered = found;
+                }
+                changed
+            };
+            if changed {
+                t.rebuild();
+            }
+            continue;
+        }
+        for b in backends {
+            let target = &b.spec.target;
+            if target.host.parse::<std::net::IpAddr>().is_ok() {
+                continue;
+            }
+            let Ok(mut now) = crate::backend::conn::resolve(&target.host, target.port).await else {
+                continue;
+            };
+            now.sort();
+            let moved = {
+                let mut last = b.spec.resolved.lock().unwrap_or_else(|e| e.into_inner());
+                let moved = !last.is_empty() && *last != now;
+                *last = now;
+                moved
+            };
+            if moved {
+                info!(backend = %b.spec.name, "{} resolves to other addresses: moving its connections", target.host);
+                b.spec.moved();
+            }
+        }
+    }
 }
 
 /// Acts on health changes: with auto_eject, a change of a backend in the ring rebuilds it.

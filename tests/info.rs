@@ -67,6 +67,7 @@ fn info_has_a_proxy_section_and_one_section_per_backend() {
         names,
         [
             "Proxy",
+            "Clients",
             "Backend s1",
             "Backend s2",
             "Backend s3",
@@ -91,7 +92,7 @@ fn info_has_a_proxy_section_and_one_section_per_backend() {
 
     let mut total = 0;
     for (i, redis) in redises.iter().enumerate() {
-        let section = &info[i + 1].1;
+        let section = &info[i + 2].1;
         assert_eq!(section["address"], redis.addr());
         assert_eq!(num(section, "connected"), 1);
         assert!(num(section, "used_memory") > 100_000, "{section:?}");
@@ -104,7 +105,7 @@ fn info_has_a_proxy_section_and_one_section_per_backend() {
     }
     assert_eq!(total, 30);
     // The keyspace clients see: database 0 of every backend together.
-    assert_eq!(info[4].1["db0"], "keys=30,expires=1,avg_ttl=0");
+    assert_eq!(info[5].1["db0"], "keys=30,expires=1,avg_ttl=0");
 
     // A dead backend: counted down, its section says so and has no figures.
     redises[2].kill();
@@ -113,7 +114,7 @@ fn info_has_a_proxy_section_and_one_section_per_backend() {
         (num(&info[0].1, "backends_up") == 2).then_some(info)
     });
     assert_eq!(num(&info[0].1, "backends_total"), 3);
-    let s3 = &info[3].1;
+    let s3 = &info[4].1;
     assert_eq!(
         (
             num(s3, "connected"),
@@ -122,7 +123,7 @@ fn info_has_a_proxy_section_and_one_section_per_backend() {
         ),
         (0, 0, 0)
     );
-    assert_eq!(num(&info[1].1, "connected"), 1);
+    assert_eq!(num(&info[2].1, "connected"), 1);
     // The connection that asked is still fine.
     assert_eq!(c.cmd_str(&["PING"]), Frame::Simple("PONG".into()));
 }
@@ -135,7 +136,7 @@ fn info_sections_can_be_asked_for_by_name() {
     let names = |c: &mut Client, info: &[&str]| -> Vec<String> {
         sections_of(c, info).into_iter().map(|(h, _)| h).collect()
     };
-    let all = ["Proxy", "Backend s1", "Backend s2", "Keyspace"];
+    let all = ["Proxy", "Clients", "Backend s1", "Backend s2", "Keyspace"];
     assert_eq!(names(&mut c, &["INFO", "everything"]), all);
     assert_eq!(names(&mut c, &["INFO", "default"]), all);
     assert_eq!(names(&mut c, &["INFO", "proxy"]), ["Proxy"]);

@@ -101,6 +101,13 @@ fn copy_to_another_database_is_refused() {
             err("ERR shardis serves database 0 only: COPY ... DB is not supported"),
         );
     }
+    // Redis's own check of the number comes first; DB 0 is this database.
+    check(
+        &mut c,
+        &["COPY", "{c}:src", "{c}:dst", "DB", "zero"],
+        err("ERR value is not an integer or out of range"),
+    );
+    check(&mut c, &["COPY", "{c}:src", "{c}:db0", "DB", "0"], int(1));
     // Nothing was written to database 1 of any backend.
     for i in 0..4 {
         let mut b = cluster.backend(i);

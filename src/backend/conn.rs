@@ -45,6 +45,10 @@ pub struct Conn {
     pub id: Option<i64>,
     /// The backend's `redis_version`, when HELLO gave it.
     pub version: Option<[u32; 3]>,
+    /// The backend's address epoch when it was opened (see `Spec::moves`).
+    pub epoch: u64,
+    /// The addresses the backend's name resolved to for this connection (sorted).
+    pub resolved: Vec<std::net::SocketAddr>,
 }
 
 /// Why a connection could not be opened.
@@ -83,16 +87,71 @@ fn is_auth_error(text: &str) -> bool {
         .any(|p| text.starts_with(p))
 }
 
+/// The environment variable naming a hosts file (`/etc/hosts` format) that is read on every
+/// resolution and wins over DNS: for tests, and for setups that rename hosts by file.
+pub const HOSTS_FILE_ENV: &str = "SHARDIS_HOSTS_FILE";
+
+/// The addresses `host` resolves to now, in order: an IP literal as it is, else the hosts file
+/// named by [`HOSTS_FILE_ENV`] if it lists the name, else the system resolver (DNS).
+pub async fn resolve(host: &str, port: u16) -> std::io::Result<Vec<std::net::SocketAddr>> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(vec![std::net::SocketAddr::new(ip, port)]);
+    }
+    if let Some(file) = std::env::var_os(HOSTS_FILE_ENV)
+        // A small file, read on each resolution (connects and refreshes, not requests).
+        && let Ok(text) = std::fs::read_to_string(&file)
+    {
+        let found = hosts_lookup(&text, host, port);
+        if !found.is_empty() {
+            return Ok(found);
+        }
+    }
+    let mut addrs: Vec<_> = tokio::net::lookup_host((host, port)).await?.collect();
+    addrs.dedup();
+    Ok(addrs)
+}
+
+/// `host`'s addresses in hosts-file text (`IP name [alias...]` per line, `#` comments).
+fn hosts_lookup(text: &str, host: &str, port: u16) -> Vec<std::net::SocketAddr> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let ip: std::net::IpAddr = words.next()?.parse().ok()?;
+            words
+                .any(|w| w.eq_ignore_ascii_case(host))
+                .then_some(std::net::SocketAddr::new(ip, port))
+        })
+        .collect()
+}
+
+/// Resolves `target` and connects to the first address that accepts.
+async fn connect(target: &Target) -> std::io::Result<(TcpStream, Vec<std::net::SocketAddr>)> {
+    let addrs = resolve(&target.host, target.port).await?;
+    let mut last = None;
+    for addr in &addrs {
+        match TcpStream::connect(addr).await {
+            Ok(s) => {
+                let mut sorted = addrs.clone();
+                sorted.sort();
+                return Ok((s, sorted));
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{} resolves to no address", target.host),
+        )
+    }))
+}
+
 /// Connects to `target` and runs the handshake for `proto`.
 pub async fn open(target: &Target, proto: Proto) -> Result<Conn, ConnectError> {
     let limit = target.connect_timeout;
     let ms = limit.as_millis();
-    let mut stream = match timeout(
-        limit,
-        TcpStream::connect((target.host.as_str(), target.port)),
-    )
-    .await
-    {
+    let (mut stream, resolved) = match timeout(limit, connect(target)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(ConnectError::Connect(e)),
         Err(_) => return Err(ConnectError::Timeout(ms)),
@@ -112,6 +171,8 @@ pub async fn open(target: &Target, proto: Proto) -> Result<Conn, ConnectError> {
                 proto,
                 id: None,
                 version: None,
+                epoch: 0,
+                resolved,
             });
         }
         return Err(ConnectError::Refused(text));
@@ -122,6 +183,8 @@ pub async fn open(target: &Target, proto: Proto) -> Result<Conn, ConnectError> {
         proto,
         id,
         version,
+        epoch: 0,
+        resolved,
     })
 }
 
@@ -253,6 +316,20 @@ mod tests {
             "NOAUTH Authentication required."
         );
         assert_eq!(error_text(b"!5\r\nERR x\r\n"), "ERR x");
+    }
+
+    #[test]
+    fn hosts_file_lookup() {
+        let text = "# comment\n127.0.0.2 redis-a.test redis-a # trailing\n::1 redis-a.test\nbad line\n10.0.0.9 other\n";
+        let found = hosts_lookup(text, "REDIS-A.test", 6379);
+        assert_eq!(
+            found,
+            vec![
+                "127.0.0.2:6379".parse().unwrap(),
+                "[::1]:6379".parse().unwrap()
+            ]
+        );
+        assert!(hosts_lookup(text, "missing", 1).is_empty());
     }
 
     #[test]

@@ -77,7 +77,7 @@ impl ExclusivePool {
         loop {
             let mut inner = self.lock();
             match inner.idle[proto.index()].pop() {
-                Some(conn) if is_sound(&conn) => {
+                Some(conn) if is_sound(&conn) && conn.epoch == *self.spec.moves.borrow() => {
                     inner.leased += 1;
                     self.publish(&inner);
                     drop(inner);
@@ -100,8 +100,12 @@ impl ExclusivePool {
                 }
             }
         }
+        let epoch = *self.spec.moves.borrow();
         match conn::open(&self.spec.target, proto).await {
-            Ok(conn) => Ok(self.lease(conn)),
+            Ok(mut conn) => {
+                conn.epoch = epoch;
+                Ok(self.lease(conn))
+            }
             Err(e) => {
                 let mut inner = self.lock();
                 inner.open -= 1;
@@ -155,13 +159,16 @@ async fn drive(
         unblock: conn.id.map(|id| (id, &pool.unblock)),
         ..pool.spec.pipe_info()
     };
-    let end = pipe::serve(&info, &conn.stream, &mut rx).await;
+    let end = pipe::serve(&info, &conn.stream, &mut rx, None).await;
     let mut inner = pool.lock();
     match end {
-        End::Shutdown if !poisoned.load(Ordering::Relaxed) => {
+        End::Shutdown
+            if !poisoned.load(Ordering::Relaxed) && conn.epoch == *pool.spec.moves.borrow() =>
+        {
             inner.idle[conn.proto.index()].push(conn);
         }
-        End::Shutdown => inner.open -= 1,
+        // Poisoned, or opened before the backend's address moved: closed.
+        End::Shutdown | End::Moved => inner.open -= 1,
         End::Failed(kind, msg) => {
             debug!(backend = %pool.spec.name, "exclusive connection ended: {msg}");
             pool.spec.failed(kind, &msg);

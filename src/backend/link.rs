@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 use tracing::{debug, info, warn};
 
@@ -82,6 +82,11 @@ pub struct Spec {
     pub retry_timeout: Duration,
     /// Where health changes are reported.
     pub events: Option<mpsc::UnboundedSender<HealthEvent>>,
+    /// Bumped when the backend's host name resolves to other addresses: its connections
+    /// finish what they were sent and reconnect.
+    pub moves: watch::Sender<u64>,
+    /// The addresses the host name resolved to last (for the DNS refresh to compare).
+    pub resolved: std::sync::Mutex<Vec<std::net::SocketAddr>>,
 }
 
 impl Spec {
@@ -103,7 +108,15 @@ impl Spec {
             health_interval: None,
             retry_timeout: MAX_BACKOFF,
             events: None,
+            moves: watch::channel(0).0,
+            resolved: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Tells every connection of this backend to move to the addresses its name resolves to
+    /// now.
+    pub fn moved(&self) {
+        self.moves.send_modify(|epoch| *epoch += 1);
     }
 
     /// `-ERR backend NAME (ADDRESS) WHAT`.
@@ -171,6 +184,10 @@ pub async fn run(spec: Arc<Spec>, proto: Proto, mut rx: mpsc::Receiver<Request>)
                 if let Some(v) = conn.version {
                     spec.state.set_version(v);
                 }
+                if let Ok(mut seen) = spec.resolved.lock() {
+                    // What the name resolved to when it connected, for the DNS refresh.
+                    *seen = conn.resolved.clone();
+                }
                 match outage.failures {
                     0 => info!(backend = %spec.name, "connected to {}", spec.address),
                     n => info!(
@@ -184,10 +201,17 @@ pub async fn run(spec: Arc<Spec>, proto: Proto, mut rx: mpsc::Receiver<Request>)
                     health: spec.health_interval,
                     ..spec.pipe_info()
                 };
-                let end = pipe::serve(&info, &conn.stream, &mut rx).await;
+                let mut moves = spec.moves.subscribe();
+                moves.borrow_and_update();
+                let end = pipe::serve(&info, &conn.stream, &mut rx, Some(&mut moves)).await;
                 spec.set_connected(false);
                 match end {
                     End::Shutdown => return,
+                    End::Moved => {
+                        info!(backend = %spec.name, "{} resolves to other addresses: reconnecting", spec.target.host);
+                        backoff = MIN_BACKOFF;
+                        continue;
+                    }
                     End::Failed(kind, msg) => {
                         warn!(backend = %spec.name, "connection ended: {msg}");
                         spec.failed(kind, &msg);

@@ -41,6 +41,8 @@ pub const HARD_TIMEOUT_FACTOR: u32 = 4;
 pub enum End {
     /// Every sender is gone and nothing is in flight.
     Shutdown,
+    /// The backend's name resolves to other addresses; everything sent was answered.
+    Moved,
     Failed(BackendErrorKind, String),
 }
 
@@ -69,7 +71,12 @@ struct InFlight {
 
 /// Serves one open connection until it fails, or until every sender is gone and nothing is in
 /// flight. Every request still waiting when it fails gets an error reply.
-pub async fn serve(info: &PipeInfo<'_>, sock: &TcpStream, rx: &mut mpsc::Receiver<Request>) -> End {
+pub async fn serve(
+    info: &PipeInfo<'_>,
+    sock: &TcpStream,
+    rx: &mut mpsc::Receiver<Request>,
+    mut moves: Option<&mut tokio::sync::watch::Receiver<u64>>,
+) -> End {
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut inflight: VecDeque<InFlight> = VecDeque::with_capacity(256);
@@ -92,12 +99,19 @@ pub async fn serve(info: &PipeInfo<'_>, sock: &TcpStream, rx: &mut mpsc::Receive
     let health_timer = sleep(info.health.unwrap_or(Duration::MAX / 4));
     tokio::pin!(health_timer);
     let timeout = info.spec.timeout;
+    // The address moved: take no more requests (they wait in the queue for the next
+    // connection), finish those sent, then end.
+    let mut moving = false;
 
     let end = loop {
         if !rx_open && inflight.is_empty() && unblocking.is_none() {
             break End::Shutdown;
         }
-        let can_take = rx_open && inflight.len() < MAX_INFLIGHT && wbuf.len() < MAX_WRITE_BUFFER;
+        if moving && inflight.is_empty() && wbuf.is_empty() {
+            break End::Moved;
+        }
+        let can_take =
+            rx_open && !moving && inflight.len() < MAX_INFLIGHT && wbuf.len() < MAX_WRITE_BUFFER;
         tokio::select! {
             biased;
             ready = sock.readable() => {
@@ -204,6 +218,7 @@ pub async fn serve(info: &PipeInfo<'_>, sock: &TcpStream, rx: &mut mpsc::Receive
                 }
             }
             Some(_) = recv_unblock(&mut unblocking), if unblocking.is_some() => unblocking = None,
+            Ok(()) = changed(&mut moves), if moves.is_some() && !moving => moving = true,
             () = &mut timer, if armed => {
                 match check_deadlines(info, &mut inflight, &mut settled, last_read) {
                     Ok(Some(next)) => timer.as_mut().reset(next),
@@ -218,7 +233,7 @@ pub async fn serve(info: &PipeInfo<'_>, sock: &TcpStream, rx: &mut mpsc::Receive
         let reply = match &end {
             End::Failed(BackendErrorKind::Timeout, _) => info.spec.timeout_reply.clone(),
             End::Failed(_, msg) => error_reply(info, &format!("connection lost: {msg}")),
-            End::Shutdown => error_reply(info, "shutting down"),
+            End::Shutdown | End::Moved => error_reply(info, "shutting down"),
         };
         info.spec.state.sub_inflight(inflight.len());
         for pending in inflight.drain(..) {
@@ -414,6 +429,13 @@ fn send_unblock(id: i64, link: &mpsc::Sender<Request>) -> mpsc::UnboundedReceive
         return rx;
     }
     rx
+}
+
+async fn changed(moves: &mut Option<&mut tokio::sync::watch::Receiver<u64>>) -> Result<(), ()> {
+    match moves {
+        Some(rx) => rx.changed().await.map_err(|_| ()),
+        None => std::future::pending().await,
+    }
 }
 
 async fn recv_unblock(rx: &mut Option<mpsc::UnboundedReceiver<Inbound>>) -> Option<Inbound> {

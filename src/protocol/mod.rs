@@ -29,7 +29,7 @@ pub enum ProtocolError {
     UnbalancedQuotes,
     #[error("bulk string not terminated by CRLF")]
     BadTerminator,
-    #[error("request larger than max_request_bytes ({0})")]
+    #[error("invalid bulk length (a request may be at most max_request_bytes, {0})")]
     TooLarge(usize),
     #[error("unexpected reply type '{0}'")]
     UnexpectedReply(char),

@@ -289,7 +289,9 @@ async fn run(hub: std::sync::Weak<Hub>, mut commands: mpsc::UnboundedReceiver<By
                     wbuf.extend_from_slice(&frame);
                 }
                 drop(h);
-                match serve(&hub, &c.stream, &mut commands, wbuf).await {
+                let mut moves = spec.moves.subscribe();
+                moves.borrow_and_update();
+                match serve(&hub, &c.stream, &mut commands, wbuf, &mut moves).await {
                     Ok(()) => return,
                     Err(e) => warn!(backend = %spec.name, "pub/sub connection ended: {e}"),
                 }
@@ -310,6 +312,7 @@ async fn serve(
     sock: &tokio::net::TcpStream,
     commands: &mut mpsc::UnboundedReceiver<Bytes>,
     mut wbuf: BytesMut,
+    moves: &mut tokio::sync::watch::Receiver<u64>,
 ) -> Result<(), String> {
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut scanner = ReplyScanner::new();
@@ -342,6 +345,7 @@ async fn serve(
                 Some(frame) => wbuf.extend_from_slice(&frame),
                 None => return Ok(()),
             },
+            Ok(()) = moves.changed() => return Err("the backend's address changed".into()),
         }
     }
 }

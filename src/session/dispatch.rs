@@ -16,16 +16,26 @@ use crate::protocol::command::{
     Allowed, COMMANDS, Command, Kind, Merge, SessionCmd, lookup, lookup_sub,
 };
 use crate::protocol::reply::{put_array_len, put_bulk, put_error};
+use crate::protocol::request::parse_int;
 
 /// The request shardis sends to every backend for INFO.
 const INFO_REQUEST: &[u8] = b"*1\r\n$4\r\nINFO\r\n";
 
-/// Whether COPY's options name a destination database (`DB n`), which would write outside
-/// database 0, the only one shardis serves.
-fn names_other_db(frame: &[u8], options: &[Range<usize>]) -> bool {
-    options
-        .iter()
-        .any(|a| frame[a.clone()].eq_ignore_ascii_case(b"db"))
+/// COPY's `DB n` option: `Err` with Redis's error for a non-integer, `Ok(true)` when it names
+/// another database than 0 (the only one shardis serves).
+fn names_other_db(frame: &[u8], options: &[Range<usize>]) -> Result<bool, &'static str> {
+    let mut other = false;
+    for (i, a) in options.iter().enumerate() {
+        if frame[a.clone()].eq_ignore_ascii_case(b"db") {
+            match options.get(i + 1).map(|r| parse_int(&frame[r.clone()])) {
+                Some(Some(0)) => {}
+                Some(Some(_)) => other = true,
+                Some(None) => return Err("ERR value is not an integer or out of range"),
+                None => return Err("ERR syntax error"),
+            }
+        }
+    }
+    Ok(other)
 }
 
 /// Redis's reply to a command it does not know: the name and the first arguments, quoted.
@@ -231,12 +241,18 @@ impl Session {
         now: Instant,
         then: Then,
     ) {
-        if cmd.name == "copy" && names_other_db(&frame, &args[3..]) {
-            return self.fail(
-                id,
-                now,
-                "ERR shardis serves database 0 only: COPY ... DB is not supported",
-            );
+        if cmd.name == "copy" {
+            match names_other_db(&frame, &args[3..]) {
+                Ok(false) => {}
+                Ok(true) => {
+                    return self.fail(
+                        id,
+                        now,
+                        "ERR shardis serves database 0 only: COPY ... DB is not supported",
+                    );
+                }
+                Err(e) => return self.fail(id, now, e),
+            }
         }
         match self.route(cmd, &frame, args) {
             Ok(backend) => {
@@ -308,10 +324,20 @@ impl Session {
 
     /// A lease on an exclusive connection to `backend`, or the error reply for the client.
     pub(super) async fn lease(&self, backend: usize) -> Result<Lease, String> {
+        self.lease_even_if_down(backend, false).await
+    }
+
+    /// A lease; with `even_if_down`, also on a backend marked down (to cure it: SCRIPT KILL
+    /// a backend that is busy running a script, and therefore timing out).
+    async fn lease_even_if_down(
+        &self,
+        backend: usize,
+        even_if_down: bool,
+    ) -> Result<Lease, String> {
         let Some(b) = self.table.backends.get(backend) else {
             return Err("ERR no such backend".into());
         };
-        if b.state.is_down() {
+        if b.state.is_down() && !even_if_down {
             return Err(format!("ERR backend {} is down", b.spec.describe));
         }
         b.exclusive.acquire(self.proto).await.map_err(|e| match e {
@@ -360,24 +386,47 @@ impl Session {
 
     /// WAIT: asked of every backend on exclusive connections (it blocks); the smallest count.
     async fn wait(&mut self, id: usize, frame: Bytes, now: Instant) {
+        if let Some(seq) = self
+            .broadcast_exclusive(id, Merge::Min, frame, now, true)
+            .await
+        {
+            self.blocked = Some(seq);
+        }
+    }
+
+    /// Sends the command to every backend on exclusive connections (not behind the shared
+    /// links' queues): WAIT, which blocks, and SCRIPT/FUNCTION KILL, which must reach a backend
+    /// whose shared link waits on the very script to kill. Returns the command's sequence
+    /// number, or `None` when it was answered with an error.
+    async fn broadcast_exclusive(
+        &mut self,
+        id: usize,
+        merge: Merge,
+        frame: Bytes,
+        now: Instant,
+        blocking: bool,
+    ) -> Option<u64> {
         let n = self.table.backends.len();
         let mut leases = Vec::with_capacity(n);
         for backend in 0..n {
-            match self.lease(backend).await {
+            match self.lease_even_if_down(backend, !blocking).await {
                 Ok(lease) => leases.push(lease),
-                Err(msg) => return self.fail(id, now, &msg),
+                Err(msg) => {
+                    self.fail(id, now, &msg);
+                    return None;
+                }
             }
         }
         let seq = self.next_seq();
         for (part, lease) in leases.iter().enumerate() {
             let mut req = Request::new(frame.clone(), self.reply_to(seq, part as u32));
-            req.blocking = true;
+            req.blocking = blocking;
             Self::send_leased(lease, req);
         }
-        let mut fanout = Box::new(Fanout::new(id, now, Merge::Min, self.proto, n, Vec::new()));
+        let mut fanout = Box::new(Fanout::new(id, now, merge, self.proto, n, Vec::new()));
         fanout.leases = leases;
-        self.blocked = Some(seq);
         self.push_waiting(Pending::Fanout(fanout));
+        Some(seq)
     }
 
     /// Sends the command unchanged to every backend, merging the replies with `merge`.
@@ -389,6 +438,10 @@ impl Session {
         args: &[Range<usize>],
         now: Instant,
     ) {
+        if merge == Merge::AnyOk {
+            self.broadcast_exclusive(id, merge, frame, now, false).await;
+            return;
+        }
         if merge == Merge::Info {
             let sections = super::info::info_sections(args[1..].iter().map(|r| &frame[r.clone()]));
             return self

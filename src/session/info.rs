@@ -39,8 +39,9 @@ pub type InfoSections = u8;
 pub const INFO_PROXY: InfoSections = 1;
 pub const INFO_BACKENDS: InfoSections = 2;
 pub const INFO_KEYSPACE: InfoSections = 4;
+pub const INFO_CLIENTS: InfoSections = 8;
 /// `INFO`, `INFO default`, `INFO all`, `INFO everything`.
-pub const INFO_ALL: InfoSections = INFO_PROXY | INFO_BACKENDS | INFO_KEYSPACE;
+pub const INFO_ALL: InfoSections = INFO_PROXY | INFO_CLIENTS | INFO_BACKENDS | INFO_KEYSPACE;
 
 /// The sections named by `INFO`'s arguments (case-insensitive); none named means all. An
 /// unknown name adds nothing, so `INFO nosuch` is empty, as in Redis.
@@ -56,6 +57,7 @@ pub fn info_sections<'a>(names: impl IntoIterator<Item = &'a [u8]>) -> InfoSecti
             b"proxy" | b"server" => INFO_PROXY,
             b"backends" => INFO_BACKENDS,
             b"keyspace" => INFO_KEYSPACE,
+            b"clients" => INFO_CLIENTS,
             _ => 0,
         };
     }
@@ -155,6 +157,23 @@ pub fn render_info(
             backends.len(),
         );
     }
+    if sections & INFO_CLIENTS != 0 {
+        if !out.is_empty() {
+            out.push_str("\r\n");
+        }
+        // As Redis names them, for tools (and Redis's own tests) that wait on them.
+        let blocked = state
+            .clients
+            .all()
+            .iter()
+            .filter(|c| c.blocked().is_some())
+            .count();
+        let _ = write!(
+            out,
+            "# Clients\r\nconnected_clients:{}\r\nblocked_clients:{blocked}\r\n",
+            state.client_count()
+        );
+    }
     if sections & INFO_BACKENDS != 0 {
         for (backend, info) in backends.iter().zip(&infos) {
             if !out.is_empty() {
@@ -249,6 +268,7 @@ mod tests {
         let expected = format!(
             "# Proxy\r\nredis_version:7.0.15\r\nshardis_version:{}\r\nuptime_in_seconds:0\r\nconnected_clients:1\r\n\
              total_commands_processed:7\r\nbackends_up:1\r\nbackends_total:2\r\n\
+             \r\n# Clients\r\nconnected_clients:1\r\nblocked_clients:0\r\n\
              \r\n# Backend s1\r\naddress:127.0.0.1:7001\r\nconnected:1\r\nused_memory:1016104\r\nkeys:5\r\n\
              \r\n# Backend s2\r\naddress:127.0.0.1:7002\r\nconnected:0\r\nused_memory:0\r\nkeys:0\r\n\
              \r\n# Keyspace\r\ndb0:keys=3,expires=0,avg_ttl=0\r\n",
@@ -300,6 +320,7 @@ mod tests {
         assert_eq!(sections(&["everything"]), INFO_ALL);
         assert_eq!(sections(&["Default"]), INFO_ALL);
         assert_eq!(sections(&["KEYSPACE"]), INFO_KEYSPACE);
+        assert_eq!(sections(&["clients"]), INFO_CLIENTS);
         assert_eq!(sections(&["proxy", "backends"]), INFO_PROXY | INFO_BACKENDS);
         assert_eq!(sections(&["server"]), INFO_PROXY);
         assert_eq!(sections(&["memory"]), 0);

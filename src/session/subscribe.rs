@@ -143,7 +143,7 @@ impl Session {
         }
         self.ctx.metrics.command(id).record(now.elapsed(), true);
         let reply = reply.freeze();
-        self.note_reply_mode();
+        // Like Redis, CLIENT REPLY OFF does not silence pub/sub confirmations (nor messages).
         self.pending.push_back(if left == 0 {
             Pending::Ready(reply)
         } else {
@@ -205,7 +205,7 @@ impl Session {
             out.integer(subs.reply_count(kind));
         }
         self.ctx.metrics.command(id).record(now.elapsed(), true);
-        self.push_ready(reply.freeze());
+        self.pending.push_back(Pending::Ready(reply.freeze()));
     }
 
     /// PUBLISH and SPUBLISH: to the backend the channel hashes to.

@@ -109,6 +109,9 @@ impl Session {
                 "ERR shardis does not serve '{}': {reason}",
                 cmd.name
             )),
+            _ if cmd.flags & crate::protocol::command::flag::NO_MULTI != 0 => {
+                Err("ERR Command not allowed inside a transaction".into())
+            }
             _ => Err(format!(
                 "ERR shardis cannot run '{}' inside MULTI: a transaction runs on one backend",
                 cmd.name

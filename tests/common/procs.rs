@@ -12,6 +12,8 @@ use super::{Client, START_ATTEMPTS, STARTUP_DEADLINE, TempDir, find_program, fre
 pub struct Redis {
     /// The port it listens on.
     pub port: u16,
+    /// The address it listens on.
+    ip: String,
     child: Child,
     dir: TempDir,
 }
@@ -23,13 +25,31 @@ impl Redis {
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
             if let Some(child) = spawn_redis(port, dir.path()) {
-                return Redis { port, child, dir };
+                return Redis {
+                    port,
+                    ip: "127.0.0.1".into(),
+                    child,
+                    dir,
+                };
             }
         }
         panic!(
             "redis-server did not start after {START_ATTEMPTS} attempts; log:\n{}",
             log_tail(&dir.path().join("redis.log"))
         );
+    }
+
+    /// Starts a redis-server bound to `ip` on `port` (for tests that give several servers the
+    /// same port on different loopback addresses); `None` if the port is taken there.
+    pub fn start_on(ip: &str, port: u16) -> Option<Redis> {
+        let dir = TempDir::new("redis");
+        let child = spawn_redis_on(ip, port, dir.path())?;
+        Some(Redis {
+            port,
+            ip: ip.into(),
+            child,
+            dir,
+        })
     }
 
     /// The process id.
@@ -49,7 +69,7 @@ impl Redis {
     pub fn restart(&mut self) {
         let deadline = Instant::now() + STARTUP_DEADLINE;
         loop {
-            if let Some(child) = spawn_redis(self.port, self.dir.path()) {
+            if let Some(child) = spawn_redis_on(&self.ip, self.port, self.dir.path()) {
                 self.child = child;
                 return;
             }
@@ -63,9 +83,9 @@ impl Redis {
         }
     }
 
-    /// "127.0.0.1:port".
+    /// "ip:port" (127.0.0.1 unless started with [`Redis::start_on`]).
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 
     /// A new connection to this server.
@@ -102,10 +122,14 @@ impl Redis {
 
 /// Runs redis-server on 127.0.0.1:`port` in `dir`; `None` if it exited at startup (port taken).
 fn spawn_redis(port: u16, dir: &Path) -> Option<Child> {
+    spawn_redis_on("127.0.0.1", port, dir)
+}
+
+fn spawn_redis_on(ip: &str, port: u16, dir: &Path) -> Option<Child> {
     let program = find_program("redis-server", "redis-server");
     let log = dir.join("redis.log");
     let child = Command::new(&program)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--port", &port.to_string(), "--bind", ip])
         .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
         // Fault tests make a backend slow with DEBUG SLEEP, which Redis 7 refuses by default.
         .args(["--enable-debug-command", "local"])
@@ -118,14 +142,15 @@ fn spawn_redis(port: u16, dir: &Path) -> Option<Child> {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
-    wait_ready(child, port, "redis-server", &log, answers_ping)
+    let ready = |port| answers_ping_on(ip, port);
+    wait_ready_on(child, ip, port, "redis-server", &log, ready)
 }
 
 /// True when the listener on `port` answers PING with PONG. Any failure is false, not a
 /// panic: under parallel tests the port may briefly belong to another test's process that
 /// closes connections (a draining proxy), and [`wait_ready`] then retries on another port.
-fn answers_ping(port: u16) -> bool {
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+fn answers_ping_on(ip: &str, port: u16) -> bool {
+    let Ok(mut s) = std::net::TcpStream::connect((ip, port)) else {
         return false;
     };
     let mut pong = [0u8; 7];
@@ -216,7 +241,18 @@ impl Drop for Nutcracker {
 /// other process that won the port race). `None` if the child exited (retry on another port);
 /// panics if it is still not ready at the deadline.
 fn wait_ready(
+    child: Child,
+    port: u16,
+    what: &str,
+    log: &Path,
+    ready: impl Fn(u16) -> bool,
+) -> Option<Child> {
+    wait_ready_on(child, "127.0.0.1", port, what, log, ready)
+}
+
+fn wait_ready_on(
     mut child: Child,
+    ip: &str,
     port: u16,
     what: &str,
     log: &Path,
@@ -227,7 +263,7 @@ fn wait_ready(
         if let Ok(Some(_)) = child.try_wait() {
             return None;
         }
-        if ready(port) && owns_listener(child.id(), port) {
+        if ready(port) && owns_listener_on(child.id(), ip, port) {
             return Some(child);
         }
         if Instant::now() > deadline {
@@ -244,10 +280,22 @@ fn wait_ready(
 
 /// True when process `pid` holds the socket listening on 127.0.0.1:`port` (from /proc).
 pub(super) fn owns_listener(pid: u32, port: u16) -> bool {
+    owns_listener_on(pid, "127.0.0.1", port)
+}
+
+/// True when process `pid` holds the socket listening on `ip`:`port` (IPv4, from /proc).
+fn owns_listener_on(pid: u32, ip: &str, port: u16) -> bool {
     let Ok(tcp) = std::fs::read_to_string("/proc/net/tcp") else {
         return true; // not Linux: trust the readiness probe
     };
-    let local = format!("0100007F:{port:04X}");
+    let octets: Vec<u8> = ip.split('.').filter_map(|o| o.parse().ok()).collect();
+    let local = format!(
+        "{:02X}{:02X}{:02X}{:02X}:{port:04X}",
+        octets.get(3).copied().unwrap_or(0),
+        octets.get(2).copied().unwrap_or(0),
+        octets.get(1).copied().unwrap_or(0),
+        octets.first().copied().unwrap_or(0)
+    );
     let inodes: Vec<String> = tcp
         .lines()
         .skip(1)

@@ -34,26 +34,51 @@ impl Shardis {
     /// the ports, so configs can use `listen = "127.0.0.1:0"`. Stderr goes to a log file, see
     /// [`Shardis::stderr`].
     pub fn start_with_args(config_toml: &str, args: &[&str]) -> Shardis {
+        Shardis::start_with_env(config_toml, args, &[])
+    }
+
+    /// Like [`Shardis::start_with_args`], with environment variables set for the process.
+    pub fn start_with_env(config_toml: &str, args: &[&str], env: &[(&str, &str)]) -> Shardis {
         let dir = TempDir::new("shardis");
         let config = dir.path().join("shardis.toml");
         std::fs::write(&config, config_toml).expect("write shardis.toml");
         let mut all = vec!["--config".to_string(), config.display().to_string()];
         all.extend(args.iter().map(|a| a.to_string()));
-        Shardis::launch(dir, &all)
+        Shardis::launch(dir, &all, env)
+    }
+
+    /// Writes a new configuration file and sends SIGHUP (a reload).
+    pub fn reload(&self, config_toml: &str) {
+        std::fs::write(self.config_path(), config_toml).expect("rewrite shardis.toml");
+        self.signal("HUP");
+    }
+
+    /// The process's CPU time so far (user + system), from /proc.
+    pub fn cpu_time(&self) -> std::time::Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .expect("read /proc/PID/stat");
+        let fields: Vec<&str> = stat[stat.rfind(')').map_or(0, |i| i + 2)..]
+            .split_whitespace()
+            .collect();
+        let ticks: u64 =
+            fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+        // USER_HZ is 100 on Linux.
+        std::time::Duration::from_millis(ticks * 10)
     }
 
     /// Runs `shardis ARGS` without writing a config file (for `--backend` mode); the arguments
     /// must choose free listeners (`--listen 127.0.0.1:0 --admin 127.0.0.1:0`).
     pub fn start_cli(args: &[&str]) -> Shardis {
         let all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        Shardis::launch(TempDir::new("shardis"), &all)
+        Shardis::launch(TempDir::new("shardis"), &all, &[])
     }
 
-    fn launch(dir: TempDir, args: &[String]) -> Shardis {
+    fn launch(dir: TempDir, args: &[String], env: &[(&str, &str)]) -> Shardis {
         let stderr_path = dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).expect("create stderr.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_shardis"))
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
