@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use crate::backend::Pool;
 use crate::config::Config;
+use crate::control::FixedControl;
 use crate::metrics::Metrics;
 use crate::protocol::command;
 use crate::session::{self, Context, Stop};
@@ -144,9 +145,16 @@ pub async fn serve(
     ctx.allow(&config.server.allow_commands);
     let ctx = Arc::new(ctx);
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin_task = tokio::spawn(crate::admin::serve(admin, state, prometheus, async {
-        let _ = admin_stopped.await;
-    }));
+    let control = Arc::new(FixedControl::new(config, state.clone()));
+    let admin_task = tokio::spawn(crate::admin::serve(
+        admin,
+        state,
+        prometheus,
+        control,
+        async {
+            let _ = admin_stopped.await;
+        },
+    ));
     run(
         listener,
         ctx,

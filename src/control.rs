@@ -1,0 +1,73 @@
+//! The [`Control`] of a proxy whose configuration cannot change while it runs: reload is
+//! refused, the configuration is the one it started with.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::admin::{Control, Status};
+use crate::config::Config;
+use crate::state::ProxyState;
+
+/// Serves the admin API from the configuration the proxy started with.
+pub struct FixedControl {
+    config: Value,
+    state: Arc<ProxyState>,
+}
+
+impl FixedControl {
+    /// The controls for a proxy running `config`, whose health is in `state`.
+    pub fn new(config: &Config, state: Arc<ProxyState>) -> Self {
+        Self {
+            config: config.to_json(),
+            state,
+        }
+    }
+}
+
+impl Control for FixedControl {
+    fn reload(&self) -> Pin<Box<dyn Future<Output = Result<Value, Vec<String>>> + Send + '_>> {
+        Box::pin(async {
+            Err(vec![
+                "reload is not available: shardis was started without a configuration file".into(),
+            ])
+        })
+    }
+
+    fn config(&self) -> Value {
+        self.config.clone()
+    }
+
+    fn backends(&self) -> Value {
+        serde_json::to_value(Status::snapshot(&self.state).backends).unwrap_or(Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::BackendState;
+
+    #[tokio::test]
+    async fn serves_the_start_configuration_and_refuses_reload() {
+        let config = Config::from_backends(&["127.0.0.1:7001".into()]).unwrap();
+        let backend = Arc::new(BackendState::new("127.0.0.1:7001", "127.0.0.1:7001"));
+        backend.connection_opened();
+        let state = Arc::new(ProxyState::new(config.digest.clone(), vec![backend]));
+        let control = FixedControl::new(&config, state.clone());
+        assert_eq!(control.config(), config.to_json());
+        let backends = control.backends();
+        assert_eq!(backends[0]["name"], "127.0.0.1:7001");
+        assert_eq!(backends[0]["state"], "up");
+        let status = serde_json::to_value(Status::snapshot(&state)).unwrap();
+        assert_eq!(backends, status["backends"]);
+        let errors = control.reload().await.unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].starts_with("reload is not available"),
+            "{errors:?}"
+        );
+    }
+}
