@@ -11,11 +11,13 @@
 //!
 //! Module map: [`config`] (TOML -> validated config), [`server`] (accept loop, limits, drain),
 //! [`state`] (proxy-wide counters and backend health), [`admin`] (HTTP: /metrics, /healthz,
-//! /readyz, /status), [`metrics`] (metric names and handles).
+//! /readyz, /status and the /admin API), [`control`] (what the /admin API acts on),
+//! [`metrics`] (metric names and handles).
 
 pub mod admin;
 pub mod backend;
 pub mod config;
+pub mod control;
 pub mod metrics;
 pub mod net;
 pub mod protocol;

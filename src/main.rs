@@ -28,7 +28,8 @@ struct Cli {
     /// Client listen address; overrides [server] listen.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
-    /// Admin HTTP address (/metrics, /healthz, /readyz, /status); overrides [admin] listen.
+    /// Admin HTTP address (/metrics, /healthz, /readyz, /status, /admin API); overrides
+    /// [admin] listen.
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
     /// Worker threads; overrides [server] threads. Default: the number of cores.

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::config::{Config, Overrides};
+use crate::control::LiveControl;
 use crate::metrics::Metrics;
 use crate::protocol::command;
 use crate::session::{self, Context, Stop};
@@ -153,9 +154,16 @@ pub async fn serve(
         }
     });
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin_task = tokio::spawn(crate::admin::serve(admin, state, prometheus, async {
-        let _ = admin_stopped.await;
-    }));
+    let control = Arc::new(LiveControl::new(topology.clone(), state.clone()));
+    let admin_task = tokio::spawn(crate::admin::serve(
+        admin,
+        state,
+        prometheus,
+        control,
+        async {
+            let _ = admin_stopped.await;
+        },
+    ));
     run(listener, ctx, max_clients, grace, shutdown).await;
     reload_task.abort();
     let _ = admin_stop.send(());

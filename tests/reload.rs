@@ -268,3 +268,45 @@ fn settings_that_need_a_restart_are_reported_and_the_others_apply() {
     // The same connection gets the new limit with its next command.
     assert!(matches!(c.cmd_str(&["KEYS", "*"]), Frame::Error(e) if e.contains("max_keys_reply")));
 }
+
+#[test]
+fn shardis_reload_cli_reloads_through_the_admin_api_and_fails_on_a_broken_file() {
+    let (a, b) = (Redis::start(), Redis::start());
+    let one = config(&[("s1", a.addr(), 1)]);
+    let shardis = Shardis::start(&one);
+    let two = config(&[("s1", a.addr(), 1), ("s2", b.addr(), 1)]);
+    std::fs::write(shardis.config_path(), &two).expect("rewrite config");
+    let cli = |admin: String| {
+        Command::new(env!("CARGO_BIN_EXE_shardis"))
+            .args(["reload", "--admin", &admin])
+            .output()
+            .expect("shardis reload")
+    };
+    let out = cli(shardis.admin.to_string());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("the reload report is JSON");
+    assert_eq!(report["reloaded"], true);
+    assert_eq!(report["changes"]["added"], serde_json::json!(["s2"]));
+    // In force as soon as the command returns.
+    assert_eq!(status(&shardis)["config_digest"], digest_of(&two).as_str());
+
+    std::fs::write(shardis.config_path(), "[[pools]]\nhash = \"nope\"\n").expect("break config");
+    let out = cli(shardis.admin.to_string());
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("HTTP 422"), "{stderr}");
+    assert_eq!(status(&shardis)["config_digest"], digest_of(&two).as_str());
+
+    // Nothing listening: a clear error, not a hang.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = closed.local_addr().expect("addr").to_string();
+    drop(closed);
+    let out = cli(addr);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the admin listener"));
+}

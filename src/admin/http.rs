@@ -1,165 +1,18 @@
-//! The smallest HTTP/1.1 the admin endpoints need: read one bounded request head, parse its
-//! request line, and encode a `Connection: close` response.
+//! What the admin endpoints share on top of hyper: a plain response value that handlers build
+//! and tests inspect without a runtime, reading a request body within a size and time limit,
+//! and a socket wrapper that gives up on a client that stops reading.
 
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
-
-/// A parsed request line; headers are read but not kept, the body is ignored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    /// Method token as sent, e.g. `GET`.
-    pub method: String,
-    /// Path part of the request target, always starting with `/`.
-    pub path: String,
-    /// Query string without the `?`, empty if absent.
-    pub query: String,
-}
-
-impl Request {
-    /// True if the query has `name`, `name=1` or `name=true`.
-    pub fn flag(&self, name: &str) -> bool {
-        self.query.split('&').any(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            key == name && matches!(value, "" | "1" | "true")
-        })
-    }
-}
-
-/// Why no request could be read from a connection.
-#[derive(Debug, thiserror::Error)]
-pub enum HeadError {
-    /// The peer closed the connection before sending anything.
-    #[error("connection closed before a request")]
-    Closed,
-    /// The head did not end within the size limit.
-    #[error("request head larger than {0} bytes")]
-    TooLarge(usize),
-    /// The head did not arrive within the read timeout.
-    #[error("request head not received within {0:?}")]
-    Timeout(Duration),
-    /// The request line is not `METHOD /target HTTP/1.x`, or the head ended early.
-    #[error("malformed request: {0}")]
-    Malformed(&'static str),
-    /// Reading from the socket failed.
-    #[error("reading the request failed: {0}")]
-    Io(#[from] io::Error),
-}
-
-impl HeadError {
-    /// The response to send for this error, if the connection is still worth answering.
-    pub fn response(&self) -> Option<Response> {
-        match self {
-            HeadError::Closed | HeadError::Io(_) => None,
-            HeadError::TooLarge(_) => Some(Response::text(431, format!("{self}\n"))),
-            HeadError::Timeout(_) => Some(Response::text(408, format!("{self}\n"))),
-            HeadError::Malformed(_) => Some(Response::text(400, format!("{self}\n"))),
-        }
-    }
-}
-
-/// Reads a request head (up to the blank line) of at most `limit` bytes within `timeout`.
-pub async fn read_request<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    limit: usize,
-    timeout: Duration,
-) -> Result<Request, HeadError> {
-    match tokio::time::timeout(timeout, read_head(reader, limit)).await {
-        Ok(head) => parse_head(&head?),
-        Err(_) => Err(HeadError::Timeout(timeout)),
-    }
-}
-
-async fn read_head<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    limit: usize,
-) -> Result<Vec<u8>, HeadError> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = reader.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(if buf.is_empty() {
-                HeadError::Closed
-            } else {
-                HeadError::Malformed("connection closed inside the request head")
-            });
-        }
-        // Only the new bytes (and the three before them) can complete the terminator.
-        let from = buf.len().saturating_sub(3);
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = head_end(&buf[from..]) {
-            let end = from + end;
-            if end > limit {
-                return Err(HeadError::TooLarge(limit));
-            }
-            buf.truncate(end);
-            return Ok(buf);
-        }
-        if buf.len() > limit {
-            return Err(HeadError::TooLarge(limit));
-        }
-    }
-}
-
-/// Length of the head including its terminating blank line (CRLF CRLF, or bare LF LF).
-fn head_end(buf: &[u8]) -> Option<usize> {
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-/// Parses the request line of a complete head; header lines are only checked to be text.
-pub fn parse_head(head: &[u8]) -> Result<Request, HeadError> {
-    let text = std::str::from_utf8(head).map_err(|_| HeadError::Malformed("head is not UTF-8"))?;
-    let line = text
-        .split('\n')
-        .next()
-        .map(|l| l.trim_end_matches('\r'))
-        .unwrap_or_default();
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(HeadError::Malformed(
-            "request line is not `METHOD TARGET VERSION`",
-        ));
-    };
-    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(HeadError::Malformed("bad method"));
-    }
-    if !target.starts_with('/') || target.bytes().any(|b| b.is_ascii_control()) {
-        return Err(HeadError::Malformed(
-            "request target must be an absolute path",
-        ));
-    }
-    if !version.starts_with("HTTP/1.") {
-        return Err(HeadError::Malformed("only HTTP/1.x is served"));
-    }
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    Ok(Request {
-        method: method.to_owned(),
-        path: path.to_owned(),
-        query: query.to_owned(),
-    })
-}
-
-/// A complete response; always sent with `Connection: close`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
-    /// Status code.
-    pub status: u16,
-    /// `Content-Type` header value.
-    pub content_type: &'static str,
-    /// Extra header lines, each without CRLF.
-    pub headers: Vec<String>,
-    /// Body bytes.
-    pub body: Vec<u8>,
-}
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Body;
+use hyper::header::{self, HeaderValue};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
 
 /// Content type of plain text bodies.
 pub const TEXT: &str = "text/plain; charset=utf-8";
@@ -167,6 +20,19 @@ pub const TEXT: &str = "text/plain; charset=utf-8";
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Content type of JSON bodies.
 pub const JSON: &str = "application/json";
+
+/// A complete response, before it is handed to hyper.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type` header value.
+    pub content_type: &'static str,
+    /// Extra headers, such as `("allow", "GET, HEAD")`.
+    pub headers: Vec<(&'static str, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
 
 impl Response {
     /// A plain-text response.
@@ -184,136 +50,254 @@ impl Response {
         }
     }
 
-    /// Adds a header line such as `Allow: GET`.
-    pub fn header(mut self, line: impl Into<String>) -> Self {
-        self.headers.push(line.into());
+    /// A JSON response, pretty-printed and ending with a newline like `/status`.
+    pub fn json(status: u16, value: &impl serde::Serialize) -> Self {
+        match serde_json::to_vec_pretty(value) {
+            Ok(mut body) => {
+                body.push(b'\n');
+                Self::with_type(status, JSON, body)
+            }
+            Err(e) => Self::text(500, format!("cannot encode JSON: {e}\n")),
+        }
+    }
+
+    /// Adds a header, such as `("allow", "GET, HEAD")`; `name` must be lowercase.
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
         self
     }
 
-    /// The bytes to put on the wire.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut head = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n",
-            self.status,
-            reason(self.status),
-            self.content_type,
-            self.body.len()
+    /// The value of header `name`, if it was added.
+    pub fn header_value(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The hyper response. hyper adds `content-length` (and leaves the body out for HEAD).
+    pub fn into_http(self) -> hyper::Response<Full<Bytes>> {
+        let status = hyper::StatusCode::from_u16(self.status)
+            .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = hyper::Response::new(Full::new(Bytes::from(self.body)));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(self.content_type),
         );
-        for line in &self.headers {
-            head.push_str(line);
-            head.push_str("\r\n");
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        for (name, value) in self.headers {
+            if let Ok(value) = HeaderValue::try_from(value) {
+                headers.append(name, value);
+            }
         }
-        head.push_str("\r\n");
-        let mut out = head.into_bytes();
-        out.extend_from_slice(&self.body);
-        out
+        response
     }
 }
 
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "Unknown",
+/// Reads a whole request body of at most `limit` bytes within `timeout`. The error is the
+/// response to send instead: 413 when too large, 408 when too slow, 400 when broken.
+pub async fn read_body<B>(body: B, limit: usize, timeout: Duration) -> Result<Bytes, Response>
+where
+    B: Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large(limit)),
+        Ok(Err(e)) => Err(
+            Response::text(400, format!("cannot read the request body: {e}\n"))
+                .header("connection", "close"),
+        ),
+        Err(_) => Err(Response::text(
+            408,
+            format!("request body not received within {timeout:?}\n"),
+        )
+        .header("connection", "close")),
+    }
+}
+
+/// 413 for a body over `limit` bytes; the connection closes, as the rest of the body is unread.
+pub fn too_large(limit: usize) -> Response {
+    Response::text(
+        413,
+        format!("request body larger than {limit} bytes; the admin API takes none this large\n"),
+    )
+    .header("connection", "close")
+}
+
+/// The 408 written by hand to a client whose request head did not arrive in time (hyper
+/// closes such connections without a word).
+pub fn head_timeout(timeout: Duration) -> Vec<u8> {
+    let body = format!("request head not received within {timeout:?}\n");
+    format!(
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: {TEXT}\r\ncontent-length: {}\r\n\
+         connection: close\r\ncache-control: no-store\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A socket whose writes fail with `TimedOut` once one has made no progress for `timeout`: a
+/// client that stops reading its responses cannot hold a connection (and its task) forever.
+/// Reads are bounded by hyper's header timeout and [`read_body`].
+#[derive(Debug)]
+pub struct WriteDeadline<S> {
+    inner: S,
+    timeout: Duration,
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> WriteDeadline<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, timeout: Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    /// The wrapped socket.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// Passes a ready result through (progress: the deadline starts again next time); on
+    /// `Pending`, starts the deadline or reports that it passed.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.stalled = None;
+            return poll;
+        }
+        let timeout = self.timeout;
+        let sleep = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        ready!(sleep.as_mut().poll(cx));
+        self.stalled = None;
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the client read nothing for {timeout:?}"),
+        )))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteDeadline<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(cx, poll)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    use tokio::io::AsyncWriteExt;
 
-    async fn read(input: &[u8], limit: usize) -> Result<Request, HeadError> {
-        let mut reader = input;
-        read_request(&mut reader, limit, Duration::from_secs(1)).await
+    #[test]
+    fn builds_the_hyper_response() {
+        let r = Response::text(405, "no\n")
+            .header("allow", "GET, HEAD")
+            .into_http();
+        assert_eq!(r.status(), 405);
+        let h = r.headers();
+        assert_eq!(h["allow"], "GET, HEAD");
+        assert_eq!(h["content-type"], TEXT);
+        assert_eq!(h["cache-control"], "no-store");
     }
 
     #[tokio::test]
-    async fn parses_a_get_with_query_and_headers() {
-        let req = read(
-            b"GET /readyz?strict=1&x=y HTTP/1.1\r\nHost: a\r\n\r\nbody",
-            8192,
-        )
-        .await
-        .unwrap();
-        assert_eq!(req.method, "GET");
-        assert_eq!(req.path, "/readyz");
-        assert_eq!(req.query, "strict=1&x=y");
-        assert!(req.flag("strict"));
-        assert!(!req.flag("x"));
-        assert!(!req.flag("missing"));
-    }
-
-    #[tokio::test]
-    async fn accepts_bare_lf_heads() {
-        let req = read(b"GET /healthz HTTP/1.0\n\n", 8192).await.unwrap();
-        assert_eq!(req.path, "/healthz");
-    }
-
-    #[tokio::test]
-    async fn rejects_bad_input_without_panicking() {
-        for input in [
-            &b"GET\r\n\r\n"[..],
-            b"GET /x\r\n\r\n",
-            b"GET /x HTTP/1.1 extra\r\n\r\n",
-            b"get /x HTTP/1.1\r\n\r\n",
-            b"GET http://h/x HTTP/1.1\r\n\r\n",
-            b"GET /x HTTP/2\r\n\r\n",
-            b"GET /\xff HTTP/1.1\r\n\r\n",
-            b"\r\n\r\n",
-            b"GET /x HTTP/1.1\r\nHost: a\r\n",
-        ] {
-            let err = read(input, 8192).await.unwrap_err();
-            assert_eq!(err.response().map(|r| r.status), Some(400), "{input:?}");
-        }
-    }
-
-    #[tokio::test]
-    async fn bounds_the_head_size() {
-        let mut big = b"GET /".to_vec();
-        big.extend(std::iter::repeat_n(b'a', 10_000));
-        big.extend_from_slice(b" HTTP/1.1\r\n\r\n");
-        let err = read(&big, 8192).await.unwrap_err();
-        assert!(matches!(err, HeadError::TooLarge(8192)));
-        assert_eq!(err.response().map(|r| r.status), Some(431));
-    }
-
-    #[tokio::test]
-    async fn empty_connection_gets_no_answer() {
-        let err = read(b"", 8192).await.unwrap_err();
-        assert!(matches!(err, HeadError::Closed));
-        assert!(err.response().is_none());
+    async fn reads_bodies_within_the_limit() {
+        let ok = read_body(
+            Full::new(Bytes::from_static(b"abc")),
+            3,
+            Duration::from_secs(1),
+        );
+        assert_eq!(ok.await.unwrap(), "abc");
+        let big = read_body(
+            Full::new(Bytes::from_static(b"abcd")),
+            3,
+            Duration::from_secs(1),
+        );
+        assert_eq!(big.await.unwrap_err().status, 413);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn times_out_slow_heads() {
-        let (mut client, mut server) = tokio::io::duplex(64);
-        let read = read_request(&mut server, 8192, Duration::from_secs(5));
-        let write = async {
-            use tokio::io::AsyncWriteExt;
-            client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
-            std::future::pending::<()>().await;
-        };
-        let err = tokio::select! {
-            r = read => r.unwrap_err(),
-            _ = write => unreachable!(),
-        };
-        assert!(matches!(err, HeadError::Timeout(_)));
-        assert_eq!(err.response().map(|r| r.status), Some(408));
+    async fn times_out_slow_bodies() {
+        let endless = StreamBody::new(futures_util::stream::pending::<
+            Result<Frame<Bytes>, std::convert::Infallible>,
+        >());
+        let r = read_body(endless, 10, Duration::from_secs(5)).await;
+        let r = r.unwrap_err();
+        assert_eq!(r.status, 408);
+        assert_eq!(r.header_value("connection"), Some("close"));
     }
 
-    #[test]
-    fn encodes_a_close_response() {
-        let bytes = Response::text(405, "no\n").header("Allow: GET").encode();
-        let text = String::from_utf8(bytes).unwrap();
-        assert!(text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
-        assert!(text.contains("Content-Length: 3\r\n"));
-        assert!(text.contains("Connection: close\r\n"));
-        assert!(text.ends_with("Allow: GET\r\n\r\nno\n"));
+    #[tokio::test(start_paused = true)]
+    async fn gives_up_on_a_peer_that_does_not_read() {
+        let (client, _server) = tokio::io::duplex(16);
+        let mut w = WriteDeadline::new(client, Duration::from_secs(10));
+        let e = w.write_all(&[0u8; 64]).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn progress_restarts_the_deadline() {
+        let (client, mut server) = tokio::io::duplex(16);
+        let mut w = WriteDeadline::new(client, Duration::from_secs(10));
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 16];
+            let mut total = 0;
+            // Read a little every 6 s: never 10 s without progress, 30 s in all.
+            while total < 64 {
+                tokio::time::sleep(Duration::from_secs(6)).await;
+                total += tokio::io::AsyncReadExt::read(&mut server, &mut buf)
+                    .await
+                    .unwrap();
+            }
+        });
+        w.write_all(&[0u8; 64]).await.unwrap();
+        reader.await.unwrap();
     }
 }

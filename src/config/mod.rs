@@ -4,6 +4,7 @@
 //! key (`pools[0].backends[2].weight: must be from 1 to 1000000 (got 0)`).
 
 mod address;
+mod json;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use md5::{Digest, Md5};
 
 pub use address::{Address, AddressError};
+pub use json::{MASK, mask_secrets};
 
 use crate::router::{DistributionKind, HashKind, HashTag};
 use raw::{RawBackend, RawConfig, RawPool, RawServer};
@@ -109,8 +111,11 @@ pub struct ServerConfig {
 /// `[admin]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdminConfig {
-    /// HTTP listener for /metrics, /healthz, /readyz, /status.
+    /// HTTP listener for /metrics, /healthz, /readyz, /status and the /admin API.
     pub listen: SocketAddr,
+    /// Serve mutating admin requests (POST /admin/reload) on a listener that is not loopback.
+    /// On a loopback listener they are always served.
+    pub allow_mutations: bool,
 }
 
 /// One `[[pools]]` entry.
@@ -337,6 +342,11 @@ impl Config {
         let _ = writeln!(out, "  max_keys_reply           {}", s.max_keys_reply);
         let _ = writeln!(out, "[admin]");
         let _ = writeln!(out, "  listen                   {}", self.admin.listen);
+        let _ = writeln!(
+            out,
+            "  allow_mutations          {}",
+            self.admin.allow_mutations
+        );
         for p in &self.pools {
             let _ = writeln!(out, "[pool {}]", p.name);
             let _ = writeln!(out, "  distribution             {}", p.distribution);

@@ -32,6 +32,7 @@ pub(super) struct RawServer {
 #[derive(Deserialize, Debug, Default)]
 pub(super) struct RawAdmin {
     pub listen: Option<String>,
+    pub allow_mutations: Option<bool>,
 }
 
 /// One `[[pools]]` entry.

@@ -47,6 +47,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.server.slowlog, None);
     assert_eq!(c.server.threads, None);
     assert_eq!(c.admin.listen, DEFAULT_ADMIN_LISTEN.parse().unwrap());
+    assert!(!c.admin.allow_mutations);
     let p = &c.pools[0];
     assert_eq!(p.name, "main");
     assert_eq!(p.distribution, DistributionKind::Ketama);
@@ -75,6 +76,7 @@ fn every_key_is_read() {
         threads = 3
         [admin]
         listen = "[::1]:9000"
+        allow_mutations = true
         [[pools]]
         name = "cache"
         distribution = "maglev"
@@ -97,6 +99,7 @@ fn every_key_is_read() {
     assert_eq!(c.server.slowlog, Some(Duration::from_millis(25)));
     assert_eq!(c.server.threads.map(NonZeroUsize::get), Some(3));
     assert_eq!(c.admin.listen, "[::1]:9000".parse().unwrap());
+    assert!(c.admin.allow_mutations);
     let p = &c.pools[0];
     assert_eq!(
         (p.name.as_str(), p.distribution, p.hash),
@@ -437,4 +440,50 @@ fn load_reports_missing_files() {
     let e = Config::load(Path::new("/nonexistent/shardis.toml")).unwrap_err();
     assert_eq!(e.kind(), "io");
     assert!(e.to_string().contains("/nonexistent/shardis.toml"), "{e}");
+}
+
+#[test]
+fn allow_mutations_must_be_a_boolean() {
+    let text = with_pool("").replace(
+        "[server]\n",
+        "[admin]\nallow_mutations = \"yes\"\n[server]\n",
+    );
+    let e = Config::parse(&text).unwrap_err();
+    assert_eq!(e.kind(), "syntax");
+    assert!(e.to_string().contains("allow_mutations"), "{e}");
+}
+
+#[test]
+fn json_has_the_file_keys_and_reads_back_as_the_same_settings() {
+    let text = with_pool("hash_tag = \"{}\"\ndistribution = \"maglev\"\ntimeout_ms = 250").replace(
+        "[server]\n",
+        "[admin]\nallow_mutations = true\n[server]\nslowlog_ms = 7\n",
+    );
+    let c = Config::parse(&text).unwrap();
+    let v = c.to_json();
+    assert_eq!(v["server"]["listen"], "127.0.0.1:6380");
+    assert_eq!(v["server"]["slowlog_ms"], 7);
+    assert_eq!(v["server"]["threads"], 0);
+    assert_eq!(v["admin"]["listen"], DEFAULT_ADMIN_LISTEN);
+    assert_eq!(v["admin"]["allow_mutations"], true);
+    let p = &v["pools"][0];
+    assert_eq!(p["distribution"], "maglev");
+    assert_eq!(p["hash"], "fnv1a_64");
+    assert_eq!(p["hash_tag"], "{}");
+    assert_eq!(p["timeout_ms"], 250);
+    assert_eq!(p["connect_timeout_ms"], 250);
+    assert_eq!(p["backends"][1]["name"], "s2");
+    assert_eq!(p["backends"][1]["address"], "127.0.0.1:7002");
+    assert_eq!(p["backends"][1]["weight"], 1);
+    assert_eq!(v["digest"], c.digest);
+
+    // Written back as TOML (without the digest), the JSON is the same configuration.
+    let mut file = v.clone();
+    file.as_object_mut().unwrap().remove("digest");
+    let again = Config::parse(&toml::to_string(&file).unwrap()).unwrap();
+    assert_eq!(again, c);
+
+    // No hash tag is null, not an empty string.
+    let plain = Config::parse(&with_pool("")).unwrap().to_json();
+    assert!(plain["pools"][0]["hash_tag"].is_null());
 }

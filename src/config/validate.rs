@@ -189,9 +189,10 @@ fn server(p: &mut Problems, raw: Option<RawServer>) -> ServerConfig {
 }
 
 fn admin(p: &mut Problems, raw: Option<RawAdmin>) -> AdminConfig {
-    let listen = raw.and_then(|a| a.listen);
+    let raw = raw.unwrap_or_default();
     AdminConfig {
-        listen: p.socket_addr("admin.listen", listen.as_deref(), DEFAULT_ADMIN_LISTEN),
+        listen: p.socket_addr("admin.listen", raw.listen.as_deref(), DEFAULT_ADMIN_LISTEN),
+        allow_mutations: raw.allow_mutations.unwrap_or(false),
     }
 }
 

@@ -1,0 +1,119 @@
+//! The validated configuration as JSON, for the admin API: the keys and units of the TOML file
+//! (`timeout_ms`, `hash_tag`), defaults spelled out, secrets masked.
+
+use serde_json::{Map, Value, json};
+
+use super::Config;
+
+/// What a masked secret reads as.
+pub const MASK: &str = "***";
+
+impl Config {
+    /// The resolved settings as JSON, shaped like the TOML file (one object per table, the
+    /// same key names and units), plus `digest`. Values whose key names a secret are masked
+    /// (see [`mask_secrets`]).
+    pub fn to_json(&self) -> Value {
+        let s = &self.server;
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let pools: Vec<Value> = self
+            .pools
+            .iter()
+            .map(|p| {
+                let backends: Vec<Value> = p
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        json!({
+                            "name": b.name,
+                            "address": b.address.to_string(),
+                            "weight": b.weight.get(),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "name": p.name,
+                    "distribution": p.distribution.to_string(),
+                    "hash": p.hash.to_string(),
+                    "hash_tag": p.hash_tag.map(|t| t.to_string()),
+                    "timeout_ms": ms(p.timeout),
+                    "connect_timeout_ms": ms(p.connect_timeout),
+                    "connections_per_backend": p.connections_per_backend.get(),
+                    "max_exclusive_per_backend": p.max_exclusive,
+                    "backends": backends,
+                })
+            })
+            .collect();
+        let mut out = json!({
+            "server": {
+                "listen": s.listen.to_string(),
+                "max_clients": s.max_clients,
+                "max_pipeline": s.max_pipeline,
+                "max_request_bytes": s.max_request_bytes,
+                "shutdown_grace_ms": ms(s.shutdown_grace),
+                "slowlog_ms": s.slowlog.map_or(0, ms),
+                "threads": s.threads.map_or(0, |t| t.get()),
+                "allow_commands": s.allow_commands,
+                "max_subscriber_output_bytes": s.max_subscriber_output_bytes,
+                "max_keys_reply": s.max_keys_reply,
+            },
+            "admin": {
+                "listen": self.admin.listen.to_string(),
+                "allow_mutations": self.admin.allow_mutations,
+            },
+            "pools": pools,
+            "digest": self.digest,
+        });
+        mask_secrets(&mut out);
+        out
+    }
+}
+
+/// Replaces, at any depth, the value of every object key whose name contains `password` or
+/// `secret` (any case) with [`MASK`]. A `null` stays `null`: that no secret is set is not a
+/// secret. Applied to every configuration the admin API shows, so a secret setting added later
+/// is masked without anyone remembering to.
+pub fn mask_secrets(value: &mut Value) {
+    match value {
+        Value::Object(map) => mask_object(map),
+        Value::Array(items) => items.iter_mut().for_each(mask_secrets),
+        _ => {}
+    }
+}
+
+fn mask_object(map: &mut Map<String, Value>) {
+    for (key, value) in map.iter_mut() {
+        let key = key.to_ascii_lowercase();
+        if (key.contains("password") || key.contains("secret")) && !value.is_null() {
+            *value = Value::String(MASK.to_owned());
+        } else {
+            mask_secrets(value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_secret_keys_at_any_depth() {
+        let mut v = json!({
+            "password": "hunter2",
+            "pools": [{ "backends": [{ "name": "s1", "AUTH_PASSWORD": 7, "tls": { "client_secret_file": ["x"] } }] }],
+            "secret": null,
+            "secretary": { "nested": "also masked: the key names a secret" },
+            "name": "password",
+        });
+        mask_secrets(&mut v);
+        assert_eq!(
+            v,
+            json!({
+                "password": MASK,
+                "pools": [{ "backends": [{ "name": "s1", "AUTH_PASSWORD": MASK, "tls": { "client_secret_file": MASK } }] }],
+                "secret": null,
+                "secretary": MASK,
+                "name": "password",
+            })
+        );
+    }
+}
