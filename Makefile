@@ -26,15 +26,20 @@ LOAD_ARGS ?=
 # Extra arguments for the client-library comparison, e.g.
 #   make compat COMPAT_ARGS='--backends 5 --clients redis-py,ioredis5'
 COMPAT_ARGS ?=
+# Seconds of fuzzing per target for `make fuzz`; FUZZ_TARGETS picks some of
+# request, reply, reply_helpers, config (default: all four, one after another).
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?=
 
-.PHONY: help deps build test demo demo-stop bench bench-load compat
+.PHONY: help deps build test demo demo-stop bench bench-load compat fuzz
 
 help: ## list the targets
 	@echo "shardis make targets:"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) \
 	  | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 14
 	@echo
-	@echo "variables: CARGO_TARGET_DIR (binary at $(SHARDIS_BIN)), LOAD_ARGS (for bench-load), COMPAT_ARGS (for compat)"
+	@echo "variables: CARGO_TARGET_DIR (binary at $(SHARDIS_BIN)), LOAD_ARGS (for bench-load), COMPAT_ARGS (for compat),"
+	@echo "           FUZZ_SECONDS (per target, default 600) and FUZZ_TARGETS (for fuzz)"
 
 deps: ## install or check redis-server, redis-tools, nutcracker, rustfmt, clippy
 	@scripts/deps.sh
@@ -77,3 +82,6 @@ bench-load: deps build ## redis-benchmark: shardis vs twemproxy vs predixy vs di
 
 compat: deps build ## ioredis, node-redis, redis-py batteries: direct redis vs shardis
 	@scripts/compat.sh --shardis-bin "$(SHARDIS_BIN)" $(COMPAT_ARGS)
+
+fuzz: ## fuzz the request, reply and config parsers (cargo-fuzz on stable, FUZZ_SECONDS each)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh $(FUZZ_TARGETS)
