@@ -549,14 +549,14 @@ pub mod checks {
                 reply.len(),
                 "elements do not reach the end of the reply"
             );
-            if reply[0] == b'*' {
-                if let Some(els) = array_elements(reply) {
-                    assert_eq!(els.len(), n, "array_elements and elements disagree");
-                    for (el, item) in els.iter().zip(&items) {
-                        let Element::Bulk(r) = el else { continue };
-                        if let Some(v) = string_value(item) {
-                            assert_eq!(&reply[r.clone()], v, "bulk element bytes");
-                        }
+            if reply[0] == b'*'
+                && let Some(els) = array_elements(reply)
+            {
+                assert_eq!(els.len(), n, "array_elements and elements disagree");
+                for (el, item) in els.iter().zip(&items) {
+                    let Element::Bulk(r) = el else { continue };
+                    if let Some(v) = string_value(item) {
+                        assert_eq!(&reply[r.clone()], v, "bulk element bytes");
                     }
                 }
             }
