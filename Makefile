@@ -29,8 +29,12 @@ COMPAT_ARGS ?=
 # Arguments for Redis's own test suite run (default: shardis over 3 backends), e.g.
 #   make redis-suite SUITE_ARGS='--target twemproxy --json twemproxy.json'
 SUITE_ARGS ?=
+# Seconds of fuzzing per target for `make fuzz`; FUZZ_TARGETS picks some of
+# request, reply, reply_helpers, config (default: all four, one after another).
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?=
 
-.PHONY: help deps build test demo demo-stop bench bench-load compat redis-suite
+.PHONY: help deps build test demo demo-stop bench bench-load compat redis-suite fuzz
 
 help: ## list the targets
 	@echo "shardis make targets:"
@@ -38,7 +42,8 @@ help: ## list the targets
 	  | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 16
 	@echo
 	@echo "variables: CARGO_TARGET_DIR (binary at $(SHARDIS_BIN)), LOAD_ARGS (for bench-load),"
-	@echo "           COMPAT_ARGS (for compat), SUITE_ARGS (for redis-suite; scripts/redis-suite.sh --help)"
+	@echo "           COMPAT_ARGS (for compat), SUITE_ARGS (for redis-suite; scripts/redis-suite.sh --help),"
+	@echo "           FUZZ_SECONDS (per target, default 600) and FUZZ_TARGETS (for fuzz)"
 
 deps: ## install or check redis-server, redis-tools, nutcracker, rustfmt, clippy
 	@scripts/deps.sh
@@ -85,3 +90,6 @@ compat: deps build ## ioredis, node-redis, redis-py batteries: direct redis vs s
 # Builds nothing: run `make build` first, or point SHARDIS_BIN at a binary.
 redis-suite: deps ## Redis's own test suite against shardis (SUITE_ARGS='--target direct|twemproxy ...')
 	scripts/redis-suite.sh --shardis-bin "$(SHARDIS_BIN)" $(SUITE_ARGS)
+
+fuzz: ## fuzz the request, reply and config parsers (cargo-fuzz on stable, FUZZ_SECONDS each)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh $(FUZZ_TARGETS)
