@@ -264,8 +264,12 @@ fn broken_frames_close_only_their_connection() {
     let cluster = Cluster::start(4);
     let mut bystander = cluster.client();
     assert_eq!(bystander.cmd_str(&["SET", "bystander", "1"]), ok());
-    let cases: [(&[u8], &str); 6] = [
+    let cases: [(&[u8], &str); 9] = [
         (b"*1\r\n$abc\r\n", "invalid bulk length"),
+        // Numbers Redis' string2ll refuses: Redis would close a link other clients share.
+        (b"*2\r\n$3\r\nGET\r\n$01\r\nk\r\n", "invalid bulk length"),
+        (b"*01\r\n$4\r\nPING\r\n", "invalid multibulk length"),
+        (b"*1\r\n$-0\r\n", "invalid bulk length"),
         (b"*1\r\n$-5\r\n", "invalid bulk length"),
         (b"*abc\r\n", "invalid multibulk length"),
         (b"*1\r\nPING\r\n", "expected '$', got 'P'"),
@@ -291,7 +295,43 @@ fn broken_frames_close_only_their_connection() {
         assert_eq!(bystander.cmd_str(&["INCR", "bystander"]), int(n as i64 + 2));
     }
     assert!(cluster.holders(b"after-broken").is_empty());
-    assert_eq!(cluster.client().cmd_str(&["GET", "bystander"]), bulk("7"));
+    assert_eq!(cluster.client().cmd_str(&["GET", "bystander"]), bulk("10"));
+}
+
+/// A header Redis refuses (`$01`) must be refused by the proxy, not forwarded: Redis would
+/// close the shared backend link and fail every other client's requests in flight on it.
+#[test]
+fn a_header_redis_refuses_never_reaches_a_shared_link() {
+    let cluster = Cluster::start(1);
+    let mut setup = cluster.client();
+    assert_eq!(setup.cmd_str(&["SET", "k", "v"]), ok());
+    let addr = cluster.proxy.addr.to_string();
+    let pipelined = std::thread::spawn(move || {
+        let mut c = Client::connect(&addr);
+        let mut lost = 0;
+        for _ in 0..20 {
+            let mut batch = Vec::new();
+            for _ in 0..500 {
+                batch.extend(Client::encode(&[b"GET", b"k"]));
+            }
+            c.send_raw(&batch);
+            for _ in 0..500 {
+                if c.read_reply() != bulk("v") {
+                    lost += 1;
+                }
+            }
+        }
+        lost
+    });
+    for _ in 0..20 {
+        let out = cluster.send_until_closed(b"*2\r\n$3\r\nGET\r\n$01\r\nk\r\n");
+        assert_eq!(out, b"-ERR Protocol error: invalid bulk length\r\n");
+    }
+    assert_eq!(
+        pipelined.join().unwrap(),
+        0,
+        "replies lost by the bystander"
+    );
 }
 
 #[test]

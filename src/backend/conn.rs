@@ -248,6 +248,9 @@ fn error_text(reply: &[u8]) -> String {
 
 /// `id` and `version` from a HELLO reply (a RESP3 map, or a RESP2 array of name/value pairs).
 fn hello_fields(reply: &[u8]) -> Result<(Option<i64>, Option<[u32; 3]>), ConnectError> {
+    if !crate::protocol::reply::decodable(reply) {
+        return Err(ConnectError::Protocol("HELLO reply nests too deep".into()));
+    }
     let frame = match decode(reply) {
         Ok(Some((frame, _))) => frame,
         Ok(None) => return Err(ConnectError::Protocol("incomplete HELLO reply".into())),

@@ -33,4 +33,6 @@ pub enum ProtocolError {
     TooLarge(usize),
     #[error("unexpected reply type '{0}'")]
     UnexpectedReply(char),
+    #[error("reply nests more than {0} aggregates")]
+    TooDeep(usize),
 }

@@ -3,16 +3,13 @@
 //! [`ReplyScanner`] finds where each RESP2 or RESP3 reply ends without building it: it keeps a stack of
 //! array counts instead of recursing, resumes where it stopped, and allocates nothing once warm,
 //! so a large array reply that arrives in many reads is scanned once. The bytes are then passed
-//! to the client untouched. Replies that must be taken apart (MGET fan-out) are decoded with
-//! `redis_protocol`, see [`array_elements`].
+//! to the client untouched. Replies that must be taken apart (MGET fan-out) are split with the
+//! same scanner, see [`array_elements`]; the few decoded with `redis_protocol` (pub/sub pushes,
+//! handshakes) are first checked to nest at most [`MAX_DECODE_DEPTH`] levels.
 
 use std::ops::Range;
 
 use bytes::{BufMut, BytesMut};
-use redis_protocol::resp2::decode::decode_range as decode_resp2;
-use redis_protocol::resp2::types::RangeFrame as Resp2Frame;
-use redis_protocol::resp3::decode::complete::decode_range as decode_resp3;
-use redis_protocol::resp3::types::RangeFrame as Resp3Frame;
 
 use super::ProtocolError;
 use super::request::{find_crlf, parse_int, put_int};
@@ -20,11 +17,19 @@ use super::request::{find_crlf, parse_int, put_int};
 /// Incremental reply framer; one per backend connection. Understands RESP2 and RESP3: maps,
 /// sets, pushes and attributes are aggregates; nulls, booleans, doubles, big numbers, blob
 /// errors and verbatim strings are values. An attribute (`|`) belongs to the value after it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReplyScanner {
     pos: usize,
     /// Open aggregates, innermost last.
     stack: Vec<Open>,
+    /// Most aggregates open at once before the reply is refused as [`ProtocolError::TooDeep`].
+    depth_limit: usize,
+}
+
+impl Default for ReplyScanner {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// One open aggregate: elements still expected, and whether it is an attribute (which does
@@ -36,8 +41,18 @@ struct Open {
 }
 
 impl ReplyScanner {
+    /// A scanner for replies passed through untouched: any nesting, held on the heap.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_depth_limit(usize::MAX)
+    }
+
+    /// A scanner that refuses replies nesting more than `limit` aggregates.
+    pub fn with_depth_limit(limit: usize) -> Self {
+        Self {
+            pos: 0,
+            stack: Vec::new(),
+            depth_limit: limit,
+        }
     }
 
     /// Length of the complete reply at the start of `buf`, or `None` if more bytes are needed.
@@ -73,6 +88,9 @@ impl ReplyScanner {
                     let per_entry = if matches!(kind, b'%' | b'|') { 2 } else { 1 };
                     let attribute = kind == b'|';
                     if count > 0 {
+                        if self.stack.len() >= self.depth_limit {
+                            return Err(ProtocolError::TooDeep(self.depth_limit));
+                        }
                         let left = count
                             .checked_mul(per_entry)
                             .ok_or(ProtocolError::InvalidMultibulkLength)?;
@@ -151,38 +169,46 @@ pub enum Element {
     Other,
 }
 
-/// Decodes a complete array reply (as MGET returns, in RESP2 or RESP3) into its elements, with
-/// `redis_protocol`. Returns `None` if the reply is not an array.
+/// Aggregates a reply that shardis decodes (a pub/sub push, a handshake reply) may nest:
+/// `redis_protocol` recurses once per level, so a hostile backend's deeply nested reply must
+/// be refused before it is decoded, not overflow a worker's stack.
+pub const MAX_DECODE_DEPTH: usize = 32;
+
+/// Whether the complete reply at the start of `reply` nests at most [`MAX_DECODE_DEPTH`]
+/// aggregates (checked without recursion).
+pub fn decodable(reply: &[u8]) -> bool {
+    matches!(
+        ReplyScanner::with_depth_limit(MAX_DECODE_DEPTH).scan(reply),
+        Ok(Some(_))
+    )
+}
+
+/// Takes a complete array reply (as MGET returns, `*N` in RESP2 or RESP3) apart into its
+/// elements, without recursion: a nested element is measured by the scanner and counts as
+/// [`Element::Other`]. Returns `None` if the reply is not a whole array.
 pub fn array_elements(reply: &[u8]) -> Option<Vec<Element>> {
-    match decode_resp2(reply) {
-        Ok(Some((Resp2Frame::Array(items), _))) => {
-            return Some(
-                items
-                    .into_iter()
-                    .map(|item| match item {
-                        Resp2Frame::BulkString((start, end)) => Element::Bulk(start..end),
-                        Resp2Frame::Null => Element::Null,
-                        _ => Element::Other,
-                    })
-                    .collect(),
-            );
-        }
-        Ok(_) => return None,
-        // RESP3's own types (`_` nulls) are not RESP2: decode it as RESP3.
-        Err(_) => {}
+    if reply.first() != Some(&b'*') {
+        return None;
     }
-    match decode_resp3(reply) {
-        Ok(Some((Resp3Frame::Array { data, .. }, _))) => Some(
-            data.into_iter()
-                .map(|item| match item {
-                    Resp3Frame::BlobString { data, .. } => Element::Bulk(data.0..data.1),
-                    Resp3Frame::Null => Element::Null,
-                    _ => Element::Other,
-                })
-                .collect(),
-        ),
-        _ => None,
+    let (n, start) = aggregate(reply)?;
+    let mut out = Vec::with_capacity(n.min(reply.len() / 3));
+    let mut at = start;
+    let mut scanner = ReplyScanner::new();
+    while out.len() < n {
+        let len = scanner.scan(reply.get(at..)?).ok()??;
+        let item = &reply[at..at + len];
+        let element = match item[0] {
+            _ if is_null(item) => Element::Null,
+            b'$' => {
+                let header = find_crlf(item, 1)?;
+                Element::Bulk(at + header + 2..at + len - 2)
+            }
+            _ => Element::Other,
+        };
+        out.push(element);
+        at += len;
     }
+    (at == reply.len()).then_some(out)
 }
 
 /// The element count of an aggregate reply (`*N`, `~N`, `>N`; a map's pairs count twice) and
@@ -295,7 +321,9 @@ mod tests {
             assert_eq!(s.scan(&input[..n]).unwrap(), None, "at {n}");
         }
         let len = s.scan(input).unwrap().unwrap();
-        let (_, expected) = decode_resp2(input).unwrap().unwrap();
+        let (_, expected) = redis_protocol::resp2::decode::decode_range(input)
+            .unwrap()
+            .unwrap();
         assert_eq!(len, expected);
     }
 
@@ -356,6 +384,32 @@ mod tests {
             array_elements(b"*2\r\n_\r\n$1\r\nb\r\n").unwrap(),
             vec![Element::Null, Element::Bulk(11..12)]
         );
+        // A nested element is measured, not decoded; a short or padded array is refused.
+        assert_eq!(
+            array_elements(b"*2\r\n*1\r\n:1\r\n$0\r\n\r\n").unwrap(),
+            vec![Element::Other, Element::Bulk(16..16)]
+        );
+        assert!(array_elements(b"*2\r\n$1\r\na\r\n").is_none());
+        assert!(array_elements(b"*1\r\n$1\r\na\r\n:1\r\n").is_none());
+        assert!(array_elements(b"*-1\r\n").is_none());
+    }
+
+    #[test]
+    fn deep_nesting_is_scanned_without_recursion_and_refused_for_decoding() {
+        let mut deep = b"*1\r\n".repeat(100_000);
+        deep.extend_from_slice(b":1\r\n");
+        assert_eq!(ReplyScanner::new().scan(&deep), Ok(Some(deep.len())));
+        assert_eq!(array_elements(&deep), Some(vec![Element::Other]));
+        assert!(!decodable(&deep));
+        assert_eq!(
+            ReplyScanner::with_depth_limit(3).scan(&deep),
+            Err(ProtocolError::TooDeep(3))
+        );
+        let mut shallow = b"*1\r\n".repeat(MAX_DECODE_DEPTH);
+        shallow.extend_from_slice(b":1\r\n");
+        assert!(decodable(&shallow));
+        assert!(decodable(b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n"));
+        assert!(!decodable(b">3\r\n$7\r\nmessage\r\n"));
     }
 
     #[test]

@@ -156,8 +156,15 @@ impl RequestParser {
             if buf.len() > MAX_INLINE_BYTES {
                 return Err(ProtocolError::TooBigInline);
             }
+            if buf.len() > self.max_request_bytes {
+                return Err(ProtocolError::TooLarge(self.max_request_bytes));
+            }
             return Ok(None);
         };
+        // An inline request is bounded like a multibulk one, newline included.
+        if nl + 1 > self.max_request_bytes {
+            return Err(ProtocolError::TooLarge(self.max_request_bytes));
+        }
         let mut line = &buf[..nl];
         if line.last() == Some(&b'\r') {
             line = &line[..line.len() - 1];
@@ -296,24 +303,32 @@ pub(crate) fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
     }
 }
 
-/// Parses a signed decimal integer with no sign tricks or blanks, as Redis' `string2ll`.
+/// Parses a signed decimal integer exactly as Redis' `string2ll` does: an optional `-`, then
+/// digits with no leading zero (`0` alone is zero; `-0`, `01`, `+1` and blanks are refused),
+/// within i64. A request header Redis would refuse is refused here too, so it is never
+/// forwarded on a backend connection other clients share.
 #[inline]
 pub fn parse_int(s: &[u8]) -> Option<i64> {
     let (neg, digits) = match s.split_first()? {
         (b'-', rest) => (true, rest),
         _ => (false, s),
     };
-    if digits.is_empty() || digits.len() > 19 {
-        return None;
+    match digits {
+        [] => return None,
+        [b'0'] => return (!neg).then_some(0),
+        [b'0', ..] => return None,
+        _ if digits.len() > 19 => return None,
+        _ => {}
     }
+    // Accumulated negatively, so i64::MIN parses like in Redis.
     let mut n: i64 = 0;
     for &d in digits {
         if !d.is_ascii_digit() {
             return None;
         }
-        n = n.checked_mul(10)?.checked_add((d - b'0') as i64)?;
+        n = n.checked_mul(10)?.checked_sub((d - b'0') as i64)?;
     }
-    Some(if neg { -n } else { n })
+    if neg { Some(n) } else { n.checked_neg() }
 }
 
 /// Appends `n` and CRLF.
@@ -455,5 +470,51 @@ mod tests {
         assert_eq!(parse_int(b""), None);
         assert_eq!(parse_int(b"-"), None);
         assert_eq!(parse_int(b"1 "), None);
+        // What Redis' string2ll refuses (a multibulk header like `$04` closes the connection
+        // there, so it must never reach a shared backend connection).
+        assert_eq!(parse_int(b"04"), None);
+        assert_eq!(parse_int(b"00"), None);
+        assert_eq!(parse_int(b"-0"), None);
+        assert_eq!(parse_int(b"+1"), None);
+        assert_eq!(parse_int(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_int(b"-9223372036854775809"), None);
+    }
+
+    #[test]
+    fn lengths_redis_refuses_are_protocol_errors() {
+        let mut p = RequestParser::new(1 << 20);
+        assert_eq!(
+            p.parse(b"*2\r\n$3\r\nGET\r\n$01\r\nk\r\n").unwrap_err(),
+            ProtocolError::InvalidBulkLength
+        );
+        let mut p = RequestParser::new(1 << 20);
+        assert_eq!(
+            p.parse(b"*01\r\n$4\r\nPING\r\n").unwrap_err(),
+            ProtocolError::InvalidMultibulkLength
+        );
+        let mut p = RequestParser::new(1 << 20);
+        assert_eq!(
+            p.parse(b"*1\r\n$-0\r\n").unwrap_err(),
+            ProtocolError::InvalidBulkLength
+        );
+    }
+
+    #[test]
+    fn inline_requests_are_bounded_by_max_request_bytes() {
+        let mut p = RequestParser::new(16);
+        assert_eq!(
+            p.parse(b"SET key valuevalue\r\n").unwrap_err(),
+            ProtocolError::TooLarge(16)
+        );
+        let mut p = RequestParser::new(16);
+        assert_eq!(
+            p.parse(b"SET key valuevalu").unwrap_err(),
+            ProtocolError::TooLarge(16)
+        );
+        let mut p = RequestParser::new(16);
+        assert!(matches!(
+            p.parse(b"SET key value\r\n"),
+            Ok(Some(Request::Inline { len: 15, .. }))
+        ));
     }
 }

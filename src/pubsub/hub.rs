@@ -23,7 +23,7 @@ use crate::net::{read_once, write_front};
 use crate::protocol::command::Channels;
 use crate::protocol::glob;
 use crate::protocol::out::{Proto, push_as_array};
-use crate::protocol::reply::{ReplyScanner, put_array_len, put_bulk};
+use crate::protocol::reply::{ReplyScanner, decodable, put_array_len, put_bulk};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -353,7 +353,12 @@ async fn serve(
 /// One frame from the backend: a message to fan out, a confirmation, or anything else
 /// (logged and dropped).
 fn handle(hub: &Hub, frame: Bytes) {
-    let Ok(Some((RangeFrame::Push { data, .. }, _))) = decode_range(&frame) else {
+    let decoded = if decodable(&frame) {
+        decode_range(&frame)
+    } else {
+        Ok(None)
+    };
+    let Ok(Some((RangeFrame::Push { data, .. }, _))) = decoded else {
         debug!(backend = %hub.spec.name, "pub/sub: unexpected frame {:?}", String::from_utf8_lossy(&frame[..frame.len().min(80)]));
         return;
     };
