@@ -71,24 +71,39 @@ pub const MAX_OUTPUT: usize = 1024 * 1024;
 /// The reply to each command still waiting for a backend when the shutdown grace runs out.
 const ABANDONED: &[u8] =
     b"-ERR shardis is shutting down: no reply from the backend within the shutdown grace\r\n";
-/// Least free space kept in the read buffer before a read.
-const READ_RESERVE: usize = 16 * 1024;
-/// A read buffer larger than this is released once it is empty.
-const IDLE_READ_BUFFER: usize = 64 * 1024;
+/// Smallest and largest room offered to one read when no large frame is due. A client's reads
+/// start small (an idle connection then holds little memory) and grow while reads fill the
+/// room offered (a pipeline, a bulk load), shrinking again once they stop.
+const READ_MIN: usize = 1024;
+const READ_MAX: usize = 64 * 1024;
 
-/// Makes room for the next read: at least [`READ_RESERVE`], the rest of a large frame whose
-/// size is known, and otherwise as much again as is buffered, so that a buffer that holds a
-/// long pipeline grows geometrically instead of being copied for every read.
-fn reserve_read(rbuf: &mut BytesMut, parser: &RequestParser) {
+/// The room the next read is offered.
+#[derive(Debug, Clone, Copy)]
+struct ReadSize(usize);
+
+impl ReadSize {
+    /// Adjusts to a read that took `n` bytes of the `offered`.
+    #[inline]
+    fn after_read(&mut self, n: usize, offered: usize) {
+        if n >= offered {
+            self.0 = (self.0 * 2).min(READ_MAX);
+        } else if n < self.0 / 4 {
+            self.0 = (self.0 / 2).max(READ_MIN);
+        }
+    }
+}
+
+/// Makes room for the next read: at least `size`, the rest of a large frame whose size is
+/// known, and otherwise as much again as is buffered, so that a buffer that holds a long
+/// pipeline grows geometrically instead of being copied for every read. Returns the room.
+fn reserve_read(rbuf: &mut BytesMut, parser: &RequestParser, size: ReadSize) -> usize {
     let spare = rbuf.capacity() - rbuf.len();
-    let want = parser
-        .want()
-        .saturating_sub(rbuf.len())
-        .max(READ_RESERVE)
-        .max(rbuf.len().min(MAX_OUTPUT * 16));
-    if spare < READ_RESERVE || spare < parser.want().saturating_sub(rbuf.len()) {
+    let due = parser.want().saturating_sub(rbuf.len());
+    if spare < size.0 || spare < due {
+        let want = due.max(size.0).max(rbuf.len().min(MAX_OUTPUT * 16));
         rbuf.reserve(want);
     }
+    rbuf.capacity() - rbuf.len()
 }
 
 /// What every session shares.
@@ -194,6 +209,7 @@ pub async fn run(
     let (mut session, mut rx) = Session::new(ctx.clone(), client.clone());
     session.closing = *shutdown.borrow() != Stop::No;
     let mut rbuf = BytesMut::new();
+    let mut read_size = ReadSize(READ_MIN);
     let mut parser = RequestParser::new(session.table.settings.max_request_bytes);
     let mut eof = false;
     let clients = ctx.metrics.clients();
@@ -231,10 +247,13 @@ pub async fn run(
                 if let Err(e) = ready {
                     break Err(e);
                 }
-                reserve_read(&mut rbuf, &parser);
+                let offered = reserve_read(&mut rbuf, &parser, read_size);
                 match read_once(&stream, &mut rbuf) {
                     Ok(0) => eof = true,
-                    Ok(n) => clients.received(n as u64),
+                    Ok(n) => {
+                        read_size.after_read(n, offered);
+                        clients.received(n as u64);
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => break Err(e),
                 }
@@ -257,8 +276,8 @@ pub async fn run(
                 }
             },
         }
-        if rbuf.is_empty() && rbuf.capacity() > IDLE_READ_BUFFER {
-            // A burst grew the buffer; an idle client should not keep it.
+        if rbuf.is_empty() && rbuf.capacity() > 4 * read_size.0 {
+            // A burst grew the buffer and reads are small again: do not keep it.
             rbuf = BytesMut::new();
         }
     };
