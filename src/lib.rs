@@ -12,7 +12,8 @@
 //! Module map: [`config`] (TOML -> validated config), [`server`] (accept loop, limits, drain),
 //! [`state`] (proxy-wide counters and backend health), [`admin`] (HTTP: /metrics, /healthz,
 //! /readyz, /status and the /admin API), [`control`] (what the /admin API acts on),
-//! [`metrics`] (metric names and handles).
+//! [`metrics`] (metric names and handles), [`workers`] (thread-per-core runtimes: a session
+//! and the backend links it uses live on one thread).
 
 pub mod admin;
 pub mod backend;
@@ -27,3 +28,4 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod topology;
+pub mod workers;

@@ -19,6 +19,7 @@ use crate::protocol::command;
 use crate::session::{self, Context, Stop};
 use crate::state::ProxyState;
 use crate::topology::Topology;
+use crate::workers;
 
 /// How long sessions get to write their error replies once the shutdown grace is over.
 const ABANDON_WAIT: Duration = Duration::from_millis(200);
@@ -77,10 +78,33 @@ pub async fn run(
                     let (ctx, stop) = (ctx.clone(), stop_rx.clone());
                     let id = next_id;
                     next_id += 1;
-                    sessions.spawn(async move {
-                        session::run(stream, ctx, id, stop).await;
-                        drop(permit);
-                    });
+                    // Round-robin over the workers (see crate::workers for why not
+                    // SO_REUSEPORT). Worker 0 is this thread.
+                    let worker = (id % workers::count() as u64) as usize;
+                    match workers::handle(worker).filter(|_| worker != 0) {
+                        None => {
+                            sessions.spawn(async move {
+                                session::run(stream, ctx, id, stop).await;
+                                drop(permit);
+                            });
+                        }
+                        Some(handle) => {
+                            // Registered again with the worker's own reactor, so its I/O
+                            // events wake the session on that thread.
+                            let Ok(stream) = stream.into_std() else {
+                                continue;
+                            };
+                            sessions.spawn_on(
+                                async move {
+                                    if let Ok(stream) = TcpStream::from_std(stream) {
+                                        session::run(stream, ctx, id, stop).await;
+                                    }
+                                    drop(permit);
+                                },
+                                handle,
+                            );
+                        }
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and similar: pause instead of spinning.
