@@ -7,7 +7,8 @@
 //! keyless command with no entry here is refused: every keyless command is a decision.
 
 use super::command::{
-    Allowed, Channels, Command, Keys, Kind, Local, Merge, RedisCommand, SessionCmd, acl, flag,
+    Allowed, Channels, Command, KeyAccess, Keys, Kind, Local, Merge, RedisCommand, SessionCmd, acl,
+    flag,
 };
 use super::redis_commands::REDIS_COMMANDS;
 
@@ -254,8 +255,8 @@ static KEYS: &[(&str, Keys)] = &[
 /// Commands newer than the Redis the table was generated from that clients send anyway.
 #[rustfmt::skip]
 static EXTRA: &[RedisCommand] = &[
-    RedisCommand { name: "client|setinfo", arity: 4, flags: flag::NOSCRIPT | flag::LOADING | flag::STALE, acl: acl::SLOW | acl::CONNECTION, first: 0, last: 0, step: 0 },
-    RedisCommand { name: "client|no-touch", arity: 3, flags: flag::NOSCRIPT | flag::LOADING | flag::STALE, acl: acl::SLOW | acl::CONNECTION, first: 0, last: 0, step: 0 },
+    RedisCommand { name: "client|setinfo", arity: 4, flags: flag::NOSCRIPT | flag::LOADING | flag::STALE, acl: acl::SLOW | acl::CONNECTION, first: 0, last: 0, step: 0, key_access: KeyAccess::NONE },
+    RedisCommand { name: "client|no-touch", arity: 3, flags: flag::NOSCRIPT | flag::LOADING | flag::STALE, acl: acl::SLOW | acl::CONNECTION, first: 0, last: 0, step: 0, key_access: KeyAccess::NONE },
 ];
 
 /// The command table: Redis's commands with shardis's routing, ids in this order.
@@ -270,6 +271,7 @@ pub fn build() -> Box<[Command]> {
             kind: kind_of(rc),
             flags: rc.flags,
             acl: rc.acl,
+            key_access: rc.key_access,
         })
         .collect()
 }
