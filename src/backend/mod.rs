@@ -213,6 +213,10 @@ pub struct Settings {
     pub allowed: Vec<bool>,
     pub max_subscriber_output: usize,
     pub max_keys_reply: usize,
+    /// Who clients may authenticate as, and what each may do.
+    pub auth: Arc<crate::auth::Auth>,
+    /// The database the backend connections select: the one clients see.
+    pub db: u32,
 }
 
 impl Default for Settings {
@@ -225,6 +229,8 @@ impl Default for Settings {
             allowed: vec![false; crate::protocol::command::COMMANDS.len()],
             max_subscriber_output: limits::MAX_SUBSCRIBER_OUTPUT_BYTES as usize,
             max_keys_reply: limits::MAX_KEYS_REPLY as usize,
+            auth: Arc::default(),
+            db: 0,
         }
     }
 }
@@ -287,6 +293,7 @@ impl Table {
                     host: b.address.host.clone(),
                     port: b.address.port,
                     connect_timeout: pool.connect_timeout,
+                    credentials: pool.credentials(b),
                 };
                 let spec = Spec::new(&b.name, &b.address.to_string(), target, pool.timeout);
                 let (backend, rx) = Backend::detached(Arc::new(spec));

@@ -11,6 +11,8 @@ pub(super) struct RawConfig {
     pub admin: Option<RawAdmin>,
     #[serde(default)]
     pub pools: Vec<RawPool>,
+    #[serde(default)]
+    pub users: Vec<RawUser>,
 }
 
 /// `[server]`.
@@ -26,6 +28,29 @@ pub(super) struct RawServer {
     pub allow_commands: Option<Vec<String>>,
     pub max_subscriber_output_bytes: Option<i64>,
     pub max_keys_reply: Option<i64>,
+    pub password: Option<String>,
+    pub password_sha256: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    pub auth_failure_delay_ms: Option<i64>,
+    pub auth_failure_limit: Option<i64>,
+}
+
+/// One `[[users]]` entry.
+#[derive(Deserialize, Debug, Default)]
+pub(super) struct RawUser {
+    pub name: Option<String>,
+    pub password: Option<String>,
+    pub password_sha256: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    pub nopass: Option<bool>,
+    pub enabled: Option<bool>,
+    pub commands: Option<Vec<String>>,
+    pub keys: Option<Vec<String>>,
+    pub read_keys: Option<Vec<String>>,
+    pub write_keys: Option<Vec<String>>,
+    pub channels: Option<Vec<String>>,
 }
 
 /// `[admin]`.
@@ -52,6 +77,11 @@ pub(super) struct RawPool {
     pub auto_eject: Option<bool>,
     pub dns_refresh_ms: Option<i64>,
     pub discovery: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    pub db: Option<i64>,
     pub backends: Option<Vec<RawBackend>>,
 }
 
@@ -61,4 +91,8 @@ pub(super) struct RawBackend {
     pub name: Option<String>,
     pub address: Option<String>,
     pub weight: Option<i64>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
 }
