@@ -253,6 +253,9 @@ pub enum Local {
     ClientHelp,
     AclWhoami,
     AclCat,
+    AclUsers,
+    AclList,
+    AclDryrun,
 }
 
 /// Pub/sub namespaces.

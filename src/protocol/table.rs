@@ -36,7 +36,8 @@ const DB0: &str = "shardis serves database 0 only";
 const REPLICATION: &str = "replication runs between the backends, not through shardis";
 const CLUSTER: &str = "shardis shows its clients one standalone Redis, not a cluster";
 const ONE_SERVER: &str = "it describes one server: run it on a backend directly";
-const ACL_USERS: &str = "ACL users are managed on the backends, not through shardis";
+const ACL_USERS: &str =
+    "shardis's users are defined in its configuration ([[users]]); change them there and reload";
 
 /// Commands that do not simply go to the backend owning their keys.
 #[rustfmt::skip]
@@ -137,6 +138,9 @@ static ROUTES: &[(&str, Kind)] = &[
     ("client|unpause", guarded(Allowed::Broadcast(Merge::AllOk))),
     ("acl|whoami", local(Local::AclWhoami)),
     ("acl|cat", local(Local::AclCat)),
+    ("acl|users", local(Local::AclUsers)),
+    ("acl|list", local(Local::AclList)),
+    ("acl|dryrun", local(Local::AclDryrun)),
     // introspection answered the same by every backend
     ("command", Kind::First),
     ("command|count", Kind::First),

@@ -36,6 +36,7 @@
 mod dispatch;
 pub mod info;
 mod local;
+mod login;
 pub mod mode;
 pub mod pending;
 pub mod route;
@@ -61,6 +62,7 @@ use crate::protocol::reply::{is_error, put_error};
 use crate::protocol::request::{Request, RequestParser};
 use crate::state::ProxyState;
 pub use crate::state::{ClientEntry, Clients};
+use login::Guard;
 use mode::Mode;
 use pending::{MergeEnv, Pending, Then};
 use subscribe::Subscriptions;
@@ -179,6 +181,12 @@ pub struct Session {
     rng: u64,
     /// Why the proxy dropped the client, if it did.
     evicted: Option<&'static str>,
+    /// What dispatch checks before each command (see [`login`]).
+    guard: Guard,
+    /// The user the client is logged in as; `None` before it authenticates.
+    login: Option<crate::auth::Login>,
+    /// Consecutive failed AUTHs.
+    auth_failures: u32,
 }
 
 /// Serves one client until it disconnects, sends QUIT, breaks the protocol, or shutdown
@@ -283,7 +291,7 @@ impl Session {
         let (tx, rx) = mpsc::unbounded_channel();
         let generation = ctx.routing.generation();
         let table = ctx.routing.load();
-        let session = Session {
+        let mut session = Session {
             id: client.id,
             table,
             generation,
@@ -307,7 +315,11 @@ impl Session {
             reply_mode: ReplyMode::On,
             silent: VecDeque::new(),
             evicted: None,
+            guard: Guard::Anonymous,
+            login: None,
+            auth_failures: 0,
         };
+        session.check_login();
         (session, rx)
     }
 
@@ -354,6 +366,7 @@ impl Session {
         if generation != self.generation {
             self.table = self.ctx.routing.load();
             self.generation = generation;
+            self.check_login();
         }
         let mut commands = 0u64;
         while !self.closing && self.may_send() {
