@@ -90,6 +90,8 @@ pub enum ConnectError {
     Timeout(u128),
     #[error("handshake refused: {0}")]
     Refused(String),
+    #[error("authentication refused: {0} (check the pool's or backend's username and password)")]
+    Auth(String),
     #[error("closed during the handshake")]
     Closed,
     #[error("handshake reply is not RESP: {0}")]
@@ -102,19 +104,23 @@ impl ConnectError {
         match self {
             ConnectError::Connect(_) => BackendErrorKind::Connect,
             ConnectError::Timeout(_) => BackendErrorKind::Timeout,
-            ConnectError::Refused(text) if is_auth_error(text) => BackendErrorKind::Auth,
             ConnectError::Refused(_) => BackendErrorKind::Handshake,
+            ConnectError::Auth(_) => BackendErrorKind::Auth,
             ConnectError::Closed => BackendErrorKind::Closed,
             ConnectError::Protocol(_) => BackendErrorKind::Protocol,
         }
     }
 }
 
-/// Whether a refusal is about credentials.
-fn is_auth_error(text: &str) -> bool {
-    ["NOAUTH", "WRONGPASS", "NOPERM"]
-        .iter()
-        .any(|p| text.starts_with(p))
+/// A handshake refusal, classified by the error code Redis put first in its reply (the
+/// RESP error's kind, not free text): credentials, or anything else.
+fn refused(text: String) -> ConnectError {
+    let code = text.split(' ').next().unwrap_or_default();
+    if matches!(code, "NOAUTH" | "WRONGPASS" | "NOPERM") {
+        ConnectError::Auth(text)
+    } else {
+        ConnectError::Refused(text)
+    }
 }
 
 /// The environment variable naming a hosts file (`/etc/hosts` format) that is read on every
@@ -198,7 +204,7 @@ pub async fn open(target: &Target, proto: Proto) -> Result<Conn, ConnectError> {
         // Redis before 6 has no HELLO; a RESP2 connection needs none, and authenticates with
         // AUTH (with a user name only if one is configured: Redis 5 knows none).
         if proto != Proto::Resp2 || !text.to_ascii_lowercase().contains("unknown command") {
-            return Err(ConnectError::Refused(text));
+            return Err(refused(text));
         }
         if let Some((user, password)) = creds.auth() {
             let auth = match &creds.username {
@@ -263,7 +269,7 @@ async fn expect_ok(
         Err(_) => return Err(ConnectError::Timeout(limit.as_millis())),
     };
     if is_error(&reply) {
-        return Err(ConnectError::Refused(error_text(&reply)));
+        return Err(refused(error_text(&reply)));
     }
     Ok(())
 }
@@ -398,6 +404,25 @@ mod tests {
         };
         assert_eq!(user.auth(), Some((&b"proxy"[..], &b"s3"[..])));
         assert!(!format!("{user:?}").contains("s3"), "{user:?}");
+    }
+
+    #[test]
+    fn refused_credentials_are_kind_auth() {
+        let wrong = refused("WRONGPASS invalid username-password pair or user is disabled.".into());
+        assert_eq!(wrong.kind(), BackendErrorKind::Auth);
+        assert!(
+            wrong.to_string().contains("username and password"),
+            "{wrong}"
+        );
+        assert_eq!(
+            refused("NOAUTH HELLO must be called with the client already authenticated".into())
+                .kind(),
+            BackendErrorKind::Auth
+        );
+        assert_eq!(
+            refused("ERR DB index is out of range".into()).kind(),
+            BackendErrorKind::Handshake
+        );
     }
 
     #[test]
