@@ -250,7 +250,9 @@ async fn the_redis_crate_logs_in_with_username_and_password() {
             .expect("URL")
             .get_multiplexed_async_connection()
             .await;
-        let e = refused.err().expect("a wrong password is refused");
+        let Err(e) = refused else {
+            panic!("a wrong password was accepted")
+        };
         // RESP2: AUTH's error, which the crate classifies; RESP3: HELLO's, passed on.
         assert!(
             e.kind() == redis::ErrorKind::AuthenticationFailed
