@@ -11,33 +11,15 @@ use super::Session;
 use super::login::Guard;
 use super::mode::{Mode, subscribed_admits};
 use super::pending::{Fanout, Pending, Then};
-use super::route::{RouteError, key_span, single_backend};
+use super::route::{RouteError, key_span, names_other_db, single_backend};
 use crate::backend::{ExclusiveError, Lease, ReplyTo, Request};
 use crate::protocol::command::{
     Allowed, COMMANDS, Command, Kind, Merge, SessionCmd, lookup, lookup_sub,
 };
 use crate::protocol::reply::{put_array_len, put_bulk, put_error};
-use crate::protocol::request::parse_int;
 
 /// The request shardis sends to every backend for INFO.
 const INFO_REQUEST: &[u8] = b"*1\r\n$4\r\nINFO\r\n";
-
-/// COPY's `DB n` option: `Err` with Redis's error for a non-integer, `Ok(true)` when it names
-/// another database than `db`, the backends' (the option goes to them as it is).
-fn names_other_db(frame: &[u8], options: &[Range<usize>], db: u32) -> Result<bool, &'static str> {
-    let mut other = false;
-    for (i, a) in options.iter().enumerate() {
-        if frame[a.clone()].eq_ignore_ascii_case(b"db") {
-            match options.get(i + 1).map(|r| parse_int(&frame[r.clone()])) {
-                Some(Some(n)) if n == i64::from(db) => {}
-                Some(Some(_)) => other = true,
-                Some(None) => return Err("ERR value is not an integer or out of range"),
-                None => return Err("ERR syntax error"),
-            }
-        }
-    }
-    Ok(other)
-}
 
 /// Redis's reply to a command it does not know: the name and the first arguments, quoted.
 fn unknown_command(frame: &[u8], args: &[Range<usize>]) -> String {
@@ -103,14 +85,14 @@ impl Session {
         }
         // Authentication and ACLs, as Redis checks them: after the command is known and its
         // arity right, before anything else. Without them this is one predictable branch.
-        if !matches!(self.guard, Guard::Open)
+        if !matches!(self.who.guard, Guard::Open)
             && let Err(refusal) = self.admit(id, cmd, &frame, args)
         {
             self.abort_transaction();
             return self.fail(id, now, &refusal);
         }
         match self.mode() {
-            Mode::Transaction => return self.queue(id, cmd, frame, args, now).await,
+            Mode::Transaction => return Box::pin(self.queue(id, cmd, frame, args, now)).await,
             Mode::Subscribed => {
                 if let Err(e) = subscribed_admits(self.proto, cmd) {
                     return self.fail(id, now, &e);
@@ -137,7 +119,10 @@ impl Session {
                     .await
             }
             Kind::Split { merge, pairs } => self.split(id, merge, pairs, frame, args, now).await,
-            Kind::Broadcast(merge) => self.broadcast(id, merge, frame, args, now).await,
+            // The paths below the hot ones are boxed: their state machines would otherwise
+            // make every session's task as large as the largest of them (an idle client's
+            // task was 6 KiB). A box costs an allocation only when such a command runs.
+            Kind::Broadcast(merge) => Box::pin(self.broadcast(id, merge, frame, args, now)).await,
             Kind::First => self.forward(id, 0, frame, now, Then::Pass).await,
             Kind::Local(local) => self.local(local, id, &frame, args, now),
             Kind::Blocking { option } => {
@@ -145,12 +130,16 @@ impl Session {
                     self.forward_by_keys(id, cmd, frame, args, now, Then::Pass)
                         .await
                 } else {
-                    self.blocking(id, cmd, frame, args, now).await
+                    Box::pin(self.blocking(id, cmd, frame, args, now)).await
                 }
             }
-            Kind::Session(sc) => self.session_command(sc, id, cmd, frame, args, now).await,
+            Kind::Session(sc) => {
+                Box::pin(self.session_command(sc, id, cmd, frame, args, now)).await
+            }
             Kind::Guarded(allowed) if self.table.settings.allowed[id] => match allowed {
-                Allowed::Broadcast(merge) => self.broadcast(id, merge, frame, args, now).await,
+                Allowed::Broadcast(merge) => {
+                    Box::pin(self.broadcast(id, merge, frame, args, now)).await
+                }
                 Allowed::First => self.forward(id, 0, frame, now, Then::Pass).await,
                 Allowed::Debug => {
                     let on_key =
@@ -159,7 +148,7 @@ impl Session {
                         let backend = self.table.backend_for(&frame[args[2].clone()]);
                         self.forward(id, backend, frame, now, Then::Pass).await
                     } else {
-                        self.broadcast(id, Merge::AllOk, frame, args, now).await
+                        Box::pin(self.broadcast(id, Merge::AllOk, frame, args, now)).await
                     }
                 }
             },

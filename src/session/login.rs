@@ -51,6 +51,24 @@ pub(super) enum Guard {
     Acl(Arc<User>),
 }
 
+/// Who a client is: the [`Guard`] dispatch applies, its login (`None` before it
+/// authenticates), and its failed AUTHs in a row.
+pub(super) struct Who {
+    pub(super) guard: Guard,
+    login: Option<crate::auth::Login>,
+    failures: u32,
+}
+
+impl Default for Who {
+    fn default() -> Who {
+        Who {
+            guard: Guard::Anonymous,
+            login: None,
+            failures: 0,
+        }
+    }
+}
+
 impl Guard {
     fn of(user: &Arc<User>) -> Guard {
         if user.unrestricted {
@@ -66,15 +84,15 @@ impl Session {
     /// reload swapped the table.
     pub(super) fn check_login(&mut self) {
         let auth = self.table.settings.auth.clone();
-        if let Some(login) = &mut self.login {
+        if let Some(login) = &mut self.who.login {
             match auth.user(login.user.name.as_bytes()) {
                 Some(user) if user.enabled => {
-                    self.guard = Guard::of(user);
+                    self.who.guard = Guard::of(user);
                     auth.relogin(login, user.clone(), &self.client);
                 }
                 _ => {
-                    self.login = None;
-                    self.guard = Guard::Anonymous;
+                    self.who.login = None;
+                    self.who.guard = Guard::Anonymous;
                     self.closing = true;
                     self.evicted = Some("its user was removed or disabled by a reload");
                 }
@@ -83,28 +101,29 @@ impl Session {
         }
         match auth.open_default() {
             Some(default) => self.log_in(default.clone()),
-            None => self.guard = Guard::Anonymous,
+            None => self.who.guard = Guard::Anonymous,
         }
     }
 
     fn log_in(&mut self, user: Arc<User>) {
-        self.guard = Guard::of(&user);
-        self.auth_failures = 0;
-        self.login = Some(self.table.settings.auth.login(user, &self.client));
+        self.who.guard = Guard::of(&user);
+        self.who.failures = 0;
+        self.who.login = Some(self.table.settings.auth.login(user, &self.client));
     }
 
     /// Back to a fresh connection's login (RESET): the default user if it needs no password,
     /// else anonymous.
     pub(super) fn log_out(&mut self) {
-        self.login = None;
-        self.auth_failures = 0;
+        self.who.login = None;
+        self.who.failures = 0;
         self.client.set_user(Arc::from(DEFAULT_USER));
         self.check_login();
     }
 
     /// The name of the user the client is logged in as.
     pub(super) fn user_name(&self) -> Arc<str> {
-        self.login
+        self.who
+            .login
             .as_ref()
             .map_or_else(|| Arc::from(DEFAULT_USER), |l| l.user.name.clone())
     }
@@ -119,7 +138,7 @@ impl Session {
         frame: &[u8],
         args: &[Range<usize>],
     ) -> Result<(), String> {
-        let refusal = match &self.guard {
+        let refusal = match &self.who.guard {
             Guard::Open => return Ok(()),
             Guard::Anonymous if cmd.flags & flag::NO_AUTH != 0 => return Ok(()),
             Guard::Anonymous => NOAUTH.to_string(),
@@ -187,14 +206,14 @@ impl Session {
 
     /// Whether HELLO without AUTH must be refused.
     pub(super) fn anonymous(&self) -> bool {
-        matches!(self.guard, Guard::Anonymous)
+        matches!(self.who.guard, Guard::Anonymous)
     }
 
     /// Answers a failed AUTH with WRONGPASS: after the connection's pacing delay, during which
     /// nothing else it sent is served; or, at the limit of failures, at once and then closes.
     fn auth_failed(&mut self, id: usize, now: Instant) {
-        self.auth_failures = self.auth_failures.saturating_add(1);
-        let failures = self.auth_failures;
+        self.who.failures = self.who.failures.saturating_add(1);
+        let failures = self.who.failures;
         let auth = self.table.settings.auth.clone();
         if auth.failure_limit > 0 && failures >= auth.failure_limit {
             info!(
