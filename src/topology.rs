@@ -25,6 +25,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use crate::auth::Auth;
 use crate::backend::conn::Target;
 use crate::backend::{Backend, Change, HealthEvent, Routing, Settings, Spec, Table};
 use crate::config::{Config, Overrides, PoolConfig};
@@ -44,6 +45,8 @@ pub struct Topology {
 
 struct Inner {
     config: Config,
+    /// The users of `config` (kept across rebuilds, replaced by a reload).
+    auth: Arc<Auth>,
     /// The backends in force, by name.
     backends: HashMap<String, Arc<Backend>>,
     /// With discovery = "dns": the addresses the pool's host name resolved to last.
@@ -59,7 +62,9 @@ impl Topology {
     ) -> Arc<Topology> {
         let (events, rx) = mpsc::unbounded_channel();
         let discovered = discover(&config).await.unwrap_or_default();
+        let auth = Arc::new(Auth::new(&config, None));
         let mut inner = Inner {
+            auth,
             config,
             backends: HashMap::new(),
             discovered,
@@ -139,6 +144,8 @@ impl Topology {
             // Another name to discover: its addresses come with the next DNS refresh.
             inner.discovered.clear();
         }
+        let auth = Arc::new(Auth::new(&config, Some(&inner.auth)));
+        let old_auth = std::mem::replace(&mut inner.auth, auth.clone());
         let old = std::mem::replace(&mut inner.config, config);
         let before: Vec<(String, String)> = inner
             .backends
@@ -168,6 +175,9 @@ impl Topology {
         }
         crate::metrics::config_info(&inner.config.digest, Some(&old.digest));
         self.routing.swap(table);
+        // After the swap, so that no session can log in to a removed user after its sessions
+        // were closed (one that was mid-command re-checks its user with its next command).
+        old_auth.revoke(&auth);
         for list in [&mut added, &mut changed, &mut kept] {
             list.sort();
         }
@@ -214,8 +224,15 @@ fn restart_required(old: &Config, new: &Config) -> Vec<String> {
 /// Everything that shapes a backend's connections: a backend is kept across a reload only
 /// when this is unchanged.
 fn fingerprint(b: &crate::config::BackendConfig, pool: &PoolConfig) -> String {
+    let creds = pool.credentials(b);
+    // The password as a digest: this string is compared, never shown, but need not hold it.
+    let password = creds
+        .password
+        .as_ref()
+        .map(|p| crate::config::PasswordDigest::of(p.expose()));
     format!(
-        "{} timeout={:?} connect={:?} links={} exclusive={} health={:?} limit={} retry={:?}",
+        "{} timeout={:?} connect={:?} links={} exclusive={} health={:?} limit={} retry={:?} \
+         user={:?} password={} db={}",
         b.address,
         pool.timeout,
         pool.connect_timeout,
@@ -223,7 +240,10 @@ fn fingerprint(b: &crate::config::BackendConfig, pool: &PoolConfig) -> String {
         pool.max_exclusive,
         pool.health_interval,
         pool.failure_limit,
-        pool.retry_timeout
+        pool.retry_timeout,
+        creds.username,
+        password.map_or(String::new(), |d| d.fingerprint()),
+        creds.db,
     )
 }
 
@@ -253,6 +273,8 @@ fn build(inner: &mut Inner, events: &mpsc::UnboundedSender<HealthEvent>) -> Tabl
                         name: addr.to_string(),
                         address: addr.to_string().parse().ok()?,
                         weight: weight?,
+                        username: None,
+                        password: None,
                     })
                 })
                 .collect()
@@ -303,6 +325,8 @@ fn build(inner: &mut Inner, events: &mpsc::UnboundedSender<HealthEvent>) -> Tabl
         ..Settings::default()
     };
     settings.allow(&config.server.allow_commands);
+    settings.auth = inner.auth.clone();
+    settings.db = pool.db;
     Table::new(
         pool.name.clone(),
         backends,
@@ -323,6 +347,7 @@ fn start_backend(
         host: b.address.host.clone(),
         port: b.address.port,
         connect_timeout: pool.connect_timeout,
+        credentials: pool.credentials(b),
     };
     let mut spec = Spec::new(&b.name, &b.address.to_string(), target, pool.timeout);
     spec.health_interval = pool.health_interval;
