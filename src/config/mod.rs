@@ -4,6 +4,7 @@
 //! key (`pools[0].backends[2].weight: must be from 1 to 1000000 (got 0)`).
 
 mod address;
+mod cluster;
 mod json;
 mod raw;
 #[cfg(test)]
@@ -19,6 +20,7 @@ use std::time::Duration;
 use md5::{Digest, Md5};
 
 pub use address::{Address, AddressError};
+pub use cluster::{ClusterConfig, ReadFrom};
 pub use json::{MASK, mask_secrets};
 
 use crate::router::{DistributionKind, HashKind, HashTag};
@@ -149,8 +151,11 @@ pub struct PoolConfig {
     pub dns_refresh: Option<Duration>,
     /// How the backends are found.
     pub discovery: Discovery,
-    /// Backends in configuration order (the order [`crate::router::Ring`] indexes).
+    /// Backends in configuration order (the order [`crate::router::Ring`] indexes); empty
+    /// for a cluster pool.
     pub backends: Vec<BackendConfig>,
+    /// `kind = "cluster"`: a Redis Cluster upstream, whose nodes come from its slot map.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl PoolConfig {
@@ -172,6 +177,7 @@ impl PoolConfig {
             dns_refresh: None,
             discovery: Discovery::Static,
             backends: Vec::new(),
+            cluster: None,
         }
     }
 }
@@ -349,12 +355,16 @@ impl Config {
         );
         for p in &self.pools {
             let _ = writeln!(out, "[pool {}]", p.name);
-            let _ = writeln!(out, "  distribution             {}", p.distribution);
-            let _ = writeln!(out, "  hash                     {}", p.hash);
-            let tag = p
-                .hash_tag
-                .map_or("none".to_string(), |t| format!("\"{t}\""));
-            let _ = writeln!(out, "  hash_tag                 {tag}");
+            if let Some(c) = &p.cluster {
+                cluster::describe(&mut out, c);
+            } else {
+                let _ = writeln!(out, "  distribution             {}", p.distribution);
+                let _ = writeln!(out, "  hash                     {}", p.hash);
+                let tag = p
+                    .hash_tag
+                    .map_or("none".to_string(), |t| format!("\"{t}\""));
+                let _ = writeln!(out, "  hash_tag                 {tag}");
+            }
             let _ = writeln!(
                 out,
                 "  timeout                  {} ms",
@@ -371,6 +381,9 @@ impl Config {
                 p.connections_per_backend
             );
             let _ = writeln!(out, "  max_exclusive_per_backend {}", p.max_exclusive);
+            if p.cluster.is_some() {
+                continue;
+            }
             let _ = writeln!(out, "  backends                 {}", p.backends.len());
             for b in &p.backends {
                 let _ = writeln!(

@@ -18,16 +18,23 @@ const TWEMPROXY_ONLY_HASHES: [&str; 5] = ["one_at_a_time", "fnv1_32", "hsieh", "
 
 /// Accumulates problems as `key: message` lines.
 #[derive(Default)]
-struct Problems(Vec<String>);
+pub(super) struct Problems(Vec<String>);
 
 impl Problems {
-    fn add(&mut self, key: impl Display, message: impl Display) {
+    pub(super) fn add(&mut self, key: impl Display, message: impl Display) {
         self.0.push(format!("{key}: {message}"));
     }
 
     /// An integer setting: `default` when absent; reported and replaced by `default` when
     /// outside `min..=max`.
-    fn int(&mut self, key: &str, value: Option<i64>, default: i64, min: i64, max: i64) -> i64 {
+    pub(super) fn int(
+        &mut self,
+        key: &str,
+        value: Option<i64>,
+        default: i64,
+        min: i64,
+        max: i64,
+    ) -> i64 {
         match value {
             None => default,
             Some(v) if (min..=max).contains(&v) => v,
@@ -196,7 +203,8 @@ fn admin(p: &mut Problems, raw: Option<RawAdmin>) -> AdminConfig {
     }
 }
 
-fn pool(p: &mut Problems, key: &str, raw: RawPool) -> PoolConfig {
+fn pool(p: &mut Problems, key: &str, mut raw: RawPool) -> PoolConfig {
+    let cluster = super::cluster::cluster(p, key, &mut raw);
     let name = raw.name.unwrap_or_else(|| "main".to_string());
     let name_ok = !name.is_empty()
         && name.len() <= 64
@@ -334,7 +342,11 @@ fn pool(p: &mut Problems, key: &str, raw: RawPool) -> PoolConfig {
     };
     let ms = |v: i64| (v > 0).then(|| Duration::from_millis(v as u64));
 
-    let backends = backends(p, key, raw.backends, distribution);
+    let backends = match cluster {
+        // Its nodes come from the cluster.
+        Some(_) => Vec::new(),
+        None => backends(p, key, raw.backends, distribution),
+    };
     if discovery == Discovery::Dns && backends.len() != 1 {
         p.add(
             format_args!("{key}.backends"),
@@ -358,6 +370,7 @@ fn pool(p: &mut Problems, key: &str, raw: RawPool) -> PoolConfig {
         dns_refresh: ms(dns_refresh),
         discovery,
         backends,
+        cluster,
     }
 }
 
