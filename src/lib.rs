@@ -9,13 +9,15 @@
 //! 4. replies are matched in FIFO order on each backend link and sent back to the session;
 //! 5. the session answers the client in the order the commands arrived, merging fan-out replies.
 //!
-//! Module map: [`config`] (TOML -> validated config), [`server`] (accept loop, limits, drain),
+//! Module map: [`config`] (TOML -> validated config), [`cluster`] (Redis Cluster upstreams:
+//! slot map, refresh, redirections), [`server`] (accept loop, limits, drain),
 //! [`state`] (proxy-wide counters and backend health), [`admin`] (HTTP: /metrics, /healthz,
 //! /readyz, /status and the /admin API), [`control`] (what the /admin API acts on),
 //! [`metrics`] (metric names and handles).
 
 pub mod admin;
 pub mod backend;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod metrics;

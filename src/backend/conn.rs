@@ -34,6 +34,9 @@ pub struct Target {
     pub port: u16,
     /// For the TCP connect and for the handshake's reply, each.
     pub connect_timeout: Duration,
+    /// A cluster replica: the handshake sends `READONLY`, so the replica serves reads of its
+    /// primary's slots instead of redirecting them.
+    pub readonly: bool,
 }
 
 /// An open, handshaken connection.
@@ -178,6 +181,18 @@ pub async fn open(target: &Target, proto: Proto) -> Result<Conn, ConnectError> {
         return Err(ConnectError::Refused(text));
     }
     let (id, version) = hello_fields(&reply)?;
+    if target.readonly {
+        let reply = match timeout(limit, exchange(&mut stream, READONLY)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(ConnectError::Timeout(ms)),
+        };
+        if is_error(&reply) {
+            return Err(ConnectError::Refused(format!(
+                "READONLY: {}",
+                error_text(&reply)
+            )));
+        }
+    }
     Ok(Conn {
         stream,
         proto,
@@ -187,6 +202,9 @@ pub async fn open(target: &Target, proto: Proto) -> Result<Conn, ConnectError> {
         resolved,
     })
 }
+
+/// Sent after HELLO on the connections to a cluster replica.
+const READONLY: &[u8] = b"*1\r\n$8\r\nREADONLY\r\n";
 
 /// `HELLO <v> SETNAME shardis`.
 fn hello_request(proto: Proto) -> Bytes {
