@@ -282,8 +282,11 @@ impl Session {
             then,
             lease: None,
         });
-        self.send(backend, Request::new(frame, self.reply_to(seq, 0)))
-            .await;
+        let req = Request::new(frame, self.reply_to(seq, 0));
+        if self.table.cluster.is_some() {
+            return self.send_cluster(backend, req, Some(id)).await;
+        }
+        self.send_to_link(backend, req).await;
     }
 
     pub(super) fn reply_to(&self, seq: u64, part: u32) -> ReplyTo {
@@ -295,8 +298,16 @@ impl Session {
     }
 
     /// Hands a request to the backend's link for this client's protocol; if the link is gone,
-    /// answers with an error.
+    /// answers with an error. A cluster node keeps it for redirections.
     pub(super) async fn send(&mut self, backend: usize, req: Request) {
+        if self.table.cluster.is_some() {
+            return self.send_cluster(backend, req, None).await;
+        }
+        self.send_to_link(backend, req).await
+    }
+
+    /// [`Session::send`] on a hashed pool.
+    pub(super) async fn send_to_link(&mut self, backend: usize, req: Request) {
         let Some(b) = self.table.backends.get(backend) else {
             return req
                 .reply
@@ -474,6 +485,8 @@ impl Session {
 
     /// MGET, MSET, DEL and friends: one sub-command per backend holding some of the keys,
     /// merged when all have answered. Keys on a single backend take the plain forward path.
+    /// On a cluster pool, one sub-command per hash slot (a node refuses keys of several slots
+    /// in one command), each sent to the slot's owner.
     async fn split(
         &mut self,
         id: usize,
@@ -491,19 +504,40 @@ impl Session {
         };
         let table = &self.table;
         let sc = &mut self.split;
+        // Keys are grouped by backend, or on a cluster pool by slot.
         sc.backend_of.clear();
-        sc.backend_of.extend(
-            span.positions()
-                .map(|pos| table.backend_for(&frame[args[pos].clone()])),
-        );
+        let groups = match &table.cluster {
+            None => {
+                sc.backend_of.extend(
+                    span.positions()
+                        .map(|pos| table.backend_for(&frame[args[pos].clone()])),
+                );
+                table.backends.len()
+            }
+            Some(_) => {
+                sc.backend_of
+                    .extend(span.positions().map(|pos| {
+                        crate::cluster::Route::slot(&frame[args[pos].clone()]) as usize
+                    }));
+                crate::cluster::SLOTS
+            }
+        };
+        let group_backend = |table: &crate::backend::Table, group: usize| match &table.cluster {
+            None => group,
+            Some(route) => route.owner(group as u16),
+        };
         let first = sc.backend_of[0];
         if sc.backend_of.iter().all(|&b| b == first) {
-            return self.forward(id, first, frame, now, Then::Pass).await;
+            let backend = group_backend(table, first);
+            return self.forward(id, backend, frame, now, Then::Pass).await;
         }
 
         // Parts in order of first appearance; each gets the keys (and values) it owns.
-        sc.part_of.clear();
-        sc.part_of.resize(self.table.backends.len(), u32::MAX);
+        // `part_of` is all u32::MAX between splits: only the groups used are reset after.
+        if sc.part_of.len() != groups {
+            sc.part_of.clear();
+            sc.part_of.resize(groups, u32::MAX);
+        }
         sc.counts.clear();
         sc.part_backend.clear();
         let mut order = Vec::with_capacity(if merge == Merge::Mget {
@@ -538,6 +572,9 @@ impl Session {
             sc.starts[part] += 1;
         }
         let nparts = sc.counts.len();
+        for &group in &sc.part_backend {
+            sc.part_of[group] = u32::MAX;
+        }
         let seq = self.next_seq();
         self.push_waiting(Pending::Fanout(Box::new(Fanout::new(
             id, now, merge, self.proto, nparts, order,
@@ -558,9 +595,14 @@ impl Session {
                 }
             }
             first_key += n;
-            let (backend, part_frame) = (sc.part_backend[part], sc.arena.split().freeze());
+            let (group, part_frame) = (sc.part_backend[part], sc.arena.split().freeze());
             let req = Request::new(part_frame, self.reply_to(seq, part as u32));
-            self.send(backend, req).await;
+            if self.table.cluster.is_some() {
+                let backend = group_backend(&self.table, group);
+                self.send_cluster(backend, req, Some(id)).await;
+            } else {
+                self.send_to_link(group, req).await;
+            }
         }
     }
 }

@@ -33,6 +33,7 @@
 //! # Modes
 //! See [`mode`]: normal, transaction (MULTI), subscribed, blocked.
 
+mod cluster;
 mod dispatch;
 pub mod info;
 mod local;
@@ -103,11 +104,11 @@ pub struct Context {
 /// allocates nothing once the session has seen one of its size.
 #[derive(Default)]
 struct SplitScratch {
-    /// Backend of each key, in request order.
+    /// Backend of each key, in request order (on a cluster pool: its slot).
     backend_of: Vec<usize>,
-    /// Part number of each backend (`u32::MAX`: none).
+    /// Part number of each backend or slot (`u32::MAX`: none).
     part_of: Vec<u32>,
-    /// Keys per part, and each part's backend.
+    /// Keys per part, and each part's backend (on a cluster pool: its slot).
     counts: Vec<u32>,
     part_backend: Vec<usize>,
     /// Key argument positions grouped by part, and where each part's group starts.
@@ -179,6 +180,8 @@ pub struct Session {
     rng: u64,
     /// Why the proxy dropped the client, if it did.
     evicted: Option<&'static str>,
+    /// A cluster pool: the requests in flight to its nodes, kept for redirections.
+    cluster: Option<Box<cluster::Inflight>>,
 }
 
 /// Serves one client until it disconnects, sends QUIT, breaks the protocol, or shutdown
@@ -307,6 +310,7 @@ impl Session {
             reply_mode: ReplyMode::On,
             silent: VecDeque::new(),
             evicted: None,
+            cluster: None,
         };
         (session, rx)
     }
@@ -497,6 +501,10 @@ impl Session {
         }
         self.awaiting = 0;
         self.blocked = None;
+        if let Some(inflight) = &mut self.cluster {
+            // Answered already: a redirection of theirs is not retried.
+            inflight.clear();
+        }
         self.move_ready();
     }
 
@@ -513,6 +521,15 @@ impl Session {
 
     /// Takes one reply from a backend connection.
     pub fn on_reply(&mut self, reply: Reply) {
+        let reply = if self.cluster.is_some() {
+            match self.intercept(reply) {
+                Some(reply) => reply,
+                // A redirection: the request went out again.
+                None => return,
+            }
+        } else {
+            reply
+        };
         let len = reply.frame.len();
         self.reply_estimate = len.max(self.reply_estimate - self.reply_estimate / 16);
         let Some(index) = reply.seq.checked_sub(self.base_seq) else {
