@@ -204,3 +204,332 @@ fn plain_clients_get_set_and_split_multi_key_commands_across_slots() {
     assert!(info.contains("cluster_enabled:0"), "{info}");
     assert!(info.contains("shard0:primary=127.0.0.1:"), "{info}");
 }
+
+/// What a [`Load`] saw.
+struct Seen {
+    ok: u64,
+    /// (when, what) of every error or wrong value.
+    errors: Vec<(Instant, String)>,
+}
+
+/// A steady read/write load of known values through shardis: each thread owns its keys,
+/// sets them to increasing values and reads them back (GET, and MGET over several slots),
+/// so every acknowledged write has a known value.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ops: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<(Seen, Vec<(String, u64)>)>>,
+}
+
+impl Load {
+    fn start(shardis: &Shardis, threads: usize, keys: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ops = Arc::new(AtomicU64::new(0));
+        let threads = (0..threads)
+            .map(|t| {
+                let (stop, ops, addr) = (stop.clone(), ops.clone(), shardis.addr.to_string());
+                std::thread::spawn(move || load_thread(t, &addr, keys, &stop, &ops))
+            })
+            .collect();
+        Load { stop, ops, threads }
+    }
+
+    /// Requests answered so far.
+    fn ops(&self) -> u64 {
+        self.ops.load(Ordering::Relaxed)
+    }
+
+    /// Stops the load; what it saw, and the last acknowledged value of every key.
+    fn finish(self) -> (Seen, Vec<(String, u64)>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut seen = Seen {
+            ok: 0,
+            errors: Vec::new(),
+        };
+        let mut acked = Vec::new();
+        for t in self.threads {
+            let (s, a) = t.join().expect("load thread");
+            seen.ok += s.ok;
+            seen.errors.extend(s.errors);
+            acked.extend(a);
+        }
+        seen.errors.sort_by_key(|(at, _)| *at);
+        (seen, acked)
+    }
+}
+
+fn load_thread(
+    t: usize,
+    addr: &str,
+    keys: usize,
+    stop: &AtomicBool,
+    ops: &AtomicU64,
+) -> (Seen, Vec<(String, u64)>) {
+    let mut c = Client::connect(addr);
+    let names: Vec<String> = (0..keys).map(|i| format!("load:{t}:{i}")).collect();
+    // 0: never written (a GET must find nothing).
+    let mut acked = vec![0u64; keys];
+    let mut seen = Seen {
+        ok: 0,
+        errors: Vec::new(),
+    };
+    let mut n = 0u64;
+    let fail = |seen: &mut Seen, what: String| seen.errors.push((Instant::now(), what));
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let i = (n as usize * 7919) % keys;
+        let value = n;
+        match c.cmd_str(&["SET", &names[i], &value.to_string()]) {
+            Frame::Simple(s) if s == "OK" => {
+                acked[i] = value;
+                seen.ok += 1;
+            }
+            other => fail(&mut seen, format!("SET {}: {other:?}", names[i])),
+        }
+        let j = (n as usize * 104_729) % keys;
+        let want = |v: u64| {
+            if v == 0 {
+                Frame::Null
+            } else {
+                bulk(v.to_string())
+            }
+        };
+        // A write that failed may or may not have happened: such a key is not checked.
+        let got = c.cmd_str(&["GET", &names[j]]);
+        if got == want(acked[j]) || acked[j] == u64::MAX {
+            seen.ok += 1;
+        } else {
+            fail(
+                &mut seen,
+                format!("GET {}: {got:?}, want {}", names[j], acked[j]),
+            );
+        }
+        if n % 4 == 0 {
+            let picks: Vec<usize> = (0..5).map(|m| (j + m * 31) % keys).collect();
+            let mut args = vec!["MGET"];
+            args.extend(picks.iter().map(|&p| names[p].as_str()));
+            let got = c.cmd_str(&args);
+            let want = Frame::Array(picks.iter().map(|&p| want(acked[p])).collect());
+            if got == want {
+                seen.ok += 1;
+            } else {
+                fail(&mut seen, format!("MGET: {got:?}, want {want:?}"));
+            }
+        }
+        ops.fetch_add(1, Ordering::Relaxed);
+    }
+    let acked = names
+        .into_iter()
+        .zip(acked)
+        .filter(|(_, v)| *v > 0)
+        .collect();
+    (seen, acked)
+}
+
+/// Every acknowledged write reads back through shardis.
+fn assert_reads_back(shardis: &Shardis, acked: &[(String, u64)]) {
+    let mut c = shardis.client();
+    for chunk in acked.chunks(200) {
+        let mut args = vec!["MGET"];
+        args.extend(chunk.iter().map(|(k, _)| k.as_str()));
+        let want: Vec<Frame> = chunk.iter().map(|(_, v)| bulk(v.to_string())).collect();
+        assert_eq!(c.cmd_str(&args), Frame::Array(want));
+    }
+}
+
+/// Writes `n` keys `fill:i` = `i` with MSET through shardis, so slots hold keys to migrate.
+fn fill(shardis: &Shardis, n: usize) {
+    let mut c = shardis.client();
+    let all: Vec<(String, String)> = (0..n)
+        .map(|i| (format!("fill:{i}"), i.to_string()))
+        .collect();
+    for chunk in all.chunks(1000) {
+        let mut args = vec!["MSET"];
+        for (k, v) in chunk {
+            args.extend([k.as_str(), v.as_str()]);
+        }
+        assert_eq!(c.cmd_str(&args), ok());
+    }
+}
+
+fn assert_filled(shardis: &Shardis, n: usize) {
+    let mut c = shardis.client();
+    let all: Vec<String> = (0..n).map(|i| format!("fill:{i}")).collect();
+    for (ci, chunk) in all.chunks(1000).enumerate() {
+        let mut args = vec!["MGET"];
+        args.extend(chunk.iter().map(String::as_str));
+        let want: Vec<Frame> = (0..chunk.len())
+            .map(|i| bulk((ci * 1000 + i).to_string()))
+            .collect();
+        assert_eq!(c.cmd_str(&args), Frame::Array(want));
+    }
+}
+
+fn redirections(shardis: &Shardis, kind: &str) -> u64 {
+    let s = status(shardis);
+    s["cluster"]["redirections"][kind].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn resharding_1000_slots_under_load_gives_no_errors_and_loses_no_writes() {
+    let cluster = RedisCluster::start();
+    let shardis = start(&cluster, "");
+    const FILLED: usize = 30_000;
+    fill(&shardis, FILLED);
+    let load = Load::start(&shardis, 4, 500);
+    wait_for(Duration::from_secs(10), "the load to run", || {
+        (load.ops() > 200).then_some(())
+    });
+    let primaries = cluster.primaries();
+    let (from, to) = (primaries[0], primaries[1]);
+    let before = load.ops();
+    let started = Instant::now();
+    cluster.reshard(from, to, 1000);
+    let took = started.elapsed();
+    cluster.wait_settled();
+    let during = load.ops() - before;
+    // Let the load run on the new map for a moment.
+    let after = load.ops();
+    wait_for(Duration::from_secs(10), "more load", || {
+        (load.ops() > after + 200).then_some(())
+    });
+    let (seen, acked) = load.finish();
+    let (moved, ask) = (
+        redirections(&shardis, "moved"),
+        redirections(&shardis, "ask"),
+    );
+    println!(
+        "reshard of 1000 slots took {took:?}; load: {} requests answered ({during} rounds \
+         during the reshard), {} errors; redirections followed: {moved} MOVED, {ask} ASK",
+        seen.ok,
+        seen.errors.len()
+    );
+    assert!(
+        seen.errors.is_empty(),
+        "{} errors, first: {:?}",
+        seen.errors.len(),
+        &seen.errors[..seen.errors.len().min(5)]
+    );
+    assert!(moved > 0, "the load never met a moved slot");
+    assert_reads_back(&shardis, &acked);
+    assert_filled(&shardis, FILLED);
+    // The slot map shows the move.
+    let want = cluster.slot_count(to);
+    let addr = cluster.nodes[to].addr();
+    let s = wait_for(Duration::from_secs(5), "the new slot map", || {
+        let s = status(&shardis);
+        let map = s["cluster"]["slot_map"].as_array()?;
+        map.iter()
+            .any(|m| m["primary"] == addr.as_str() && m["slot_count"] == want)
+            .then_some(s)
+    });
+    assert!(
+        s["cluster"]["refreshes"]["ok"].as_u64().unwrap_or(0) > 1,
+        "{s:#}"
+    );
+}
+
+/// `CLUSTER SETSLOT slot ...` on node `i`.
+fn setslot(cluster: &RedisCluster, i: usize, slot: u16, args: &[&str]) {
+    let slot = slot.to_string();
+    let mut all = vec!["CLUSTER", "SETSLOT", slot.as_str()];
+    all.extend(args);
+    assert_eq!(cluster.nodes[i].client().cmd_str(&all), ok(), "{all:?}");
+}
+
+fn migrate(cluster: &RedisCluster, from: usize, to: usize, key: &str) {
+    let port = cluster.nodes[to].port.to_string();
+    let reply = cluster.nodes[from].client().cmd_str(&[
+        "MIGRATE",
+        "127.0.0.1",
+        &port,
+        "",
+        "0",
+        "5000",
+        "KEYS",
+        key,
+    ]);
+    assert_eq!(reply, ok(), "MIGRATE {key}");
+}
+
+#[test]
+fn ask_and_tryagain_during_a_slot_migration_never_reach_the_client() {
+    let cluster = RedisCluster::start();
+    let shardis = start(&cluster, "");
+    let mut c = shardis.client();
+    let primaries = cluster.primaries();
+    let (a, b) = (primaries[0], primaries[1]);
+    // Keys of one slot, owned by `a`.
+    let tag = key_on(&cluster, a, "mig");
+    let slot = keyslot(&cluster, &tag);
+    let key = |n: u32| format!("{{{tag}}}.{n}");
+    for n in 1..=2 {
+        assert_eq!(c.cmd_str(&["SET", &key(n), &format!("v{n}")]), ok());
+    }
+    let (ida, idb) = (cluster.nodes[a].id(), cluster.nodes[b].id());
+    setslot(&cluster, b, slot, &["IMPORTING", &ida]);
+    setslot(&cluster, a, slot, &["MIGRATING", &idb]);
+    migrate(&cluster, a, b, &key(1));
+
+    // Moved already: `a` answers ASK, shardis asks `b` with ASKING.
+    assert_eq!(c.cmd_str(&["GET", &key(1)]), bulk("v1"));
+    // Not moved yet: `a` serves it.
+    assert_eq!(c.cmd_str(&["GET", &key(2)]), bulk("v2"));
+    // A new key of a migrating slot is created on the target.
+    assert_eq!(c.cmd_str(&["SET", &key(3), "v3"]), ok());
+    let mut direct = cluster.nodes[b].client();
+    assert_eq!(direct.cmd_str(&["ASKING"]), ok());
+    assert_eq!(direct.cmd_str(&["GET", &key(3)]), bulk("v3"));
+    assert!(redirections(&shardis, "ask") >= 2);
+    // ASK leaves the map as it was: the slot is still `a`'s.
+    let s = status(&shardis);
+    let of_a = s["cluster"]["slot_map"]
+        .as_array()
+        .expect("slot_map")
+        .iter()
+        .find(|m| m["primary"] == cluster.nodes[a].addr().as_str())
+        .map(|m| m["slot_count"].clone())
+        .expect("a in the map");
+    assert_eq!(of_a, cluster.slot_count(a), "{s:#}");
+    assert_eq!(redirections(&shardis, "moved"), 0);
+
+    // Keys split between the nodes: `a` answers TRYAGAIN until the migration ends; shardis
+    // waits it out while another thread finishes the migration.
+    let finisher = {
+        let (from, to) = (cluster.nodes[a].addr(), cluster.nodes[b].port);
+        let k2 = key(2);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let mut src = Client::connect(&from);
+            let port = to.to_string();
+            let reply = src.cmd_str(&["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS", &k2]);
+            assert_eq!(reply, ok());
+        })
+    };
+    assert_eq!(
+        c.cmd_str(&["MGET", &key(1), &key(2), &key(3)]),
+        Frame::Array(vec![bulk("v1"), bulk("v2"), bulk("v3")])
+    );
+    finisher.join().expect("finisher");
+    assert!(redirections(&shardis, "tryagain") > 0);
+
+    // The end of the migration: the slot is `b`'s, and a MOVED teaches shardis so.
+    for &i in &primaries {
+        setslot(&cluster, i, slot, &["NODE", &idb]);
+    }
+    let moved = redirections(&shardis, "moved");
+    for n in 1..=3 {
+        assert_eq!(c.cmd_str(&["GET", &key(n)]), bulk(format!("v{n}")));
+    }
+    assert!(redirections(&shardis, "moved") > moved);
+    let addr = cluster.nodes[b].addr();
+    wait_for(Duration::from_secs(5), "the slot in b's ranges", || {
+        let s = status(&shardis);
+        let text = s["cluster"]["slot_map"]
+            .as_array()?
+            .iter()
+            .find(|m| m["primary"] == addr.as_str())?["slots"]
+            .to_string();
+        text.contains(&slot.to_string()).then_some(())
+    });
+}

@@ -242,6 +242,28 @@ impl RedisCluster {
         panic!("slot {slot} has no primary");
     }
 
+    /// How many slots node `i` owns as primary (asked of a live node).
+    pub fn slot_count(&self, i: usize) -> u64 {
+        let Frame::Array(ranges) = self.any().client().cmd_str(&["CLUSTER", "SLOTS"]) else {
+            panic!("CLUSTER SLOTS");
+        };
+        let port = Frame::Integer(self.nodes[i].port as i64);
+        ranges
+            .iter()
+            .filter_map(|r| match r {
+                Frame::Array(f) => match (&f[0], &f[1], f.get(2)) {
+                    (Frame::Integer(a), Frame::Integer(b), Some(Frame::Array(node)))
+                        if node.get(1) == Some(&port) =>
+                    {
+                        Some((b - a + 1) as u64)
+                    }
+                    _ => None,
+                },
+                _ => None,
+            })
+            .sum()
+    }
+
     /// Indexes of the nodes that own slots as primaries now (asked of a live node).
     pub fn primaries(&self) -> Vec<usize> {
         let Frame::Array(ranges) = self.any().client().cmd_str(&["CLUSTER", "SLOTS"]) else {
