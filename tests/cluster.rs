@@ -666,3 +666,87 @@ fn a_new_primary_added_and_rebalanced_shows_in_the_slot_map_and_serves_its_keys(
     let series = format!("shardis_backend_up{{backend=\"{addr}\",role=\"primary\"}}");
     assert_eq!(metric(&metrics, &series), Some(1.0), "{metrics}");
 }
+
+/// `calls` of `cmdstat_<name>` in a node's INFO commandstats.
+fn calls(node: &common::redis_cluster::Node, name: &str) -> u64 {
+    let Frame::Bulk(text) = node.client().cmd_str(&["INFO", "commandstats"]) else {
+        panic!("INFO commandstats");
+    };
+    let text = String::from_utf8_lossy(&text).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The replica of primary `p` (by the cluster's own view).
+fn replica_of(cluster: &RedisCluster, p: usize) -> usize {
+    let id = cluster.nodes[p].id();
+    (0..cluster.nodes.len())
+        .find(|&i| {
+            i != p && {
+                let Frame::Bulk(t) = cluster.nodes[i].client().cmd_str(&["CLUSTER", "NODES"])
+                else {
+                    return false;
+                };
+                String::from_utf8_lossy(&t)
+                    .lines()
+                    .any(|l| l.contains("myself") && l.contains(&format!("slave {id}")))
+            }
+        })
+        .expect("a replica")
+}
+
+#[test]
+fn read_from_replica_sends_reads_to_replicas_with_readonly_and_writes_to_primaries() {
+    let cluster = RedisCluster::start();
+    let shardis = start(&cluster, "read_from = \"replica\"");
+    wait_for(Duration::from_secs(10), "replicas in the slot map", || {
+        let s = status(&shardis);
+        let map = s["cluster"]["slot_map"].as_array()?;
+        map.iter()
+            .all(|m| m["replicas"].as_array().map(Vec::len) == Some(1))
+            .then_some(())
+    });
+    let p = cluster.primaries()[0];
+    let r = replica_of(&cluster, p);
+    let key = key_on(&cluster, p, "ro");
+    let mut c = shardis.client();
+    let (gets_p, gets_r) = (
+        calls(&cluster.nodes[p], "get"),
+        calls(&cluster.nodes[r], "get"),
+    );
+    let sets_p = calls(&cluster.nodes[p], "set");
+    assert_eq!(c.cmd_str(&["SET", &key, "x"]), ok());
+    // Replication is asynchronous: the replica has it a moment later.
+    wait_for(Duration::from_secs(5), "the value on the replica", || {
+        (c.cmd_str(&["GET", &key]) == bulk("x")).then_some(())
+    });
+    for _ in 0..10 {
+        assert_eq!(c.cmd_str(&["GET", &key]), bulk("x"));
+    }
+    assert_eq!(
+        calls(&cluster.nodes[p], "get"),
+        gets_p,
+        "no GET on the primary"
+    );
+    assert!(calls(&cluster.nodes[r], "get") >= gets_r + 10);
+    // (The replica runs the SET too, from the replication stream.)
+    assert_eq!(
+        calls(&cluster.nodes[p], "set"),
+        sets_p + 1,
+        "writes go to the primary"
+    );
+    assert!(
+        calls(&cluster.nodes[r], "readonly") >= 1,
+        "READONLY on replica links"
+    );
+    // Multi-key reads split by slot go to replicas too.
+    let other = key_on(&cluster, cluster.primaries()[1], "ro");
+    assert_eq!(c.cmd_str(&["SET", &other, "y"]), ok());
+    wait_for(Duration::from_secs(5), "both values", || {
+        (c.cmd_str(&["MGET", &key, &other]) == Frame::Array(vec![bulk("x"), bulk("y")]))
+            .then_some(())
+    });
+    assert_eq!(calls(&cluster.nodes[p], "mget"), 0);
+}
