@@ -750,3 +750,42 @@ fn read_from_replica_sends_reads_to_replicas_with_readonly_and_writes_to_primari
     });
     assert_eq!(calls(&cluster.nodes[p], "mget"), 0);
 }
+
+#[test]
+fn sharded_and_plain_pub_sub_reach_subscribers_through_the_slot_owner() {
+    let cluster = RedisCluster::start();
+    let shardis = start(&cluster, "");
+    let mut sub = shardis.client();
+    let mut publisher = shardis.client();
+    let channels: Vec<String> = cluster
+        .primaries()
+        .iter()
+        .map(|&p| key_on(&cluster, p, "news"))
+        .collect();
+    for (i, ch) in channels.iter().enumerate() {
+        assert_eq!(
+            sub.cmd_str(&["SSUBSCRIBE", ch]),
+            Frame::Array(vec![
+                bulk("ssubscribe"),
+                bulk(ch.as_str()),
+                int(i as i64 + 1)
+            ])
+        );
+    }
+    assert_eq!(
+        sub.cmd_str(&["SUBSCRIBE", "plain"]),
+        Frame::Array(vec![bulk("subscribe"), bulk("plain"), int(1)])
+    );
+    for ch in &channels {
+        assert_eq!(publisher.cmd_str(&["SPUBLISH", ch, "hello"]), int(1));
+        assert_eq!(
+            sub.read_reply(),
+            Frame::Array(vec![bulk("smessage"), bulk(ch.as_str()), bulk("hello")])
+        );
+    }
+    assert_eq!(publisher.cmd_str(&["PUBLISH", "plain", "hi"]), int(1));
+    assert_eq!(
+        sub.read_reply(),
+        Frame::Array(vec![bulk("message"), bulk("plain"), bulk("hi")])
+    );
+}
