@@ -205,6 +205,9 @@ fn plain_clients_get_set_and_split_multi_key_commands_across_slots() {
     assert!(info.contains("shard0:primary=127.0.0.1:"), "{info}");
 }
 
+/// Keys and the last value written to each that was acknowledged.
+type Acked = Vec<(String, u64)>;
+
 /// What a [`Load`] saw.
 #[derive(Default)]
 struct Seen {
@@ -221,7 +224,7 @@ struct Seen {
 struct Load {
     stop: Arc<AtomicBool>,
     ops: Arc<AtomicU64>,
-    threads: Vec<std::thread::JoinHandle<(Seen, Vec<(String, u64)>)>>,
+    threads: Vec<std::thread::JoinHandle<(Seen, Acked)>>,
 }
 
 impl Load {
@@ -243,7 +246,7 @@ impl Load {
     }
 
     /// Stops the load; what it saw, and the last acknowledged value of every key.
-    fn finish(self) -> (Seen, Vec<(String, u64)>) {
+    fn finish(self) -> (Seen, Acked) {
         self.stop.store(true, Ordering::Relaxed);
         let mut seen = Seen::default();
         let mut acked = Vec::new();
@@ -269,7 +272,7 @@ fn load_thread(
     keys: usize,
     stop: &AtomicBool,
     ops: &AtomicU64,
-) -> (Seen, Vec<(String, u64)>) {
+) -> (Seen, Acked) {
     let mut c = Client::connect(addr);
     let names: Vec<String> = (0..keys).map(|i| format!("load:{t}:{i}")).collect();
     // 0: never written (a GET must find nothing).
@@ -292,7 +295,7 @@ fn load_thread(
             }
         }
         let j = (n as usize * 104_729) % keys;
-        let picks: Vec<usize> = if n % 4 == 0 {
+        let picks: Vec<usize> = if n.is_multiple_of(4) {
             (0..5).map(|m| (j + m * 31) % keys).collect()
         } else {
             vec![j]
