@@ -143,6 +143,24 @@ fn plain_clients_get_set_and_split_multi_key_commands_across_slots() {
         panic!("KEYS");
     };
     assert_eq!(found.len(), 3, "{found:?}");
+    let mut cursor = "0".to_string();
+    let mut scanned = Vec::new();
+    loop {
+        let Frame::Array(reply) = c.cmd_str(&["SCAN", &cursor, "MATCH", "k-*", "COUNT", "100"])
+        else {
+            panic!("SCAN");
+        };
+        let (Frame::Bulk(next), Frame::Array(batch)) = (&reply[0], &reply[1]) else {
+            panic!("SCAN reply {reply:?}");
+        };
+        scanned.extend(batch.iter().cloned());
+        cursor = String::from_utf8_lossy(next).into_owned();
+        if cursor == "0" {
+            break;
+        }
+    }
+    assert_eq!(scanned.len(), 3, "{scanned:?}");
+    assert!(matches!(c.cmd_str(&["RANDOMKEY"]), Frame::Bulk(_)));
 
     // The same through the redis crate, not in cluster mode.
     let client = redis::Client::open(format!("redis://{}/", shardis.addr)).expect("url");
