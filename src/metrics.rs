@@ -39,6 +39,9 @@ pub const CLIENT_CONNECTIONS: &str = "shardis_client_connections";
 pub const CLIENT_CONNECTIONS_TOTAL: &str = "shardis_client_connections_total";
 /// Client connections closed because of malformed RESP.
 pub const CLIENT_PROTOCOL_ERRORS_TOTAL: &str = "shardis_client_protocol_errors_total";
+/// Client connections closed by the proxy for a limit; label `reason` (`idle_timeout` |
+/// `output_limit`).
+pub const CLIENT_DISCONNECTS_TOTAL: &str = "shardis_client_disconnects_total";
 /// Bytes read from clients.
 pub const RECEIVED_BYTES_TOTAL: &str = "shardis_received_bytes_total";
 /// Bytes written to clients.
@@ -65,6 +68,7 @@ pub const ALL_METRICS: &[&str] = &[
     CLIENT_CONNECTIONS,
     CLIENT_CONNECTIONS_TOTAL,
     CLIENT_PROTOCOL_ERRORS_TOTAL,
+    CLIENT_DISCONNECTS_TOTAL,
     RECEIVED_BYTES_TOTAL,
     SENT_BYTES_TOTAL,
     CLUSTER_REDIRECTIONS_TOTAL,
@@ -155,6 +159,10 @@ pub fn describe() {
         "Client connections closed because they sent malformed RESP."
     );
     describe_counter!(
+        CLIENT_DISCONNECTS_TOTAL,
+        "Client connections closed by the proxy for a limit, by reason (idle_timeout, output_limit)."
+    );
+    describe_counter!(
         RECEIVED_BYTES_TOTAL,
         Unit::Bytes,
         "Bytes read from clients."
@@ -182,6 +190,11 @@ pub fn install() -> Result<PrometheusHandle, MetricsError> {
 /// Counts a subscriber disconnected for being too slow (a rare event: no pre-built handle).
 pub fn slow_subscriber() {
     metrics::counter!(PUBSUB_EVICTED_TOTAL).increment(1);
+}
+
+/// Counts a client closed for a limit (a rare event: no pre-built handle).
+pub fn client_disconnect(reason: &'static str) {
+    metrics::counter!(CLIENT_DISCONNECTS_TOTAL, "reason" => reason).increment(1);
 }
 
 /// Counts a configuration reload.
@@ -512,6 +525,7 @@ mod tests {
             c.received(100);
             c.sent(40);
             slow_subscriber();
+            client_disconnect("idle_timeout");
             config_reload(true);
             config_reload(false);
             config_info("abc", None);
@@ -556,6 +570,7 @@ mod tests {
             "shardis_received_bytes_total 100",
             "shardis_sent_bytes_total 40",
             "shardis_pubsub_evicted_total 1",
+            r#"shardis_client_disconnects_total{reason="idle_timeout"} 1"#,
             r#"shardis_config_reloads_total{result="ok"} 1"#,
             r#"shardis_config_reloads_total{result="error"} 1"#,
             r#"shardis_config_info{digest="abc"} 0"#,

@@ -32,6 +32,7 @@ use tracing::{error, info, warn};
 use crate::backend::conn::Target;
 use crate::backend::{Backend, Change, HealthEvent, Routing, Settings, Spec, Table};
 use crate::config::{Config, Overrides, PoolConfig};
+use crate::protocol::request::RequestLimits;
 use crate::router::Ring;
 
 /// The routing of one proxy and what it was built from.
@@ -367,10 +368,16 @@ fn build(
 fn settings(config: &Config) -> Settings {
     let mut settings = Settings {
         max_pipeline: config.server.max_pipeline,
-        max_request_bytes: config.server.max_request_bytes,
         slowlog: config.server.slowlog,
         max_subscriber_output: config.server.max_subscriber_output_bytes,
         max_keys_reply: config.server.max_keys_reply,
+        request: RequestLimits {
+            request_bytes: config.server.max_request_bytes,
+            inline_bytes: config.server.max_inline_bytes,
+            args: config.server.max_multibulk_length,
+        },
+        idle_timeout: config.server.client_idle_timeout,
+        output_limit: config.server.client_output_limit_bytes,
         ..Settings::default()
     };
     settings.allow(&config.server.allow_commands);

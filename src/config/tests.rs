@@ -496,8 +496,10 @@ fn cluster_pools_take_seeds_and_refuse_ring_settings() {
              seeds = [\"127.0.0.1:7000\", \"redis-1.example:7001\"]\n{lines}\n"
         )
     };
-    let c = Config::parse(&cluster("read_from = \"prefer_replica\"\nrefresh_interval_ms = 2000"))
-        .unwrap();
+    let c = Config::parse(&cluster(
+        "read_from = \"prefer_replica\"\nrefresh_interval_ms = 2000",
+    ))
+    .unwrap();
     let p = &c.pools[0];
     let cc = p.cluster.as_ref().unwrap();
     assert_eq!(cc.seeds.len(), 2);
@@ -521,12 +523,18 @@ fn cluster_pools_take_seeds_and_refuse_ring_settings() {
         &cluster("backends = [{ address = \"127.0.0.1:7001\" }]"),
         "pools[0].backends: is not used by a cluster pool",
     );
-    assert_problem(&cluster("hash_tag = \"{}\""), "pools[0].hash_tag: is not used");
+    assert_problem(
+        &cluster("hash_tag = \"{}\""),
+        "pools[0].hash_tag: is not used",
+    );
     assert_problem(
         &cluster("read_from = \"any\""),
         "pools[0].read_from: unknown value \"any\"; valid: primary, replica, prefer_replica",
     );
-    assert_problem(&cluster("refresh_interval_ms = 10"), "pools[0].refresh_interval_ms");
+    assert_problem(
+        &cluster("refresh_interval_ms = 10"),
+        "pools[0].refresh_interval_ms",
+    );
     assert_problem(
         "[server]\nlisten = \"127.0.0.1:6380\"\n[[pools]]\nkind = \"cluster\"\n",
         "pools[0].seeds: a cluster pool needs at least one seed node",
