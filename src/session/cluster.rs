@@ -19,6 +19,7 @@
 //! small task of its own, bounded like the request it carries.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +28,9 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::{Instant, sleep};
 
 use super::Session;
-use crate::backend::{Backend, Reply, Request, Routing};
+use super::route::KeySpan;
+use crate::backend::{Backend, Reply, Request, Routing, Table};
+use crate::cluster::Route;
 use crate::cluster::redirect::{self, Redirect};
 use crate::config::ReadFrom;
 use crate::protocol::command::{COMMANDS, Keys, flag};
@@ -77,7 +80,53 @@ enum Goal {
     Addr(String),
 }
 
+/// Fills `out` with the group of each key in `span` for a split: its backend, or on a
+/// cluster pool its hash slot (a node refuses keys of several slots in one command). Returns
+/// how many groups there can be.
+pub(super) fn split_groups(
+    table: &Table,
+    frame: &[u8],
+    args: &[Range<usize>],
+    span: KeySpan,
+    out: &mut Vec<usize>,
+) -> usize {
+    out.clear();
+    let key = |pos: usize| &frame[args[pos].clone()];
+    if table.cluster.is_none() {
+        out.extend(span.positions().map(|pos| table.backend_for(key(pos))));
+        return table.backends.len();
+    }
+    out.extend(span.positions().map(|pos| Route::slot(key(pos)) as usize));
+    crate::cluster::SLOTS
+}
+
+/// The backend of a group made by [`split_groups`].
+#[inline]
+pub(super) fn group_backend(table: &Table, group: usize) -> usize {
+    match &table.cluster {
+        None => group,
+        Some(route) => route.owner(group as u16),
+    }
+}
+
 impl Session {
+    /// Hands a request to the backend's link; on a cluster pool, keeps it for redirections.
+    pub(super) async fn send(&mut self, backend: usize, req: Request) {
+        if self.table.cluster.is_some() {
+            return self.send_cluster(backend, req, None).await;
+        }
+        self.send_to_link(backend, req).await
+    }
+
+    /// Sends one part of a split command `id` to the backend of `group`.
+    pub(super) async fn send_part(&mut self, group: usize, req: Request, id: usize) {
+        if self.table.cluster.is_none() {
+            return self.send_to_link(group, req).await;
+        }
+        let backend = group_backend(&self.table, group);
+        self.send_cluster(backend, req, Some(id)).await
+    }
+
     /// Sends `req` for primary `backend` of a cluster table, or for one of its replicas when
     /// command `cmd` is a keyed read and `read_from` says so; keeps it for redirections.
     pub(super) async fn send_cluster(&mut self, backend: usize, req: Request, cmd: Option<usize>) {

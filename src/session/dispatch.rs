@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
 use super::Session;
+use super::cluster::{group_backend, split_groups};
 use super::mode::{Mode, subscribed_admits};
 use super::pending::{Fanout, Pending, Then};
 use super::route::{RouteError, key_span, single_backend};
@@ -305,15 +306,7 @@ impl Session {
     }
 
     /// Hands a request to the backend's link for this client's protocol; if the link is gone,
-    /// answers with an error. A cluster node keeps it for redirections.
-    pub(super) async fn send(&mut self, backend: usize, req: Request) {
-        if self.table.cluster.is_some() {
-            return self.send_cluster(backend, req, None).await;
-        }
-        self.send_to_link(backend, req).await
-    }
-
-    /// [`Session::send`] on a hashed pool.
+    /// answers with an error. (On a cluster pool, [`Session::send`] comes first.)
     pub(super) async fn send_to_link(&mut self, backend: usize, req: Request) {
         let Some(b) = self.table.backends.get(backend) else {
             return req
@@ -512,27 +505,7 @@ impl Session {
         let table = &self.table;
         let sc = &mut self.split;
         // Keys are grouped by backend, or on a cluster pool by slot.
-        sc.backend_of.clear();
-        let groups = match &table.cluster {
-            None => {
-                sc.backend_of.extend(
-                    span.positions()
-                        .map(|pos| table.backend_for(&frame[args[pos].clone()])),
-                );
-                table.backends.len()
-            }
-            Some(_) => {
-                sc.backend_of
-                    .extend(span.positions().map(|pos| {
-                        crate::cluster::Route::slot(&frame[args[pos].clone()]) as usize
-                    }));
-                crate::cluster::SLOTS
-            }
-        };
-        let group_backend = |table: &crate::backend::Table, group: usize| match &table.cluster {
-            None => group,
-            Some(route) => route.owner(group as u16),
-        };
+        let groups = split_groups(table, &frame, args, span, &mut sc.backend_of);
         let first = sc.backend_of[0];
         if sc.backend_of.iter().all(|&b| b == first) {
             let backend = group_backend(table, first);
@@ -604,12 +577,7 @@ impl Session {
             first_key += n;
             let (group, part_frame) = (sc.part_backend[part], sc.arena.split().freeze());
             let req = Request::new(part_frame, self.reply_to(seq, part as u32));
-            if self.table.cluster.is_some() {
-                let backend = group_backend(&self.table, group);
-                self.send_cluster(backend, req, Some(id)).await;
-            } else {
-                self.send_to_link(group, req).await;
-            }
+            self.send_part(group, req, id).await;
         }
     }
 }
