@@ -10,6 +10,7 @@
 //! 5. the session answers the client in the order the commands arrived, merging fan-out replies.
 //!
 //! Module map: [`config`] (TOML -> validated config), [`auth`] (users, passwords, ACL rules),
+//! [`cluster`] (Redis Cluster upstreams: slot map, refresh, redirections),
 //! [`server`] (accept loop, limits, drain),
 //! [`state`] (proxy-wide counters and backend health), [`admin`] (HTTP: /metrics, /healthz,
 //! /readyz, /status and the /admin API), [`control`] (what the /admin API acts on),
@@ -19,6 +20,7 @@
 pub mod admin;
 pub mod auth;
 pub mod backend;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod metrics;

@@ -59,7 +59,8 @@ enum Command {
         #[arg(long, value_name = "ADDR", default_value = shardis::config::DEFAULT_ADMIN_LISTEN)]
         admin: SocketAddr,
     },
-    /// Print the backend name and address each KEY is placed on.
+    /// Print the backend name and address each KEY is placed on (for a cluster pool: its
+    /// hash slot and the primary that owns it now, asked of the seeds).
     Route {
         #[arg(long, short = 'c', value_name = "FILE")]
         config: PathBuf,
@@ -159,10 +160,45 @@ fn route(path: &Path, keys: &[String]) -> ExitCode {
     let Some(pool) = config.pools.first() else {
         return ExitCode::FAILURE;
     };
+    if pool.cluster.is_some() {
+        return route_cluster(pool, keys);
+    }
     let ring = Ring::new(pool);
     for key in keys {
         let backend = &pool.backends[ring.backend_for(key.as_bytes())];
         println!("{key}\t{}\t{}", backend.name, backend.address);
+    }
+    ExitCode::SUCCESS
+}
+
+/// `shardis route` for a cluster pool: the slot of each key and its owner in the slot map the
+/// seeds give now.
+fn route_cluster(pool: &shardis::config::PoolConfig, keys: &[String]) -> ExitCode {
+    use shardis::cluster::{Route, UNASSIGNED};
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shardis: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let layout = match runtime.block_on(shardis::cluster::refresh::from_seeds(pool)) {
+        Ok((layout, _)) => layout,
+        Err(e) => {
+            eprintln!("shardis route: cannot fetch the slot map from the seeds: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for key in keys {
+        let slot = Route::slot(key.as_bytes());
+        let owner = match layout.owner[slot as usize] {
+            UNASSIGNED => "unassigned",
+            i => layout.shards[i as usize].primary.as_str(),
+        };
+        println!("{key}\tslot {slot}\t{owner}");
     }
     ExitCode::SUCCESS
 }

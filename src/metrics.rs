@@ -50,6 +50,11 @@ pub const CLIENT_DISCONNECTS_TOTAL: &str = "shardis_client_disconnects_total";
 pub const RECEIVED_BYTES_TOTAL: &str = "shardis_received_bytes_total";
 /// Bytes written to clients.
 pub const SENT_BYTES_TOTAL: &str = "shardis_sent_bytes_total";
+/// Cluster pools: redirections received from nodes; label `kind` (`moved`, `ask`,
+/// `tryagain`, `clusterdown`).
+pub const CLUSTER_REDIRECTIONS_TOTAL: &str = "shardis_cluster_redirections_total";
+/// Cluster pools: fetches of the slot map; label `result` (`ok` | `error`).
+pub const CLUSTER_SLOT_MAP_REFRESHES_TOTAL: &str = "shardis_cluster_slot_map_refreshes_total";
 
 /// Every metric name above, for tests that check dashboards and alert rules against the code.
 pub const ALL_METRICS: &[&str] = &[
@@ -72,6 +77,8 @@ pub const ALL_METRICS: &[&str] = &[
     CLIENT_DISCONNECTS_TOTAL,
     RECEIVED_BYTES_TOTAL,
     SENT_BYTES_TOTAL,
+    CLUSTER_REDIRECTIONS_TOTAL,
+    CLUSTER_SLOT_MAP_REFRESHES_TOTAL,
 ];
 
 /// Histogram bucket upper bounds in seconds, 10 µs to 1 s, shared by both latency histograms.
@@ -175,6 +182,14 @@ pub fn describe() {
         "Bytes read from clients."
     );
     describe_counter!(SENT_BYTES_TOTAL, Unit::Bytes, "Bytes written to clients.");
+    describe_counter!(
+        CLUSTER_REDIRECTIONS_TOTAL,
+        "Cluster pools: redirections nodes answered (moved, ask, tryagain, clusterdown), each retried by shardis."
+    );
+    describe_counter!(
+        CLUSTER_SLOT_MAP_REFRESHES_TOTAL,
+        "Cluster pools: fetches of the slot map, by result (ok or error)."
+    );
 }
 
 /// Installs the global Prometheus recorder with shardis' buckets and descriptions; call once in
@@ -371,20 +386,40 @@ pub struct BackendMetrics {
 impl BackendMetrics {
     /// The handles of backend `backend`, bound to the recorder installed now.
     pub fn new(backend: &str) -> Self {
-        let errors = BackendErrorKind::ALL.map(|kind| {
-            metrics::counter!(BACKEND_ERRORS_TOTAL, "backend" => backend.to_owned(), "kind" => kind.label())
-        });
-        let up = metrics::gauge!(BACKEND_UP, "backend" => backend.to_owned());
+        Self::labelled(vec![metrics::Label::new("backend", backend.to_owned())])
+    }
+
+    /// The handles of a cluster node: labels `backend` (its address) and `role` (`primary`,
+    /// `replica`).
+    pub fn with_role(backend: &str, role: &'static str) -> Self {
+        Self::labelled(vec![
+            metrics::Label::new("backend", backend.to_owned()),
+            metrics::Label::new("role", role),
+        ])
+    }
+
+    fn labelled(labels: Vec<metrics::Label>) -> Self {
+        let with = |name: &'static str, value: &'static str| {
+            let mut l = labels.clone();
+            l.push(metrics::Label::new(name, value));
+            l
+        };
+        let errors = BackendErrorKind::ALL
+            .map(|kind| metrics::counter!(BACKEND_ERRORS_TOTAL, with("kind", kind.label())));
+        let up = metrics::gauge!(BACKEND_UP, labels.clone());
         // Register the series at 0 so a backend that never connected shows as down.
         up.set(0.0);
         Self {
-            duration: metrics::histogram!(BACKEND_REQUEST_DURATION_SECONDS, "backend" => backend.to_owned()),
+            duration: metrics::histogram!(BACKEND_REQUEST_DURATION_SECONDS, labels.clone()),
             up,
-            connections: metrics::gauge!(BACKEND_CONNECTIONS, "backend" => backend.to_owned()),
+            connections: metrics::gauge!(BACKEND_CONNECTIONS, labels.clone()),
             errors,
-            exclusive_idle: metrics::gauge!(BACKEND_EXCLUSIVE_CONNECTIONS, "backend" => backend.to_owned(), "state" => "idle"),
-            exclusive_leased: metrics::gauge!(BACKEND_EXCLUSIVE_CONNECTIONS, "backend" => backend.to_owned(), "state" => "leased"),
-            exclusive_refused: metrics::counter!(BACKEND_EXCLUSIVE_REFUSED_TOTAL, "backend" => backend.to_owned()),
+            exclusive_idle: metrics::gauge!(BACKEND_EXCLUSIVE_CONNECTIONS, with("state", "idle")),
+            exclusive_leased: metrics::gauge!(
+                BACKEND_EXCLUSIVE_CONNECTIONS,
+                with("state", "leased")
+            ),
+            exclusive_refused: metrics::counter!(BACKEND_EXCLUSIVE_REFUSED_TOTAL, labels),
         }
     }
 
@@ -511,6 +546,9 @@ mod tests {
             config_info("def", Some("abc"));
             metrics::counter!(AUTH_FAILURES_TOTAL, "user" => "app").increment(1);
             metrics::counter!(ACL_DENIED_TOTAL, "user" => "app", "reason" => "key").increment(1);
+            let cluster = crate::cluster::Stats::new();
+            cluster.redirected(crate::cluster::redirect::Kind::Moved);
+            cluster.refreshed("127.0.0.1:7000");
         });
         handle.render()
     }

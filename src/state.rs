@@ -71,6 +71,22 @@ impl ProxyState {
             Backends::Live(routing) => routing.load().digest.clone(),
         }
     }
+    /// The `cluster` object of `/status`, for a cluster pool.
+    pub fn cluster_status(&self) -> Option<serde_json::Value> {
+        match &self.backends {
+            Backends::Fixed { .. } => None,
+            Backends::Live(routing) => routing.load().cluster.as_ref().map(|c| c.status()),
+        }
+    }
+
+    /// The `# Cluster` section of `INFO`, for a cluster pool.
+    pub fn cluster_info(&self) -> Option<String> {
+        match &self.backends {
+            Backends::Fixed { .. } => None,
+            Backends::Live(routing) => routing.load().cluster.as_ref().map(|c| c.info()),
+        }
+    }
+
     /// When the configuration in force was loaded.
     pub fn config_loaded(&self) -> Option<std::time::SystemTime> {
         match &self.backends {

@@ -16,6 +16,10 @@
 //! reconnect to the new ones. With `discovery = "dns"` the pool's one host name stands for a
 //! set of backends, one per address it resolves to, named by that address; when the set
 //! changes, the table is rebuilt (and, since placement follows names, keys move).
+//!
+//! A cluster pool (`kind = "cluster"`) has no listed backends: its nodes come from the slot
+//! map that [`crate::cluster::refresh`] fetches, and each new map is put in force here, like a
+//! reload, keeping the nodes that stay.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -41,6 +45,8 @@ pub struct Topology {
     routing: Arc<Routing>,
     inner: Mutex<Inner>,
     events: mpsc::UnboundedSender<HealthEvent>,
+    /// The cluster pool's refresh trigger and counters (idle for a hashed pool).
+    cluster: Arc<crate::cluster::Shared>,
 }
 
 struct Inner {
@@ -51,6 +57,8 @@ struct Inner {
     backends: HashMap<String, Arc<Backend>>,
     /// With discovery = "dns": the addresses the pool's host name resolved to last.
     discovered: Vec<std::net::SocketAddr>,
+    /// With kind = "cluster": the slot map in force, once one was fetched.
+    layout: Option<Arc<crate::cluster::Layout>>,
 }
 
 impl Topology {
@@ -63,13 +71,18 @@ impl Topology {
         let (events, rx) = mpsc::unbounded_channel();
         let discovered = discover(&config).await.unwrap_or_default();
         let auth = Arc::new(Auth::new(&config, None));
+        let cluster = crate::cluster::Shared::new();
+        let layout = crate::cluster::refresh::initial(&config, &cluster)
+            .await
+            .map(Arc::new);
         let mut inner = Inner {
             auth,
             config,
             backends: HashMap::new(),
             discovered,
+            layout,
         };
-        let table = build(&mut inner, &events);
+        let table = build(&mut inner, &events, &cluster);
         crate::metrics::config_info(&inner.config.digest, None);
         let topology = Arc::new(Topology {
             path,
@@ -77,9 +90,14 @@ impl Topology {
             routing: Arc::new(Routing::new(table)),
             inner: Mutex::new(inner),
             events,
+            cluster: cluster.clone(),
         });
         tokio::spawn(watch_health(Arc::downgrade(&topology), rx));
         tokio::spawn(refresh_dns(Arc::downgrade(&topology)));
+        tokio::spawn(crate::cluster::refresh::run(
+            Arc::downgrade(&topology),
+            cluster,
+        ));
         topology
     }
 
@@ -152,7 +170,7 @@ impl Topology {
             .iter()
             .map(|(n, b)| (n.clone(), b.fingerprint.clone()))
             .collect();
-        let table = build(&mut inner, &self.events);
+        let table = build(&mut inner, &self.events, &self.cluster);
         let after = &inner.backends;
         let mut added = Vec::new();
         let mut changed = Vec::new();
@@ -178,6 +196,8 @@ impl Topology {
         // After the swap, so that no session can log in to a removed user after its sessions
         // were closed (one that was mid-command re-checks its user with its next command).
         old_auth.revoke(&auth);
+        // New seeds or settings: fetch the slot map again (nothing happens for a hashed pool).
+        self.cluster.request_refresh();
         for list in [&mut added, &mut changed, &mut kept] {
             list.sort();
         }
@@ -195,8 +215,29 @@ impl Topology {
     /// Rebuilds the table (after a health change, for auto_eject).
     fn rebuild(&self) {
         let mut inner = self.lock();
-        let table = build(&mut inner, &self.events);
+        let table = build(&mut inner, &self.events, &self.cluster);
         self.routing.swap(table);
+    }
+
+    /// The cluster slot map in force, if the pool is a cluster and one was fetched.
+    pub(crate) fn layout(&self) -> Option<Arc<crate::cluster::Layout>> {
+        self.lock().layout.clone()
+    }
+
+    /// Puts in force the slot map `next` makes of the current one (when it makes one) and
+    /// rebuilds the table; returns whether it did.
+    pub(crate) fn update_layout(
+        &self,
+        next: impl FnOnce(Option<&crate::cluster::Layout>) -> Option<crate::cluster::Layout>,
+    ) -> bool {
+        let mut inner = self.lock();
+        let Some(layout) = next(inner.layout.as_deref()) else {
+            return false;
+        };
+        inner.layout = Some(Arc::new(layout));
+        let table = build(&mut inner, &self.events, &self.cluster);
+        self.routing.swap(table);
+        true
     }
 }
 
@@ -223,7 +264,7 @@ fn restart_required(old: &Config, new: &Config) -> Vec<String> {
 
 /// Everything that shapes a backend's connections: a backend is kept across a reload only
 /// when this is unchanged.
-fn fingerprint(b: &crate::config::BackendConfig, pool: &PoolConfig) -> String {
+pub(crate) fn fingerprint(b: &crate::config::BackendConfig, pool: &PoolConfig) -> String {
     let creds = pool.credentials(b);
     // The password as a digest: this string is compared, never shown, but need not hold it.
     let password = creds
@@ -248,7 +289,11 @@ fn fingerprint(b: &crate::config::BackendConfig, pool: &PoolConfig) -> String {
 }
 
 /// The table for `inner.config`, reusing the backends that have not changed.
-fn build(inner: &mut Inner, events: &mpsc::UnboundedSender<HealthEvent>) -> Table {
+fn build(
+    inner: &mut Inner,
+    events: &mpsc::UnboundedSender<HealthEvent>,
+    cluster: &Arc<crate::cluster::Shared>,
+) -> Table {
     let config = &inner.config;
     let Some(pool) = config.pools.first() else {
         return Table::new(
@@ -280,6 +325,27 @@ fn build(inner: &mut Inner, events: &mpsc::UnboundedSender<HealthEvent>) -> Tabl
                 .collect()
         }
     };
+    if let Some(c) = &pool.cluster {
+        let (primaries, route) = crate::cluster::assemble(
+            pool,
+            c,
+            inner.layout.as_ref(),
+            &mut inner.backends,
+            events,
+            cluster,
+        );
+        let slots = (0..primaries.len()).collect();
+        let mut table = Table::new(
+            pool.name.clone(),
+            primaries,
+            Ring::new(&PoolConfig::empty()),
+            slots,
+            settings(config, &inner.auth),
+            config.digest.clone(),
+        );
+        table.cluster = Some(Box::new(route));
+        return table;
+    }
     let pool = &PoolConfig {
         backends: listed,
         ..pool.clone()
@@ -310,6 +376,18 @@ fn build(inner: &mut Inner, events: &mpsc::UnboundedSender<HealthEvent>) -> Tabl
         backends: slots.iter().map(|&i| pool.backends[i].clone()).collect(),
         ..pool.clone()
     };
+    Table::new(
+        pool.name.clone(),
+        backends,
+        Ring::new(&ring_pool),
+        slots,
+        settings(config, &inner.auth),
+        config.digest.clone(),
+    )
+}
+
+/// The limits sessions read from the table.
+fn settings(config: &Config, auth: &Arc<Auth>) -> Settings {
     let mut settings = Settings {
         max_pipeline: config.server.max_pipeline,
         slowlog: config.server.slowlog,
@@ -325,16 +403,9 @@ fn build(inner: &mut Inner, events: &mpsc::UnboundedSender<HealthEvent>) -> Tabl
         ..Settings::default()
     };
     settings.allow(&config.server.allow_commands);
-    settings.auth = inner.auth.clone();
-    settings.db = pool.db;
-    Table::new(
-        pool.name.clone(),
-        backends,
-        Ring::new(&ring_pool),
-        slots,
-        settings,
-        config.digest.clone(),
-    )
+    settings.auth = auth.clone();
+    settings.db = config.pools.first().map_or(0, |p| p.db);
+    settings
 }
 
 fn start_backend(
@@ -348,6 +419,7 @@ fn start_backend(
         port: b.address.port,
         connect_timeout: pool.connect_timeout,
         credentials: pool.credentials(b),
+        readonly: false,
     };
     let mut spec = Spec::new(&b.name, &b.address.to_string(), target, pool.timeout);
     spec.health_interval = pool.health_interval;
@@ -446,6 +518,10 @@ async fn watch_health(
 ) {
     while let Some(event) = events.recv().await {
         let Some(t) = topology.upgrade() else { return };
+        if event.change == Change::Down {
+            // A cluster node down may be failing over: learn the new primary soon.
+            t.cluster.request_refresh();
+        }
         let eject = t.lock().config.pools.first().is_some_and(|p| p.auto_eject);
         if eject {
             match event.change {

@@ -57,8 +57,13 @@ pub struct Status {
     pub clients: usize,
     /// Commands processed since start.
     pub commands: u64,
-    /// One entry per backend, in configuration order.
+    /// One entry per backend, in configuration order (for a cluster pool: every node,
+    /// primaries first).
     pub backends: Vec<BackendStatus>,
+    /// A cluster pool: the slot map (ranges per primary, replicas), its age and source,
+    /// refreshes and redirections by kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<serde_json::Value>,
 }
 
 /// One backend in [`Status`].
@@ -121,6 +126,7 @@ impl Status {
                     last_error_kind: b.last_error_kind(),
                 })
                 .collect(),
+            cluster: state.cluster_status(),
         }
     }
 }

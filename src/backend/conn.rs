@@ -40,6 +40,9 @@ pub struct Target {
     pub connect_timeout: Duration,
     /// What the connection authenticates as, and its database.
     pub credentials: Credentials,
+    /// A cluster replica: the handshake sends `READONLY`, so the replica serves reads of its
+    /// primary's slots instead of redirecting them.
+    pub readonly: bool,
 }
 
 /// What a backend connection authenticates as, and the database it selects. `Debug` does not
@@ -221,6 +224,9 @@ pub async fn open(target: &Target, proto: Proto) -> Result<Conn, ConnectError> {
         let select = request(&[b"SELECT", creds.db.to_string().as_bytes()]);
         expect_ok(&mut stream, &select, limit).await?;
     }
+    if target.readonly {
+        expect_ok(&mut stream, READONLY, limit).await?;
+    }
     Ok(Conn {
         stream,
         proto,
@@ -230,6 +236,9 @@ pub async fn open(target: &Target, proto: Proto) -> Result<Conn, ConnectError> {
         resolved,
     })
 }
+
+/// Sent after HELLO on the connections to a cluster replica.
+const READONLY: &[u8] = b"*1\r\n$8\r\nREADONLY\r\n";
 
 /// `HELLO <v> [AUTH user password] SETNAME shardis`.
 fn hello_request(proto: Proto, creds: &Credentials) -> Bytes {

@@ -102,6 +102,18 @@ pub struct Spec {
 
 impl Spec {
     pub fn new(name: &str, address: &str, target: Target, timeout: Duration) -> Spec {
+        Spec::with_metrics(name, address, target, timeout, BackendMetrics::new(name))
+    }
+
+    /// Like [`Spec::new`], with metric handles made by the caller (a cluster node's carry its
+    /// role).
+    pub fn with_metrics(
+        name: &str,
+        address: &str,
+        target: Target,
+        timeout: Duration,
+        metrics: BackendMetrics,
+    ) -> Spec {
         let describe = format!("{name} ({address})");
         let timeout_reply = Bytes::from(format!(
             "-ERR backend {describe} timed out after {} ms\r\n",
@@ -113,7 +125,7 @@ impl Spec {
             target,
             timeout,
             state: Arc::new(BackendState::new(name, address)),
-            metrics: BackendMetrics::new(name),
+            metrics,
             describe,
             timeout_reply,
             health_interval: None,

@@ -272,6 +272,8 @@ pub struct Table {
     /// Digest of the configuration, and when it was loaded.
     pub digest: String,
     pub loaded: SystemTime,
+    /// A cluster pool: the slot map and the replicas (`backends` are the primaries).
+    pub cluster: Option<Box<crate::cluster::Route>>,
 }
 
 impl Table {
@@ -292,6 +294,7 @@ impl Table {
             settings,
             digest,
             loaded: SystemTime::now(),
+            cluster: None,
         }
     }
 
@@ -308,6 +311,7 @@ impl Table {
                     port: b.address.port,
                     connect_timeout: pool.connect_timeout,
                     credentials: pool.credentials(b),
+                    readonly: false,
                 };
                 let spec = Spec::new(&b.name, &b.address.to_string(), target, pool.timeout);
                 let (backend, rx) = Backend::detached(Arc::new(spec));
@@ -330,15 +334,24 @@ impl Table {
     /// The backend (index into `backends`) that owns `key`.
     #[inline]
     pub fn backend_for(&self, key: &[u8]) -> usize {
+        if let Some(cluster) = &self.cluster {
+            return cluster.owner_of(key);
+        }
         self.slots
             .get(self.ring.backend_for(key))
             .copied()
             .unwrap_or(0)
     }
 
-    /// Shared states of all backends, in configuration order.
+    /// Shared states of all backends, in configuration order (for a cluster: the primaries,
+    /// then the replicas).
     pub fn states(&self) -> Vec<Arc<BackendState>> {
-        self.backends.iter().map(|b| b.state.clone()).collect()
+        let replicas = self.cluster.iter().flat_map(|c| c.replica_nodes());
+        self.backends
+            .iter()
+            .chain(replicas)
+            .map(|b| b.state.clone())
+            .collect()
     }
 }
 

@@ -32,6 +32,23 @@ impl Config {
                         backend
                     })
                     .collect();
+                if let Some(c) = &p.cluster {
+                    // A cluster pool has no ring: the keys a file of its kind has.
+                    let seeds: Vec<String> = c.seeds.iter().map(ToString::to_string).collect();
+                    let mut pool = json!({
+                        "name": p.name,
+                        "kind": "cluster",
+                        "seeds": seeds,
+                        "read_from": c.read_from.name(),
+                        "refresh_interval_ms": ms(c.refresh_interval),
+                        "timeout_ms": ms(p.timeout),
+                        "connect_timeout_ms": ms(p.connect_timeout),
+                        "connections_per_backend": p.connections_per_backend.get(),
+                        "max_exclusive_per_backend": p.max_exclusive,
+                    });
+                    credentials(&mut pool, p.username.as_deref(), p.password.is_some());
+                    return pool;
+                }
                 let mut pool = json!({
                     "name": p.name,
                     "distribution": p.distribution.to_string(),

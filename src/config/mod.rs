@@ -4,6 +4,7 @@
 //! key (`pools[0].backends[2].weight: must be from 1 to 1000000 (got 0)`).
 
 mod address;
+mod cluster;
 mod json;
 mod raw;
 mod secret;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use md5::{Digest, Md5};
 
 pub use address::{Address, AddressError};
+pub use cluster::{ClusterConfig, ReadFrom};
 pub use json::{MASK, mask_secrets};
 pub use secret::{
     BackendPassword, ClientPassword, MAX_SECRET_FILE, PasswordDigest, Secret, SecretSource,
@@ -230,8 +232,11 @@ pub struct PoolConfig {
     pub password: Option<BackendPassword>,
     /// The database every backend connection selects; clients see it as their only one.
     pub db: u32,
-    /// Backends in configuration order (the order [`crate::router::Ring`] indexes).
+    /// Backends in configuration order (the order [`crate::router::Ring`] indexes); empty
+    /// for a cluster pool.
     pub backends: Vec<BackendConfig>,
+    /// `kind = "cluster"`: a Redis Cluster upstream, whose nodes come from its slot map.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl PoolConfig {
@@ -256,11 +261,21 @@ impl PoolConfig {
             password: None,
             db: 0,
             backends: Vec::new(),
+            cluster: None,
         }
     }
 
     /// The credentials and database of `backend`'s connections: its own username and password
     /// where it sets them, else the pool's.
+    /// What the pool's own connections (a cluster pool's slot-map queries) authenticate as.
+    pub fn pool_credentials(&self) -> crate::backend::conn::Credentials {
+        crate::backend::conn::Credentials {
+            username: self.username.clone(),
+            password: self.password.as_ref().map(|p| p.secret.clone()),
+            db: self.db,
+        }
+    }
+
     pub fn credentials(&self, backend: &BackendConfig) -> crate::backend::conn::Credentials {
         crate::backend::conn::Credentials {
             username: backend.username.clone().or_else(|| self.username.clone()),
@@ -476,12 +491,16 @@ impl Config {
         );
         for p in &self.pools {
             let _ = writeln!(out, "[pool {}]", p.name);
-            let _ = writeln!(out, "  distribution             {}", p.distribution);
-            let _ = writeln!(out, "  hash                     {}", p.hash);
-            let tag = p
-                .hash_tag
-                .map_or("none".to_string(), |t| format!("\"{t}\""));
-            let _ = writeln!(out, "  hash_tag                 {tag}");
+            if let Some(c) = &p.cluster {
+                cluster::describe(&mut out, c);
+            } else {
+                let _ = writeln!(out, "  distribution             {}", p.distribution);
+                let _ = writeln!(out, "  hash                     {}", p.hash);
+                let tag = p
+                    .hash_tag
+                    .map_or("none".to_string(), |t| format!("\"{t}\""));
+                let _ = writeln!(out, "  hash_tag                 {tag}");
+            }
             let _ = writeln!(
                 out,
                 "  timeout                  {} ms",
@@ -506,6 +525,9 @@ impl Config {
             let password = shown(p.password.as_ref().map(|p| &p.source));
             let _ = writeln!(out, "  password                 {password}");
             let _ = writeln!(out, "  db                       {}", p.db);
+            if p.cluster.is_some() {
+                continue;
+            }
             let _ = writeln!(out, "  backends                 {}", p.backends.len());
             for b in &p.backends {
                 let _ = write!(

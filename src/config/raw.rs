@@ -87,6 +87,11 @@ pub(super) struct RawPool {
     pub password_file: Option<String>,
     pub db: Option<i64>,
     pub backends: Option<Vec<RawBackend>>,
+    /// `hashed` (default) or `cluster`; the cluster settings below are in `super::cluster`.
+    pub kind: Option<String>,
+    pub seeds: Option<Vec<String>>,
+    pub read_from: Option<String>,
+    pub refresh_interval_ms: Option<i64>,
 }
 
 /// One entry of `backends = [...]`.

@@ -28,7 +28,14 @@ impl Problems {
 
     /// An integer setting: `default` when absent; reported and replaced by `default` when
     /// outside `min..=max`.
-    fn int(&mut self, key: &str, value: Option<i64>, default: i64, min: i64, max: i64) -> i64 {
+    pub(super) fn int(
+        &mut self,
+        key: &str,
+        value: Option<i64>,
+        default: i64,
+        min: i64,
+        max: i64,
+    ) -> i64 {
         match value {
             None => default,
             Some(v) if (min..=max).contains(&v) => v,
@@ -264,7 +271,8 @@ fn admin(p: &mut Problems, raw: Option<RawAdmin>) -> AdminConfig {
     }
 }
 
-fn pool(p: &mut Problems, key: &str, raw: RawPool) -> PoolConfig {
+fn pool(p: &mut Problems, key: &str, mut raw: RawPool) -> PoolConfig {
+    let cluster = super::cluster::cluster(p, key, &mut raw);
     let name = raw.name.unwrap_or_else(|| "main".to_string());
     let name_ok = !name.is_empty()
         && name.len() <= 64
@@ -414,7 +422,11 @@ fn pool(p: &mut Problems, key: &str, raw: RawPool) -> PoolConfig {
         },
     );
 
-    let backends = backends(p, key, raw.backends, distribution);
+    let backends = match cluster {
+        // Its nodes come from the cluster.
+        Some(_) => Vec::new(),
+        None => backends(p, key, raw.backends, distribution),
+    };
     if discovery == Discovery::Dns && backends.len() != 1 {
         p.add(
             format_args!("{key}.backends"),
@@ -441,6 +453,7 @@ fn pool(p: &mut Problems, key: &str, raw: RawPool) -> PoolConfig {
         password,
         db: db as u32,
         backends,
+        cluster,
     }
 }
 

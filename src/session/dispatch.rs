@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
 use super::Session;
+use super::cluster::{group_backend, split_groups};
 use super::login::Guard;
 use super::mode::{Mode, subscribed_admits};
 use super::pending::{Fanout, Pending, Then};
@@ -280,8 +281,11 @@ impl Session {
             then,
             lease: None,
         });
-        self.send(backend, Request::new(frame, self.reply_to(seq, 0)))
-            .await;
+        let req = Request::new(frame, self.reply_to(seq, 0));
+        if self.table.cluster.is_some() {
+            return self.send_cluster(backend, req, Some(id)).await;
+        }
+        self.send_to_link(backend, req).await;
     }
 
     pub(super) fn reply_to(&self, seq: u64, part: u32) -> ReplyTo {
@@ -293,8 +297,8 @@ impl Session {
     }
 
     /// Hands a request to the backend's link for this client's protocol; if the link is gone,
-    /// answers with an error.
-    pub(super) async fn send(&mut self, backend: usize, req: Request) {
+    /// answers with an error. (On a cluster pool, [`Session::send`] comes first.)
+    pub(super) async fn send_to_link(&mut self, backend: usize, req: Request) {
         let Some(b) = self.table.backends.get(backend) else {
             return req
                 .reply
@@ -472,6 +476,8 @@ impl Session {
 
     /// MGET, MSET, DEL and friends: one sub-command per backend holding some of the keys,
     /// merged when all have answered. Keys on a single backend take the plain forward path.
+    /// On a cluster pool, one sub-command per hash slot (a node refuses keys of several slots
+    /// in one command), each sent to the slot's owner.
     async fn split(
         &mut self,
         id: usize,
@@ -489,19 +495,20 @@ impl Session {
         };
         let table = &self.table;
         let sc = &mut self.split;
-        sc.backend_of.clear();
-        sc.backend_of.extend(
-            span.positions()
-                .map(|pos| table.backend_for(&frame[args[pos].clone()])),
-        );
+        // Keys are grouped by backend, or on a cluster pool by slot.
+        let groups = split_groups(table, &frame, args, span, &mut sc.backend_of);
         let first = sc.backend_of[0];
         if sc.backend_of.iter().all(|&b| b == first) {
-            return self.forward(id, first, frame, now, Then::Pass).await;
+            let backend = group_backend(table, first);
+            return self.forward(id, backend, frame, now, Then::Pass).await;
         }
 
         // Parts in order of first appearance; each gets the keys (and values) it owns.
-        sc.part_of.clear();
-        sc.part_of.resize(self.table.backends.len(), u32::MAX);
+        // `part_of` is all u32::MAX between splits: only the groups used are reset after.
+        if sc.part_of.len() != groups {
+            sc.part_of.clear();
+            sc.part_of.resize(groups, u32::MAX);
+        }
         sc.counts.clear();
         sc.part_backend.clear();
         let mut order = Vec::with_capacity(if merge == Merge::Mget {
@@ -536,6 +543,9 @@ impl Session {
             sc.starts[part] += 1;
         }
         let nparts = sc.counts.len();
+        for &group in &sc.part_backend {
+            sc.part_of[group] = u32::MAX;
+        }
         let seq = self.next_seq();
         self.push_waiting(Pending::Fanout(Box::new(Fanout::new(
             id, now, merge, self.proto, nparts, order,
@@ -556,9 +566,9 @@ impl Session {
                 }
             }
             first_key += n;
-            let (backend, part_frame) = (sc.part_backend[part], sc.arena.split().freeze());
+            let (group, part_frame) = (sc.part_backend[part], sc.arena.split().freeze());
             let req = Request::new(part_frame, self.reply_to(seq, part as u32));
-            self.send(backend, req).await;
+            self.send_part(group, req, id).await;
         }
     }
 }

@@ -41,8 +41,11 @@ pub const INFO_PROXY: InfoSections = 1;
 pub const INFO_BACKENDS: InfoSections = 2;
 pub const INFO_KEYSPACE: InfoSections = 4;
 pub const INFO_CLIENTS: InfoSections = 8;
+/// A cluster pool's slot map and counters (nothing for a hashed pool).
+pub const INFO_CLUSTER: InfoSections = 16;
 /// `INFO`, `INFO default`, `INFO all`, `INFO everything`.
-pub const INFO_ALL: InfoSections = INFO_PROXY | INFO_CLIENTS | INFO_BACKENDS | INFO_KEYSPACE;
+pub const INFO_ALL: InfoSections =
+    INFO_PROXY | INFO_CLIENTS | INFO_BACKENDS | INFO_CLUSTER | INFO_KEYSPACE;
 
 /// The sections named by `INFO`'s arguments (case-insensitive); none named means all. An
 /// unknown name adds nothing, so `INFO nosuch` is empty, as in Redis.
@@ -59,6 +62,7 @@ pub fn info_sections<'a>(names: impl IntoIterator<Item = &'a [u8]>) -> InfoSecti
             b"backends" => INFO_BACKENDS,
             b"keyspace" => INFO_KEYSPACE,
             b"clients" => INFO_CLIENTS,
+            b"cluster" => INFO_CLUSTER,
             _ => 0,
         };
     }
@@ -115,7 +119,8 @@ fn db_field(value: &str, name: &str) -> u64 {
 }
 
 /// Renders the proxy's `INFO` reply with CRLF line endings, like Redis: the `sections` asked
-/// for, in the order Proxy, Backend ..., Keyspace, separated by blank lines.
+/// for, in the order Proxy, Clients, Backend ..., Cluster (a cluster pool only), Keyspace,
+/// separated by blank lines.
 ///
 /// `backend_info[i]`: the raw text of `INFO` from backend i (config order), or None if it failed;
 /// `db`: the database shardis serves.
@@ -198,6 +203,14 @@ pub fn render_info(
                 info.keys,
             );
         }
+    }
+    if sections & INFO_CLUSTER != 0
+        && let Some(text) = state.cluster_info()
+    {
+        if !out.is_empty() {
+            out.push_str("\r\n");
+        }
+        out.push_str(&text);
     }
     if sections & INFO_KEYSPACE != 0 {
         if !out.is_empty() {

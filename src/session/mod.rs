@@ -34,6 +34,7 @@
 //! See [`mode`]: normal, transaction (MULTI), subscribed, blocked.
 
 mod bounds;
+mod cluster;
 mod dispatch;
 pub mod info;
 mod local;
@@ -86,11 +87,11 @@ pub struct Context {
 /// allocates nothing once the session has seen one of its size.
 #[derive(Default)]
 struct SplitScratch {
-    /// Backend of each key, in request order.
+    /// Backend of each key, in request order (on a cluster pool: its slot).
     backend_of: Vec<usize>,
-    /// Part number of each backend (`u32::MAX`: none).
+    /// Part number of each backend or slot (`u32::MAX`: none).
     part_of: Vec<u32>,
-    /// Keys per part, and each part's backend.
+    /// Keys per part, and each part's backend (on a cluster pool: its slot).
     counts: Vec<u32>,
     part_backend: Vec<usize>,
     /// Key argument positions grouped by part, and where each part's group starts.
@@ -162,6 +163,8 @@ pub struct Session {
     rng: u64,
     /// Why the proxy dropped the client, if it did.
     evicted: Option<&'static str>,
+    /// A cluster pool: the requests in flight to its nodes, kept for redirections.
+    cluster: Option<Box<cluster::Inflight>>,
     /// Bytes of complete replies in `pending` (not yet in `wbuf`): with `wbuf`, the client's
     /// output that `client_output_limit_bytes` bounds.
     held: usize,
@@ -325,6 +328,7 @@ impl Session {
             reply_mode: ReplyMode::On,
             silent: VecDeque::new(),
             evicted: None,
+            cluster: None,
             held: 0,
             who: Who::default(),
         };
@@ -512,6 +516,10 @@ impl Session {
         }
         self.awaiting = 0;
         self.blocked = None;
+        if let Some(inflight) = &mut self.cluster {
+            // Answered already: a redirection of theirs is not retried.
+            inflight.clear();
+        }
         self.move_ready();
     }
 
@@ -528,6 +536,15 @@ impl Session {
 
     /// Takes one reply from a backend connection.
     pub fn on_reply(&mut self, reply: Reply) {
+        let reply = if self.cluster.is_some() {
+            match self.intercept(reply) {
+                Some(reply) => reply,
+                // A redirection: the request went out again.
+                None => return,
+            }
+        } else {
+            reply
+        };
         let len = reply.frame.len();
         self.reply_estimate = len.max(self.reply_estimate - self.reply_estimate / 16);
         let Some(index) = reply.seq.checked_sub(self.base_seq) else {

@@ -15,6 +15,8 @@ pub enum RouteError {
     Malformed,
     NoKeys,
     CrossSlot,
+    /// Keys of several hash slots, on a cluster pool.
+    CrossClusterSlot,
 }
 
 impl RouteError {
@@ -26,6 +28,9 @@ impl RouteError {
             RouteError::NoKeys => format!("ERR shardis needs at least one key to route '{name}'"),
             RouteError::CrossSlot => {
                 "CROSSSLOT Keys in request don't hash to the same backend".to_string()
+            }
+            RouteError::CrossClusterSlot => {
+                "CROSSSLOT Keys in request don't hash to the same slot".to_string()
             }
         }
     }
@@ -194,7 +199,8 @@ fn store_destination(frame: &[u8], args: &[Range<usize>], from: usize) -> Option
     dest
 }
 
-/// The one backend that owns every key in `span`, or `CrossSlot`.
+/// The one backend that owns every key in `span`, or `CrossSlot`. On a cluster pool, the
+/// keys must share a hash slot, as Redis Cluster requires.
 pub fn single_backend(
     table: &Table,
     frame: &[u8],
@@ -203,6 +209,13 @@ pub fn single_backend(
 ) -> Result<usize, RouteError> {
     let mut positions = span.positions();
     let first = positions.next().ok_or(RouteError::NoKeys)?;
+    if let Some(route) = &table.cluster {
+        let slot = crate::cluster::Route::slot(&frame[args[first].clone()]);
+        if positions.any(|pos| crate::cluster::Route::slot(&frame[args[pos].clone()]) != slot) {
+            return Err(RouteError::CrossClusterSlot);
+        }
+        return Ok(route.owner(slot));
+    }
     let backend = table.backend_for(&frame[args[first].clone()]);
     for pos in positions {
         if table.backend_for(&frame[args[pos].clone()]) != backend {

@@ -59,9 +59,11 @@ impl Subscriptions {
     }
 }
 
-/// The backends whose hubs carry `name`: the one it hashes to, or all for a pattern.
+/// The backends whose hubs carry `name`: the one it hashes to, or all for a pattern. A
+/// cluster forwards every PUBLISH to every node, so there one node carries a pattern.
 fn backends(table: &Table, kind: Channels, name: &[u8]) -> Vec<usize> {
     match kind {
+        Channels::Pattern if table.cluster.is_some() => vec![0],
         Channels::Pattern => (0..table.backends.len()).collect(),
         _ => vec![table.backend_for(name)],
     }

@@ -137,7 +137,12 @@ impl Session {
             && b != p
         {
             self.abort_transaction();
-            return self.fail(id, now, &RouteError::CrossSlot.message(cmd.name));
+            let e = if self.table.cluster.is_some() {
+                RouteError::CrossClusterSlot
+            } else {
+                RouteError::CrossSlot
+            };
+            return self.fail(id, now, &e.message(cmd.name));
         }
         let db = self.table.settings.db;
         if let Some(tx) = &mut self.multi {

@@ -10,6 +10,7 @@ mod cluster;
 mod mock;
 pub mod ops;
 mod procs;
+pub mod redis_cluster;
 mod shardis;
 
 use std::net::{SocketAddr, TcpListener};
@@ -21,6 +22,7 @@ pub use client::{Client, Frame};
 pub use cluster::{CLOSE_DEADLINE, Cluster, POOL, bulk, bulks, err, int, ok, pong};
 pub use mock::Mock;
 pub use procs::{Nutcracker, Redis};
+pub use redis_cluster::RedisCluster;
 pub use shardis::{Shardis, shardis_config};
 
 /// How long a process may take to become ready.
