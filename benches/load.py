@@ -194,6 +194,20 @@ def tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
+def settled_clients(ports: list[int]) -> list[int]:
+    """Backend connection counts once they stop changing (a proxy's links connect in the
+    background after it answers PING: shardis opens one per worker thread), at most 3 s."""
+    counts = [connected_clients(p) for p in ports]
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        again = [connected_clients(p) for p in ports]
+        if again == counts:
+            break
+        counts = again
+    return counts
+
+
 def wait_ready(name: str, port: int, proc: subprocess.Popen, log: Path):
     """Polls PING until it answers PONG, the process exits, or the deadline passes."""
     deadline = time.monotonic() + START_DEADLINE_S
@@ -751,7 +765,7 @@ def main(argv) -> int:
             smoke_test(t, ports[t])
             print(f"load: {t} ready on {HOST}:{ports[t]}", flush=True)
 
-        conns = {t: {"before": [connected_clients(p) for p in b], "peak": [0] * len(b)} for t, b in backends.items()}
+        conns = {t: {"before": settled_clients(b), "peak": [0] * len(b)} for t, b in backends.items()}
         # The processes whose CPU each target's requests cost: the proxy, and the Redis servers
         # behind it (for direct, the one Redis).
         pid_of = {name: p.pid for name, p, _ in procs.procs}
