@@ -37,6 +37,7 @@ mod bounds;
 mod cluster;
 mod dispatch;
 pub mod info;
+mod leased;
 mod local;
 mod login;
 pub mod mode;
