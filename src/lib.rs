@@ -12,7 +12,8 @@
 //! Module map: [`config`] (TOML -> validated config), [`server`] (accept loop, limits, drain),
 //! [`state`] (proxy-wide counters and backend health), [`admin`] (HTTP: /metrics, /healthz,
 //! /readyz, /status and the /admin API), [`control`] (what the /admin API acts on),
-//! [`metrics`] (metric names and handles).
+//! [`metrics`] (metric names and handles), [`tls`] (rustls on the client listener and to the
+//! backends).
 
 pub mod admin;
 pub mod backend;
@@ -26,4 +27,5 @@ pub mod router;
 pub mod server;
 pub mod session;
 pub mod state;
+pub mod tls;
 pub mod topology;

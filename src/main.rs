@@ -237,6 +237,16 @@ fn run(cli: &Cli) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let plain = match config.server.plain_listen {
+            None => None,
+            Some(addr) => match TcpListener::bind(addr).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    eprintln!("shardis: cannot listen on {addr} (plain_listen): {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+        };
         let admin = match TcpListener::bind(config.admin.listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -248,13 +258,25 @@ fn run(cli: &Cli) -> ExitCode {
             }
         };
         let (addr, admin_addr) = (local(&listener), local(&admin));
-        // The first stdout line is a contract with scripts and tests: they read the ports here.
-        println!("shardis listening on {addr}, admin on {admin_addr}");
+        // The first stdout line is a contract with scripts and tests: they read the ports here
+        // (", plain on ADDR" is added only with plain_listen).
+        let plain_addr = plain
+            .as_ref()
+            .map_or(String::new(), |l| format!(", plain on {}", local(l)));
+        println!("shardis listening on {addr}, admin on {admin_addr}{plain_addr}");
         let _ = std::io::stdout().flush();
-        tracing::info!(threads, "listening on {addr}, admin on {admin_addr}");
+        let tls = if config.server.tls.is_some() {
+            " (TLS)"
+        } else {
+            ""
+        };
+        tracing::info!(
+            threads,
+            "listening on {addr}{tls}, admin on {admin_addr}{plain_addr}"
+        );
         let path = cli.config.clone();
         shardis::server::serve(
-            config, path, overrides, listener, admin, prometheus, shutdown, reloads,
+            config, path, overrides, listener, plain, admin, prometheus, shutdown, reloads,
         )
         .await;
         tracing::info!("stopped");

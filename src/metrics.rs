@@ -39,6 +39,9 @@ pub const CLIENT_CONNECTIONS: &str = "shardis_client_connections";
 pub const CLIENT_CONNECTIONS_TOTAL: &str = "shardis_client_connections_total";
 /// Client connections closed because of malformed RESP.
 pub const CLIENT_PROTOCOL_ERRORS_TOTAL: &str = "shardis_client_protocol_errors_total";
+/// Client connections to the TLS listener closed because their TLS handshake failed or timed
+/// out; label `reason` (`timeout` | `error`).
+pub const CLIENT_TLS_HANDSHAKE_ERRORS_TOTAL: &str = "shardis_client_tls_handshake_errors_total";
 /// Bytes read from clients.
 pub const RECEIVED_BYTES_TOTAL: &str = "shardis_received_bytes_total";
 /// Bytes written to clients.
@@ -60,6 +63,7 @@ pub const ALL_METRICS: &[&str] = &[
     CLIENT_CONNECTIONS,
     CLIENT_CONNECTIONS_TOTAL,
     CLIENT_PROTOCOL_ERRORS_TOTAL,
+    CLIENT_TLS_HANDSHAKE_ERRORS_TOTAL,
     RECEIVED_BYTES_TOTAL,
     SENT_BYTES_TOTAL,
 ];
@@ -116,7 +120,7 @@ pub fn describe() {
     describe_gauge!(BACKEND_CONNECTIONS, "Open connections to the backend.");
     describe_counter!(
         BACKEND_ERRORS_TOTAL,
-        "Backend failures, by backend and kind (connect, timeout, closed, protocol, handshake, auth, health)."
+        "Backend failures, by backend and kind (connect, timeout, closed, protocol, handshake, auth, health, tls)."
     );
     describe_gauge!(
         BACKEND_EXCLUSIVE_CONNECTIONS,
@@ -148,6 +152,10 @@ pub fn describe() {
         "Client connections closed because they sent malformed RESP."
     );
     describe_counter!(
+        CLIENT_TLS_HANDSHAKE_ERRORS_TOTAL,
+        "Client connections to the TLS listener closed because their handshake failed (error) or did not finish in time (timeout)."
+    );
+    describe_counter!(
         RECEIVED_BYTES_TOTAL,
         Unit::Bytes,
         "Bytes read from clients."
@@ -167,6 +175,12 @@ pub fn install() -> Result<PrometheusHandle, MetricsError> {
 /// Counts a subscriber disconnected for being too slow (a rare event: no pre-built handle).
 pub fn slow_subscriber() {
     metrics::counter!(PUBSUB_EVICTED_TOTAL).increment(1);
+}
+
+/// Counts a client TLS handshake that failed (`timed_out`: did not finish in time).
+pub fn tls_handshake_failed(timed_out: bool) {
+    metrics::counter!(CLIENT_TLS_HANDSHAKE_ERRORS_TOTAL, "reason" => if timed_out { "timeout" } else { "error" })
+        .increment(1);
 }
 
 /// Counts a configuration reload.
@@ -202,11 +216,13 @@ pub enum BackendErrorKind {
     Auth,
     /// A health check (PING) got a wrong answer.
     Health,
+    /// The TLS handshake failed (certificate not trusted, wrong name, not a TLS server).
+    Tls,
 }
 
 impl BackendErrorKind {
     /// Every kind, in the order of their index into per-kind tables.
-    pub const ALL: [BackendErrorKind; 7] = [
+    pub const ALL: [BackendErrorKind; 8] = [
         BackendErrorKind::Connect,
         BackendErrorKind::Timeout,
         BackendErrorKind::Closed,
@@ -214,6 +230,7 @@ impl BackendErrorKind {
         BackendErrorKind::Handshake,
         BackendErrorKind::Auth,
         BackendErrorKind::Health,
+        BackendErrorKind::Tls,
     ];
 
     /// The metric label value.
@@ -226,6 +243,7 @@ impl BackendErrorKind {
             BackendErrorKind::Handshake => "handshake",
             BackendErrorKind::Auth => "auth",
             BackendErrorKind::Health => "health",
+            BackendErrorKind::Tls => "tls",
         }
     }
 
@@ -335,7 +353,7 @@ pub struct BackendMetrics {
     duration: Histogram,
     up: Gauge,
     connections: Gauge,
-    errors: [Counter; 7],
+    errors: [Counter; BackendErrorKind::ALL.len()],
     exclusive_idle: Gauge,
     exclusive_leased: Gauge,
     exclusive_refused: Counter,
@@ -552,7 +570,8 @@ mod tests {
                 "protocol",
                 "handshake",
                 "auth",
-                "health"
+                "health",
+                "tls"
             ]
         );
         for (i, k) in BackendErrorKind::ALL.iter().enumerate() {

@@ -8,6 +8,10 @@
 //! close, once no table or session holds the backend any more. The new table is swapped in
 //! whole; sessions pick it up with their next command.
 //!
+//! A reload re-reads the TLS files: the client listener's certificate is swapped for new
+//! connections (existing ones keep theirs), and a pool whose TLS files or settings changed
+//! rebuilds its backends (their fingerprint holds the files' digest).
+//!
 //! With `auto_eject`, a backend marked down is taken out of the ring (its keys move to the
 //! others) and put back when it is up again, like twemproxy's `auto_eject_hosts`.
 //!
@@ -21,14 +25,16 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use arc_swap::ArcSwap;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::backend::conn::Target;
+use crate::backend::conn::{Target, TargetTls};
 use crate::backend::{Backend, Change, HealthEvent, Routing, Settings, Spec, Table};
 use crate::config::{Config, Overrides, PoolConfig};
 use crate::router::Ring;
+use crate::tls::ServerTls;
 
 /// The routing of one proxy and what it was built from.
 pub struct Topology {
@@ -37,6 +43,8 @@ pub struct Topology {
     /// Command-line settings, applied to every configuration read.
     overrides: Overrides,
     routing: Arc<Routing>,
+    /// The client listener's TLS, when it has TLS: swapped by reloads.
+    server_tls: Option<Arc<ArcSwap<ServerTls>>>,
     inner: Mutex<Inner>,
     events: mpsc::UnboundedSender<HealthEvent>,
 }
@@ -57,6 +65,12 @@ impl Topology {
         overrides: Overrides,
     ) -> Arc<Topology> {
         let (events, rx) = mpsc::unbounded_channel();
+        warn_insecure(&config);
+        let server_tls = config
+            .server
+            .tls
+            .as_ref()
+            .map(|t| Arc::new(ArcSwap::new(t.loaded.clone())));
         let discovered = discover(&config).await.unwrap_or_default();
         let mut inner = Inner {
             config,
@@ -69,6 +83,7 @@ impl Topology {
             path,
             overrides,
             routing: Arc::new(Routing::new(table)),
+            server_tls,
             inner: Mutex::new(inner),
             events,
         });
@@ -84,6 +99,11 @@ impl Topology {
     /// The live routing table.
     pub fn routing(&self) -> &Arc<Routing> {
         &self.routing
+    }
+
+    /// The client listener's TLS in force (`None`: the listener is plain).
+    pub fn server_tls(&self) -> Option<Arc<ArcSwap<ServerTls>>> {
+        self.server_tls.clone()
     }
 
     /// The configuration in force.
@@ -165,6 +185,14 @@ impl Topology {
         for key in &restart {
             warn!("{key} changed in the file; it takes effect only after a restart");
         }
+        warn_insecure(&inner.config);
+        if let (Some(live), Some(new)) = (&self.server_tls, &inner.config.server.tls) {
+            // New connections get the files as they are now; open ones keep their session.
+            if live.load().digest != new.loaded.digest {
+                info!("server.tls: new certificate or settings in force for new connections");
+            }
+            live.store(new.loaded.clone());
+        }
         crate::metrics::config_info(&inner.config.digest, Some(&old.digest));
         self.routing.swap(table);
         for list in [&mut added, &mut changed, &mut kept] {
@@ -195,6 +223,13 @@ fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     if old.server.listen != new.server.listen {
         keys.push("server.listen".to_string());
     }
+    if old.server.plain_listen != new.server.plain_listen {
+        keys.push("server.plain_listen".to_string());
+    }
+    if old.server.tls.is_some() != new.server.tls.is_some() {
+        // Turning TLS on or off changes what the listener speaks: never while it runs.
+        keys.push("server.tls".to_string());
+    }
     if old.server.threads != new.server.threads {
         keys.push("server.threads".to_string());
     }
@@ -213,8 +248,12 @@ fn restart_required(old: &Config, new: &Config) -> Vec<String> {
 /// Everything that shapes a backend's connections: a backend is kept across a reload only
 /// when this is unchanged.
 fn fingerprint(b: &crate::config::BackendConfig, pool: &PoolConfig) -> String {
+    let tls = pool
+        .tls
+        .as_ref()
+        .map_or("off", |t| t.loaded.digest.as_str());
     format!(
-        "{} timeout={:?} connect={:?} links={} exclusive={} health={:?} limit={} retry={:?}",
+        "{} timeout={:?} connect={:?} links={} exclusive={} health={:?} limit={} retry={:?} tls={tls}",
         b.address,
         pool.timeout,
         pool.connect_timeout,
@@ -257,6 +296,12 @@ fn build(inner: &mut Inner, events: &mpsc::UnboundedSender<HealthEvent>) -> Tabl
                 .collect()
         }
     };
+    // With discovery = "dns", a backend's certificate is checked against the name listed,
+    // not the address found.
+    let listed_host = match pool.discovery {
+        crate::config::Discovery::Static => None,
+        crate::config::Discovery::Dns => pool.backends.first().map(|b| b.address.host.clone()),
+    };
     let pool = &PoolConfig {
         backends: listed,
         ..pool.clone()
@@ -267,7 +312,7 @@ fn build(inner: &mut Inner, events: &mpsc::UnboundedSender<HealthEvent>) -> Tabl
         let fp = fingerprint(b, pool);
         let backend = match keep.remove(&b.name) {
             Some(existing) if existing.fingerprint == fp => existing,
-            _ => start_backend(b, pool, fp, events),
+            _ => start_backend(b, pool, listed_host.as_deref(), fp, events),
         };
         inner.backends.insert(b.name.clone(), backend.clone());
         backends.push(backend);
@@ -309,6 +354,7 @@ fn build(inner: &mut Inner, events: &mpsc::UnboundedSender<HealthEvent>) -> Tabl
 fn start_backend(
     b: &crate::config::BackendConfig,
     pool: &PoolConfig,
+    listed_host: Option<&str>,
     fingerprint: String,
     events: &mpsc::UnboundedSender<HealthEvent>,
 ) -> Arc<Backend> {
@@ -316,6 +362,7 @@ fn start_backend(
         host: b.address.host.clone(),
         port: b.address.port,
         connect_timeout: pool.connect_timeout,
+        tls: tls_for(b, pool, listed_host),
     };
     let mut spec = Spec::new(&b.name, &b.address.to_string(), target, pool.timeout);
     spec.health_interval = pool.health_interval;
@@ -328,6 +375,47 @@ fn start_backend(
         pool.max_exclusive,
         fingerprint,
     )
+}
+
+/// TLS to backend `b`: its certificate must be valid for `tls_server_name`, else for the host
+/// in its address (with discovery = "dns", `listed_host`, not the address found).
+fn tls_for(
+    b: &crate::config::BackendConfig,
+    pool: &PoolConfig,
+    listed_host: Option<&str>,
+) -> Option<TargetTls> {
+    let tls = pool.tls.as_ref()?;
+    let host = listed_host.unwrap_or(&b.address.host);
+    let name = match tls.loaded.name_for(host) {
+        Some(name) => name,
+        None => {
+            // Validation refuses such hosts; a name found by discovery is an IP address.
+            warn!(backend = %b.name, "{host:?} is not a name a certificate can be checked against; set tls_server_name");
+            rustls::pki_types::ServerName::try_from(b.address.host.clone()).ok()?
+        }
+    };
+    Some(TargetTls {
+        client: tls.loaded.clone(),
+        name,
+    })
+}
+
+/// Warns, at start and on every reload, about a pool that does not verify its backends.
+fn warn_insecure(config: &Config) {
+    for pool in &config.pools {
+        if pool
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.files.insecure_skip_verify)
+        {
+            warn!(
+                "pools {:?}: tls_insecure_skip_verify = true: the backends' certificates are NOT \
+                 verified, so anyone on the network path can read and change the traffic; set \
+                 tls_ca instead",
+                pool.name
+            );
+        }
+    }
 }
 
 /// With discovery = "dns": the addresses the pool's host name resolves to now (sorted).

@@ -1,5 +1,5 @@
-//! Opening a backend connection: the TCP connect and the handshake that every kind of
-//! connection shares (the pipelined links, the exclusive connections and the pub/sub
+//! Opening a backend connection: the TCP connect, TLS when the pool has it, and the handshake
+//! that every kind of connection shares (the pipelined links, the exclusive connections and the pub/sub
 //! subscriber connections).
 //!
 //! The handshake is `HELLO <2|3> SETNAME shardis`: it sets the protocol the connection speaks,
@@ -9,18 +9,22 @@
 //! without one.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use redis_protocol::resp3::decode::complete::decode;
 use redis_protocol::resp3::types::OwnedFrame;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::metrics::BackendErrorKind;
+use crate::net::Stream;
 use crate::protocol::out::Proto;
 use crate::protocol::reply::{ReplyScanner, is_error};
+use crate::tls::ClientTls;
 
 /// Largest handshake reply accepted.
 const MAX_HANDSHAKE_REPLY: usize = 64 * 1024;
@@ -32,14 +36,23 @@ pub const CLIENT_NAME: &str = "shardis";
 pub struct Target {
     pub host: String,
     pub port: u16,
-    /// For the TCP connect and for the handshake's reply, each.
+    /// For the TCP connect, the TLS handshake and the handshake's reply, each.
     pub connect_timeout: Duration,
+    /// TLS to this backend; `None`: plain TCP.
+    pub tls: Option<TargetTls>,
+}
+
+/// TLS to one backend: the pool's connector, and the name its certificate must be valid for.
+#[derive(Debug, Clone)]
+pub struct TargetTls {
+    pub client: Arc<ClientTls>,
+    pub name: ServerName<'static>,
 }
 
 /// An open, handshaken connection.
 #[derive(Debug)]
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub proto: Proto,
     /// The connection's id on the backend (`CLIENT ID`), when HELLO gave it.
     pub id: Option<i64>,
@@ -58,6 +71,8 @@ pub enum ConnectError {
     Connect(io::Error),
     #[error("connect timed out after {0} ms")]
     Timeout(u128),
+    #[error("TLS handshake failed: {0}")]
+    Tls(io::Error),
     #[error("handshake refused: {0}")]
     Refused(String),
     #[error("closed during the handshake")]
@@ -72,6 +87,7 @@ impl ConnectError {
         match self {
             ConnectError::Connect(_) => BackendErrorKind::Connect,
             ConnectError::Timeout(_) => BackendErrorKind::Timeout,
+            ConnectError::Tls(_) => BackendErrorKind::Tls,
             ConnectError::Refused(text) if is_auth_error(text) => BackendErrorKind::Auth,
             ConnectError::Refused(_) => BackendErrorKind::Handshake,
             ConnectError::Closed => BackendErrorKind::Closed,
@@ -151,12 +167,23 @@ async fn connect(target: &Target) -> std::io::Result<(TcpStream, Vec<std::net::S
 pub async fn open(target: &Target, proto: Proto) -> Result<Conn, ConnectError> {
     let limit = target.connect_timeout;
     let ms = limit.as_millis();
-    let (mut stream, resolved) = match timeout(limit, connect(target)).await {
+    let (tcp, resolved) = match timeout(limit, connect(target)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(ConnectError::Connect(e)),
         Err(_) => return Err(ConnectError::Timeout(ms)),
     };
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    let mut stream = match &target.tls {
+        None => Stream::Tcp(tcp),
+        Some(tls) => {
+            let handshake = crate::tls::connect(tcp, &tls.client, tls.name.clone());
+            match timeout(limit, handshake).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Err(ConnectError::Tls(e)),
+                Err(_) => return Err(ConnectError::Timeout(ms)),
+            }
+        }
+    };
     let hello = hello_request(proto);
     let reply = match timeout(limit, exchange(&mut stream, &hello)).await {
         Ok(r) => r?,
@@ -205,7 +232,10 @@ fn hello_request(proto: Proto) -> Bytes {
 }
 
 /// Writes `request` and reads exactly one reply.
-async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Result<Vec<u8>, ConnectError> {
+async fn exchange(
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    request: &[u8],
+) -> Result<Vec<u8>, ConnectError> {
     stream
         .write_all(request)
         .await

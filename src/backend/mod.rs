@@ -287,6 +287,7 @@ impl Table {
                     host: b.address.host.clone(),
                     port: b.address.port,
                     connect_timeout: pool.connect_timeout,
+                    tls: None,
                 };
                 let spec = Spec::new(&b.name, &b.address.to_string(), target, pool.timeout);
                 let (backend, rx) = Backend::detached(Arc::new(spec));

@@ -15,6 +15,17 @@ impl Config {
     pub fn to_json(&self) -> Value {
         let s = &self.server;
         let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let path = |p: &std::path::Path| p.display().to_string();
+        // Paths only: the files' contents, the private key above all, are never shown.
+        let tls = s.tls.as_ref().map(|t| {
+            json!({
+                "cert": path(&t.files.cert),
+                "key": path(&t.files.key),
+                "client_ca": t.files.client_ca.as_deref().map(path),
+                "client_auth": t.files.client_auth.name(),
+                "handshake_timeout_ms": ms(t.files.handshake_timeout),
+            })
+        });
         let pools: Vec<Value> = self
             .pools
             .iter()
@@ -39,6 +50,12 @@ impl Config {
                     "connect_timeout_ms": ms(p.connect_timeout),
                     "connections_per_backend": p.connections_per_backend.get(),
                     "max_exclusive_per_backend": p.max_exclusive,
+                    "tls": p.tls.is_some(),
+                    "tls_ca": p.tls.as_ref().and_then(|t| t.files.ca.as_deref()).map(path),
+                    "tls_cert": p.tls.as_ref().and_then(|t| t.files.cert.as_deref()).map(path),
+                    "tls_key": p.tls.as_ref().and_then(|t| t.files.key.as_deref()).map(path),
+                    "tls_server_name": p.tls.as_ref().and_then(|t| t.files.server_name.clone()),
+                    "tls_insecure_skip_verify": p.tls.as_ref().is_some_and(|t| t.files.insecure_skip_verify),
                     "backends": backends,
                 })
             })
@@ -46,6 +63,8 @@ impl Config {
         let mut out = json!({
             "server": {
                 "listen": s.listen.to_string(),
+                "plain_listen": s.plain_listen.map(|a| a.to_string()),
+                "tls": tls,
                 "max_clients": s.max_clients,
                 "max_pipeline": s.max_pipeline,
                 "max_request_bytes": s.max_request_bytes,

@@ -14,6 +14,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use md5::{Digest, Md5};
@@ -22,6 +23,7 @@ pub use address::{Address, AddressError};
 pub use json::{MASK, mask_secrets};
 
 use crate::router::{DistributionKind, HashKind, HashTag};
+use crate::tls::{ClientTls, ClientTlsFiles, ServerTls, ServerTlsFiles};
 use raw::{RawBackend, RawConfig, RawPool, RawServer};
 
 /// Default `[server] listen` for `--backend` mode.
@@ -59,6 +61,8 @@ pub mod limits {
     pub const FAILURE_LIMIT: i64 = 3;
     /// Default `dns_refresh_ms` of a pool.
     pub const DNS_REFRESH_MS: i64 = 5000;
+    /// Default `server.tls.handshake_timeout_ms`.
+    pub const TLS_HANDSHAKE_TIMEOUT_MS: i64 = 5000;
     /// Default `server.max_keys_reply`.
     pub const MAX_KEYS_REPLY: i64 = 1_000_000;
     /// Largest backend `weight`.
@@ -86,8 +90,12 @@ pub struct Config {
 /// `[server]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerConfig {
-    /// Client listener; port 0 picks a free port.
+    /// Client listener; port 0 picks a free port. Speaks TLS when `tls` is set.
     pub listen: SocketAddr,
+    /// With `tls`: a second client listener that speaks plain RESP.
+    pub plain_listen: Option<SocketAddr>,
+    /// `[server.tls]`: TLS on `listen`.
+    pub tls: Option<ServerTlsConfig>,
     /// Most concurrent clients.
     pub max_clients: usize,
     /// Commands in flight per client before the proxy holds its further commands.
@@ -106,6 +114,21 @@ pub struct ServerConfig {
     pub max_subscriber_output_bytes: usize,
     /// Most keys a KEYS reply may merge; more is an error that points to SCAN.
     pub max_keys_reply: usize,
+}
+
+/// `[server.tls]`: the files and settings, and what was loaded from them when the
+/// configuration was read (a reload reads them again).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerTlsConfig {
+    pub files: ServerTlsFiles,
+    pub loaded: Arc<ServerTls>,
+}
+
+/// A pool's backend TLS (`tls = true`): the files and settings, and what was loaded from them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolTlsConfig {
+    pub files: ClientTlsFiles,
+    pub loaded: Arc<ClientTls>,
 }
 
 /// `[admin]`.
@@ -149,6 +172,8 @@ pub struct PoolConfig {
     pub dns_refresh: Option<Duration>,
     /// How the backends are found.
     pub discovery: Discovery,
+    /// TLS to the backends (`tls = true`); `None`: plain TCP.
+    pub tls: Option<PoolTlsConfig>,
     /// Backends in configuration order (the order [`crate::router::Ring`] indexes).
     pub backends: Vec<BackendConfig>,
 }
@@ -171,6 +196,7 @@ impl PoolConfig {
             auto_eject: false,
             dns_refresh: None,
             discovery: Discovery::Static,
+            tls: None,
             backends: Vec::new(),
         }
     }
@@ -312,6 +338,30 @@ impl Config {
         // Writing to a String cannot fail.
         let _ = writeln!(out, "[server]");
         let _ = writeln!(out, "  listen                   {}", s.listen);
+        let plain = s.plain_listen.map_or("none".to_string(), |a| a.to_string());
+        let _ = writeln!(out, "  plain_listen             {plain}");
+        match &s.tls {
+            None => {
+                let _ = writeln!(out, "  tls                      off");
+            }
+            Some(tls) => {
+                let f = &tls.files;
+                let _ = writeln!(out, "  tls                      on");
+                let _ = writeln!(out, "    cert                   {}", f.cert.display());
+                let _ = writeln!(out, "    key                    {}", f.key.display());
+                let ca = f
+                    .client_ca
+                    .as_ref()
+                    .map_or("none".to_string(), |p| p.display().to_string());
+                let _ = writeln!(out, "    client_ca              {ca}");
+                let _ = writeln!(out, "    client_auth            {}", f.client_auth.name());
+                let _ = writeln!(
+                    out,
+                    "    handshake_timeout      {} ms",
+                    f.handshake_timeout.as_millis()
+                );
+            }
+        }
         let _ = writeln!(out, "  max_clients              {}", s.max_clients);
         let _ = writeln!(out, "  max_pipeline             {}", s.max_pipeline);
         let _ = writeln!(out, "  max_request_bytes        {}", s.max_request_bytes);
@@ -371,6 +421,29 @@ impl Config {
                 p.connections_per_backend
             );
             let _ = writeln!(out, "  max_exclusive_per_backend {}", p.max_exclusive);
+            match &p.tls {
+                None => {
+                    let _ = writeln!(out, "  tls                      off");
+                }
+                Some(tls) => {
+                    let f = &tls.files;
+                    let path = |p: &Option<PathBuf>| {
+                        p.as_ref()
+                            .map_or("none".to_string(), |p| p.display().to_string())
+                    };
+                    let _ = writeln!(out, "  tls                      on");
+                    let _ = writeln!(out, "    tls_ca                 {}", path(&f.ca));
+                    let _ = writeln!(out, "    tls_cert               {}", path(&f.cert));
+                    let _ = writeln!(out, "    tls_key                {}", path(&f.key));
+                    let name = f.server_name.as_deref().unwrap_or("(each backend's host)");
+                    let _ = writeln!(out, "    tls_server_name        {name}");
+                    let _ = writeln!(
+                        out,
+                        "    tls_insecure_skip_verify {}",
+                        f.insecure_skip_verify
+                    );
+                }
+            }
             let _ = writeln!(out, "  backends                 {}", p.backends.len());
             for b in &p.backends {
                 let _ = writeln!(
