@@ -11,6 +11,7 @@ mod mock;
 pub mod ops;
 mod procs;
 mod shardis;
+pub mod tls;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ pub use cluster::{CLOSE_DEADLINE, Cluster, POOL, bulk, bulks, err, int, ok, pong
 pub use mock::Mock;
 pub use procs::{Nutcracker, Redis};
 pub use shardis::{Shardis, shardis_config};
+pub use tls::Pki;
 
 /// How long a process may take to become ready.
 pub const STARTUP_DEADLINE: Duration = Duration::from_secs(10);
