@@ -101,6 +101,17 @@ fn check(path: &Path) -> ExitCode {
                         pool.name
                     );
                 }
+                if pool
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.files.insecure_skip_verify)
+                {
+                    println!(
+                        "warning: pools {:?}: tls_insecure_skip_verify = true: the backends' \
+                         certificates are NOT verified; set tls_ca instead.",
+                        pool.name
+                    );
+                }
             }
             println!("{}: OK", path.display());
             ExitCode::SUCCESS

@@ -886,3 +886,76 @@ fn a_tokio_rustls_client_with_a_large_pipeline() {
     let mut client = setup.tls_client();
     assert_eq!(client.cmd_str(&["GET", "tr:19999"]), bulk("value-19999"));
 }
+
+#[test]
+fn check_and_admin_config_name_the_files_but_never_show_the_key() {
+    let pki = Pki::new();
+    let extra = format!("client_ca = {:?}", pki.ca.display().to_string());
+    let config = with_server_tls(
+        &shardis_config(
+            &[("s1", "127.0.0.1:7001".to_string())],
+            &format!(
+                "{POOL}\n{}\n{}",
+                pki.pool_tls_lines("tls_insecure_skip_verify = true"),
+                client_cert_lines(&pki)
+            ),
+        ),
+        &pki.server_tls_section(&extra),
+    );
+    let path = pki.dir().join("shardis.toml");
+    std::fs::write(&path, &config).expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_shardis"))
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run shardis check");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{out:?}");
+    let key = std::fs::read_to_string(&pki.server.key).expect("read key");
+    let secret = key.lines().nth(1).expect("a base64 line");
+    let client_key = std::fs::read_to_string(&pki.client.key).expect("read key");
+    let client_secret = client_key.lines().nth(1).expect("a base64 line");
+    assert!(
+        stdout.contains(&pki.server.key.display().to_string()),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("client_auth            required"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("tls_insecure_skip_verify = true"),
+        "no warning: {stdout}"
+    );
+    let admin_config = {
+        let proxy = Shardis::start(&config);
+        http_get(proxy.admin, "/admin/config").body
+    };
+    for shown in [&stdout, &admin_config] {
+        assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(!shown.contains(client_secret), "{shown}");
+    }
+    assert!(
+        admin_config.contains(&pki.client.key.display().to_string()),
+        "{admin_config}"
+    );
+
+    // A broken file: every problem, by key, exit 1.
+    std::fs::write(&pki.server.key, "not a key\n").expect("break the key");
+    std::fs::remove_file(&pki.client.cert).expect("remove the client cert");
+    let out = Command::new(env!("CARGO_BIN_EXE_shardis"))
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run shardis check");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stderr.contains("server.tls.key: "), "{stderr}");
+    assert!(
+        stderr.contains("pools[0].tls_cert: cannot read "),
+        "{stderr}"
+    );
+}

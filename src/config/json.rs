@@ -15,16 +15,23 @@ impl Config {
     pub fn to_json(&self) -> Value {
         let s = &self.server;
         let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        let path = |p: &std::path::Path| p.display().to_string();
-        // Paths only: the files' contents, the private key above all, are never shown.
+        let path = |p: &std::path::Path| Value::String(p.display().to_string());
+        // Paths only: the files' contents, the private key above all, are never shown. Keys
+        // that are not set are left out (as in the file), so the JSON reads back as TOML.
         let tls = s.tls.as_ref().map(|t| {
-            json!({
-                "cert": path(&t.files.cert),
-                "key": path(&t.files.key),
-                "client_ca": t.files.client_ca.as_deref().map(path),
-                "client_auth": t.files.client_auth.name(),
-                "handshake_timeout_ms": ms(t.files.handshake_timeout),
-            })
+            let f = &t.files;
+            let mut tls = Map::new();
+            tls.insert("cert".into(), path(&f.cert));
+            tls.insert("key".into(), path(&f.key));
+            if let Some(ca) = &f.client_ca {
+                tls.insert("client_ca".into(), path(ca));
+                tls.insert("client_auth".into(), f.client_auth.name().into());
+            }
+            tls.insert(
+                "handshake_timeout_ms".into(),
+                ms(f.handshake_timeout).into(),
+            );
+            Value::Object(tls)
         });
         let pools: Vec<Value> = self
             .pools
@@ -41,7 +48,7 @@ impl Config {
                         })
                     })
                     .collect();
-                json!({
+                let mut pool = json!({
                     "name": p.name,
                     "distribution": p.distribution.to_string(),
                     "hash": p.hash.to_string(),
@@ -51,20 +58,33 @@ impl Config {
                     "connections_per_backend": p.connections_per_backend.get(),
                     "max_exclusive_per_backend": p.max_exclusive,
                     "tls": p.tls.is_some(),
-                    "tls_ca": p.tls.as_ref().and_then(|t| t.files.ca.as_deref()).map(path),
-                    "tls_cert": p.tls.as_ref().and_then(|t| t.files.cert.as_deref()).map(path),
-                    "tls_key": p.tls.as_ref().and_then(|t| t.files.key.as_deref()).map(path),
-                    "tls_server_name": p.tls.as_ref().and_then(|t| t.files.server_name.clone()),
-                    "tls_insecure_skip_verify": p.tls.as_ref().is_some_and(|t| t.files.insecure_skip_verify),
                     "backends": backends,
-                })
+                });
+                if let (Some(t), Some(pool)) = (&p.tls, pool.as_object_mut()) {
+                    let f = &t.files;
+                    let files = [
+                        ("tls_ca", &f.ca),
+                        ("tls_cert", &f.cert),
+                        ("tls_key", &f.key),
+                    ];
+                    for (key, file) in files {
+                        if let Some(file) = file {
+                            pool.insert(key.into(), path(file));
+                        }
+                    }
+                    if let Some(name) = &f.server_name {
+                        pool.insert("tls_server_name".into(), name.clone().into());
+                    }
+                    if f.insecure_skip_verify {
+                        pool.insert("tls_insecure_skip_verify".into(), true.into());
+                    }
+                }
+                pool
             })
             .collect();
         let mut out = json!({
             "server": {
                 "listen": s.listen.to_string(),
-                "plain_listen": s.plain_listen.map(|a| a.to_string()),
-                "tls": tls,
                 "max_clients": s.max_clients,
                 "max_pipeline": s.max_pipeline,
                 "max_request_bytes": s.max_request_bytes,
@@ -82,6 +102,14 @@ impl Config {
             "pools": pools,
             "digest": self.digest,
         });
+        if let Some(server) = out["server"].as_object_mut() {
+            if let Some(plain) = s.plain_listen {
+                server.insert("plain_listen".into(), plain.to_string().into());
+            }
+            if let Some(tls) = tls {
+                server.insert("tls".into(), tls);
+            }
+        }
         mask_secrets(&mut out);
         out
     }

@@ -8,6 +8,7 @@ mod json;
 mod raw;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod validate;
 
 use std::fmt::Write as _;

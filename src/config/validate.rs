@@ -6,32 +6,36 @@ use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
-use super::raw::{RawAdmin, RawBackend, RawConfig, RawPool, RawServer, RawServerTls};
+use super::raw::{RawAdmin, RawBackend, RawConfig, RawPool, RawServer};
+use super::tls::{check_backend_names, pool_tls, server_tls};
 use super::{
     Address, AdminConfig, BackendConfig, Config, ConfigError, DEFAULT_ADMIN_LISTEN, Discovery,
-    PoolConfig, PoolTlsConfig, ServerConfig, ServerTlsConfig, limits,
+    PoolConfig, ServerConfig, limits,
 };
 use crate::router::{DistributionKind, HashKind, HashTag, ketama};
-use crate::tls::{ClientAuth, ClientTls, ClientTlsFiles, ServerTls, ServerTlsFiles};
 
 /// twemproxy hash functions shardis does not implement.
 const TWEMPROXY_ONLY_HASHES: [&str; 5] = ["one_at_a_time", "fnv1_32", "hsieh", "jenkins", "crc32a"];
 
 /// Accumulates problems as `key: message` lines.
 #[derive(Default)]
-struct Problems(Vec<String>);
+pub(super) struct Problems(Vec<String>);
 
 impl Problems {
-    fn add(&mut self, key: impl Display, message: impl Display) {
+    pub(super) fn add(&mut self, key: impl Display, message: impl Display) {
         self.0.push(format!("{key}: {message}"));
     }
 
     /// An integer setting: `default` when absent; reported and replaced by `default` when
     /// outside `min..=max`.
-    fn int(&mut self, key: &str, value: Option<i64>, default: i64, min: i64, max: i64) -> i64 {
+    pub(super) fn int(
+        &mut self,
+        key: &str,
+        value: Option<i64>,
+        default: i64,
+        min: i64,
+        max: i64,
+    ) -> i64 {
         match value {
             None => default,
             Some(v) if (min..=max).contains(&v) => v,
@@ -215,117 +219,6 @@ fn server(p: &mut Problems, raw: Option<RawServer>) -> ServerConfig {
     }
 }
 
-/// A path setting: `None` (reported as required when `required`) when absent or empty.
-fn path(p: &mut Problems, key: &str, value: Option<String>, required: bool) -> Option<PathBuf> {
-    match value {
-        Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
-        _ => {
-            if required {
-                p.add(key, "is required (a PEM file)");
-            }
-            None
-        }
-    }
-}
-
-/// `[server.tls]`, its files read and checked; `None` after any problem.
-fn server_tls(p: &mut Problems, raw: RawServerTls) -> Option<ServerTlsConfig> {
-    let cert = path(p, "server.tls.cert", raw.cert, true);
-    let key = path(p, "server.tls.key", raw.key, true);
-    let client_ca = path(p, "server.tls.client_ca", raw.client_ca, false);
-    let client_auth = match (raw.client_auth.as_deref(), client_ca.is_some()) {
-        (None, false) => ClientAuth::None,
-        (None | Some("required"), true) => ClientAuth::Required,
-        (Some("optional"), true) => ClientAuth::Optional,
-        (Some("required" | "optional"), false) => {
-            p.add(
-                "server.tls.client_auth",
-                "needs server.tls.client_ca: the CA that signs the client certificates",
-            );
-            ClientAuth::None
-        }
-        (Some(other), _) => {
-            p.add(
-                "server.tls.client_auth",
-                format_args!("unknown value {other:?}; valid: required, optional"),
-            );
-            ClientAuth::None
-        }
-    };
-    let timeout = p.int(
-        "server.tls.handshake_timeout_ms",
-        raw.handshake_timeout_ms,
-        limits::TLS_HANDSHAKE_TIMEOUT_MS,
-        1,
-        i64::MAX,
-    );
-    let files = ServerTlsFiles {
-        cert: cert?,
-        key: key?,
-        client_ca,
-        client_auth,
-        handshake_timeout: Duration::from_millis(timeout as u64),
-    };
-    match ServerTls::load(&files) {
-        Ok(loaded) => Some(ServerTlsConfig {
-            files,
-            loaded: Arc::new(loaded),
-        }),
-        Err(problems) => {
-            for problem in problems {
-                p.add(format_args!("server.tls.{}", problem.key), problem.message);
-            }
-            None
-        }
-    }
-}
-
-/// A pool's `tls` and `tls_*` keys, the files read and checked; `None` when off or after any
-/// problem.
-fn pool_tls(p: &mut Problems, key: &str, raw: &mut RawPool) -> Option<PoolTlsConfig> {
-    let on = raw.tls.unwrap_or(false);
-    let ca = path(p, &format!("{key}.tls_ca"), raw.tls_ca.take(), false);
-    let cert = path(p, &format!("{key}.tls_cert"), raw.tls_cert.take(), false);
-    let tls_key = path(p, &format!("{key}.tls_key"), raw.tls_key.take(), false);
-    let server_name = raw.tls_server_name.take();
-    let insecure = raw.tls_insecure_skip_verify;
-    if !on {
-        let set = [
-            ("tls_ca", ca.is_some()),
-            ("tls_cert", cert.is_some()),
-            ("tls_key", tls_key.is_some()),
-            ("tls_server_name", server_name.is_some()),
-            ("tls_insecure_skip_verify", insecure.is_some()),
-        ];
-        for (name, _) in set.iter().filter(|(_, set)| *set) {
-            p.add(
-                format_args!("{key}.{name}"),
-                "has no effect without tls = true",
-            );
-        }
-        return None;
-    }
-    let files = ClientTlsFiles {
-        ca,
-        cert,
-        key: tls_key,
-        server_name,
-        insecure_skip_verify: insecure.unwrap_or(false),
-    };
-    match ClientTls::load(&files) {
-        Ok(loaded) => Some(PoolTlsConfig {
-            files,
-            loaded: Arc::new(loaded),
-        }),
-        Err(problems) => {
-            for problem in problems {
-                p.add(format_args!("{key}.{}", problem.key), problem.message);
-            }
-            None
-        }
-    }
-}
-
 fn admin(p: &mut Problems, raw: Option<RawAdmin>) -> AdminConfig {
     let raw = raw.unwrap_or_default();
     AdminConfig {
@@ -480,19 +373,8 @@ fn pool(p: &mut Problems, key: &str, mut raw: RawPool) -> PoolConfig {
             "with discovery = \"dns\" list exactly one backend: the host name whose addresses are the backends",
         );
     }
-    if let Some(tls) = tls.as_ref().filter(|t| t.files.server_name.is_none()) {
-        // Each backend's certificate is checked against its host: it must be a name or an IP.
-        for (i, b) in backends.iter().enumerate() {
-            if !b.address.host.is_empty() && tls.loaded.name_for(&b.address.host).is_none() {
-                p.add(
-                    format_args!("{key}.backends[{i}].address"),
-                    format_args!(
-                        "host {:?} is not a name a certificate can be checked against; set {key}.tls_server_name",
-                        b.address.host
-                    ),
-                );
-            }
-        }
+    if let Some(tls) = &tls {
+        check_backend_names(p, key, tls, &backends);
     }
     PoolConfig {
         name,
