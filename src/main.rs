@@ -25,7 +25,8 @@ struct Cli {
     /// "HOST:PORT". Repeat for each backend.
     #[arg(long = "backend", value_name = "HOST:PORT", conflicts_with = "config")]
     backends: Vec<String>,
-    /// Client listen address; overrides [server] listen.
+    /// Client listen address; overrides [server] listen (which speaks TLS when [server.tls]
+    /// is set).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
     /// Admin HTTP address (/metrics, /healthz, /readyz, /status, /admin API); overrides

@@ -52,7 +52,9 @@ fn the_tls_example_has_tls_on_both_sides() {
     let text = std::fs::read_to_string(&path).expect("config/tls.toml");
     assert!(text.contains(TLS_DIR));
     // Without the files it names, it fails, naming each key.
-    let problems = Config::parse(&text).expect_err("no certificates").to_string();
+    let problems = Config::parse(&text)
+        .expect_err("no certificates")
+        .to_string();
     for key in [
         "server.tls.cert",
         "server.tls.key",
@@ -61,7 +63,10 @@ fn the_tls_example_has_tls_on_both_sides() {
         "pools[0].tls_cert",
         "pools[0].tls_key",
     ] {
-        assert!(problems.contains(&format!("{key}: cannot read")), "{problems}");
+        assert!(
+            problems.contains(&format!("{key}: cannot read")),
+            "{problems}"
+        );
     }
 }
 
