@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// TOML configuration file (see config/shardis.toml).
+    /// TOML configuration file (see config/shardis.toml); re-read on SIGHUP.
     #[arg(long, short = 'c', value_name = "FILE")]
     config: Option<PathBuf>,
     /// Run without a file: one pool with default settings over these backends, each named

@@ -42,6 +42,9 @@ pub const CLIENT_PROTOCOL_ERRORS_TOTAL: &str = "shardis_client_protocol_errors_t
 /// Client connections to the TLS listener closed because their TLS handshake failed or timed
 /// out; label `reason` (`timeout` | `error`).
 pub const CLIENT_TLS_HANDSHAKE_ERRORS_TOTAL: &str = "shardis_client_tls_handshake_errors_total";
+/// Client connections closed by the proxy for a limit; label `reason` (`idle_timeout` |
+/// `output_limit`).
+pub const CLIENT_DISCONNECTS_TOTAL: &str = "shardis_client_disconnects_total";
 /// Bytes read from clients.
 pub const RECEIVED_BYTES_TOTAL: &str = "shardis_received_bytes_total";
 /// Bytes written to clients.
@@ -64,6 +67,7 @@ pub const ALL_METRICS: &[&str] = &[
     CLIENT_CONNECTIONS_TOTAL,
     CLIENT_PROTOCOL_ERRORS_TOTAL,
     CLIENT_TLS_HANDSHAKE_ERRORS_TOTAL,
+    CLIENT_DISCONNECTS_TOTAL,
     RECEIVED_BYTES_TOTAL,
     SENT_BYTES_TOTAL,
 ];
@@ -152,6 +156,10 @@ pub fn describe() {
         "Client connections closed because they sent malformed RESP."
     );
     describe_counter!(
+        CLIENT_DISCONNECTS_TOTAL,
+        "Client connections closed by the proxy for a limit, by reason (idle_timeout, output_limit)."
+    );
+    describe_counter!(
         CLIENT_TLS_HANDSHAKE_ERRORS_TOTAL,
         "Client connections to the TLS listener closed because their handshake failed (error) or did not finish in time (timeout)."
     );
@@ -175,6 +183,11 @@ pub fn install() -> Result<PrometheusHandle, MetricsError> {
 /// Counts a subscriber disconnected for being too slow (a rare event: no pre-built handle).
 pub fn slow_subscriber() {
     metrics::counter!(PUBSUB_EVICTED_TOTAL).increment(1);
+}
+
+/// Counts a client closed for a limit (a rare event: no pre-built handle).
+pub fn client_disconnect(reason: &'static str) {
+    metrics::counter!(CLIENT_DISCONNECTS_TOTAL, "reason" => reason).increment(1);
 }
 
 /// Counts a client TLS handshake that failed (`timed_out`: did not finish in time).
@@ -495,6 +508,7 @@ mod tests {
             c.received(100);
             c.sent(40);
             slow_subscriber();
+            client_disconnect("idle_timeout");
             config_reload(true);
             config_reload(false);
             config_info("abc", None);
@@ -536,6 +550,7 @@ mod tests {
             "shardis_received_bytes_total 100",
             "shardis_sent_bytes_total 40",
             "shardis_pubsub_evicted_total 1",
+            r#"shardis_client_disconnects_total{reason="idle_timeout"} 1"#,
             r#"shardis_config_reloads_total{result="ok"} 1"#,
             r#"shardis_config_reloads_total{result="error"} 1"#,
             r#"shardis_config_info{digest="abc"} 0"#,

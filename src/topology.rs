@@ -33,6 +33,7 @@ use tracing::{error, info, warn};
 use crate::backend::conn::{Target, TargetTls};
 use crate::backend::{Backend, Change, HealthEvent, Routing, Settings, Spec, Table};
 use crate::config::{Config, Overrides, PoolConfig};
+use crate::protocol::request::RequestLimits;
 use crate::router::Ring;
 use crate::tls::ServerTls;
 
@@ -334,10 +335,16 @@ fn build(inner: &mut Inner, events: &mpsc::UnboundedSender<HealthEvent>) -> Tabl
     };
     let mut settings = Settings {
         max_pipeline: config.server.max_pipeline,
-        max_request_bytes: config.server.max_request_bytes,
         slowlog: config.server.slowlog,
         max_subscriber_output: config.server.max_subscriber_output_bytes,
         max_keys_reply: config.server.max_keys_reply,
+        request: RequestLimits {
+            request_bytes: config.server.max_request_bytes,
+            inline_bytes: config.server.max_inline_bytes,
+            args: config.server.max_multibulk_length,
+        },
+        idle_timeout: config.server.client_idle_timeout,
+        output_limit: config.server.client_output_limit_bytes,
         ..Settings::default()
     };
     settings.allow(&config.server.allow_commands);

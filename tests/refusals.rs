@@ -11,7 +11,7 @@ fn server_wide_commands_are_refused_with_a_reason() {
     let mut c = cluster.client();
     let refused: &[&[&str]] = &[
         &["CONFIG", "SET", "maxmemory", "1"],
-        &["CONFIG", "GET", "maxmemory"],
+        &["CONFIG", "RESETSTAT"],
         &["SHUTDOWN"],
         &["DEBUG", "SLEEP", "0"],
         &["MONITOR"],
@@ -37,6 +37,11 @@ fn server_wide_commands_are_refused_with_a_reason() {
         err(
             "ERR shardis refuses 'config|set': it would act on every backend at once. Enable it with [server] allow_commands = [\"config\"]"
         )
+    );
+    // CONFIG GET only reads, from the first backend, and is served without allow_commands.
+    assert_eq!(
+        c.cmd_str(&["CONFIG", "GET", "maxmemory"]),
+        Frame::Array(vec![bulk("maxmemory"), bulk("0")])
     );
     // Nothing reached a backend.
     for i in 0..2 {

@@ -207,12 +207,17 @@ impl Backend {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub max_pipeline: usize,
-    pub max_request_bytes: usize,
     pub slowlog: Option<Duration>,
     /// By command id: enabled by `[server] allow_commands`.
     pub allowed: Vec<bool>,
     pub max_subscriber_output: usize,
     pub max_keys_reply: usize,
+    /// Bounds of one request.
+    pub request: crate::protocol::request::RequestLimits,
+    /// `[server] client_idle_timeout_ms`, if on.
+    pub idle_timeout: Option<Duration>,
+    /// `[server] client_output_limit_bytes`, if on.
+    pub output_limit: Option<usize>,
 }
 
 impl Default for Settings {
@@ -220,11 +225,15 @@ impl Default for Settings {
         use crate::config::limits;
         Settings {
             max_pipeline: limits::MAX_PIPELINE as usize,
-            max_request_bytes: limits::MAX_REQUEST_BYTES as usize,
             slowlog: None,
             allowed: vec![false; crate::protocol::command::COMMANDS.len()],
             max_subscriber_output: limits::MAX_SUBSCRIBER_OUTPUT_BYTES as usize,
             max_keys_reply: limits::MAX_KEYS_REPLY as usize,
+            request: crate::protocol::request::RequestLimits::with_request_bytes(
+                limits::MAX_REQUEST_BYTES as usize,
+            ),
+            idle_timeout: None,
+            output_limit: None,
         }
     }
 }

@@ -94,6 +94,10 @@ impl Config {
                 "allow_commands": s.allow_commands,
                 "max_subscriber_output_bytes": s.max_subscriber_output_bytes,
                 "max_keys_reply": s.max_keys_reply,
+                "max_inline_bytes": s.max_inline_bytes,
+                "max_multibulk_length": s.max_multibulk_length,
+                "client_idle_timeout_ms": s.client_idle_timeout.map_or(0, ms),
+                "client_output_limit_bytes": s.client_output_limit_bytes.unwrap_or(0),
             },
             "admin": {
                 "listen": self.admin.listen.to_string(),

@@ -66,6 +66,10 @@ pub mod limits {
     pub const TLS_HANDSHAKE_TIMEOUT_MS: i64 = 5000;
     /// Default `server.max_keys_reply`.
     pub const MAX_KEYS_REPLY: i64 = 1_000_000;
+    /// Default `server.max_inline_bytes`, as Redis's `PROTO_INLINE_MAX_SIZE`.
+    pub const MAX_INLINE_BYTES: i64 = 64 * 1024;
+    /// Default `server.max_multibulk_length`.
+    pub const MAX_MULTIBULK_LENGTH: i64 = 1024 * 1024;
     /// Largest backend `weight`.
     pub const MAX_WEIGHT: i64 = 1_000_000;
     /// Most backends in a pool (maglev's 65537-slot table stays balanced within a few %).
@@ -115,6 +119,15 @@ pub struct ServerConfig {
     pub max_subscriber_output_bytes: usize,
     /// Most keys a KEYS reply may merge; more is an error that points to SCAN.
     pub max_keys_reply: usize,
+    /// Longest inline command line, and longest `*N`/`$N` header line of a request.
+    pub max_inline_bytes: usize,
+    /// Most arguments in one request.
+    pub max_multibulk_length: usize,
+    /// Close a client that neither sent nor read anything for this long; `None` is off.
+    /// Blocked and subscribed clients are exempt, as in Redis.
+    pub client_idle_timeout: Option<Duration>,
+    /// Close a client whose unwritten replies exceed this many bytes; `None` is off.
+    pub client_output_limit_bytes: Option<usize>,
 }
 
 /// `[server.tls]`: the files and settings, and what was loaded from them when the
@@ -391,6 +404,16 @@ impl Config {
             s.max_subscriber_output_bytes
         );
         let _ = writeln!(out, "  max_keys_reply           {}", s.max_keys_reply);
+        let _ = writeln!(out, "  max_inline_bytes         {}", s.max_inline_bytes);
+        let _ = writeln!(out, "  max_multibulk_length     {}", s.max_multibulk_length);
+        let idle = s
+            .client_idle_timeout
+            .map_or("off".to_string(), |d| format!("{} ms", d.as_millis()));
+        let _ = writeln!(out, "  client_idle_timeout      {idle}");
+        let output = s
+            .client_output_limit_bytes
+            .map_or("off".to_string(), |n| n.to_string());
+        let _ = writeln!(out, "  client_output_limit      {output}");
         let _ = writeln!(out, "[admin]");
         let _ = writeln!(out, "  listen                   {}", self.admin.listen);
         let _ = writeln!(

@@ -28,6 +28,10 @@ pub(super) struct RawServer {
     pub allow_commands: Option<Vec<String>>,
     pub max_subscriber_output_bytes: Option<i64>,
     pub max_keys_reply: Option<i64>,
+    pub max_inline_bytes: Option<i64>,
+    pub max_multibulk_length: Option<i64>,
+    pub client_idle_timeout_ms: Option<i64>,
+    pub client_output_limit_bytes: Option<i64>,
 }
 
 /// `[server.tls]`.

@@ -181,6 +181,40 @@ fn server(p: &mut Problems, raw: Option<RawServer>) -> ServerConfig {
         1,
         max,
     );
+    let max_inline = p.int(
+        "server.max_inline_bytes",
+        raw.max_inline_bytes,
+        limits::MAX_INLINE_BYTES,
+        64,
+        max,
+    );
+    let max_multibulk = p.int(
+        "server.max_multibulk_length",
+        raw.max_multibulk_length,
+        limits::MAX_MULTIBULK_LENGTH,
+        1,
+        i64::from(i32::MAX),
+    );
+    let idle = p.int(
+        "server.client_idle_timeout_ms",
+        raw.client_idle_timeout_ms,
+        0,
+        0,
+        max,
+    );
+    let output_limit = p.int(
+        "server.client_output_limit_bytes",
+        raw.client_output_limit_bytes,
+        0,
+        0,
+        max,
+    );
+    if output_limit > 0 && output_limit < 1024 {
+        p.add(
+            "server.client_output_limit_bytes",
+            "must be 0 (off) or at least 1024",
+        );
+    }
     let mut allow_commands = Vec::new();
     for (i, name) in raw
         .allow_commands
@@ -216,6 +250,10 @@ fn server(p: &mut Problems, raw: Option<RawServer>) -> ServerConfig {
         allow_commands,
         max_subscriber_output_bytes: to_usize(max_subscriber_output),
         max_keys_reply: to_usize(max_keys_reply),
+        max_inline_bytes: to_usize(max_inline),
+        max_multibulk_length: to_usize(max_multibulk),
+        client_idle_timeout: (idle > 0).then(|| Duration::from_millis(idle as u64)),
+        client_output_limit_bytes: (output_limit > 0).then(|| to_usize(output_limit)),
     }
 }
 

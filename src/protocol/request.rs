@@ -10,10 +10,33 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::ProtocolError;
 
-/// Longest header line or inline command, as in Redis (`PROTO_INLINE_MAX_SIZE`).
+/// Default longest header line or inline command, as in Redis (`PROTO_INLINE_MAX_SIZE`);
+/// `[server] max_inline_bytes` changes it.
 pub const MAX_INLINE_BYTES: usize = 64 * 1024;
-/// Most arguments in one multibulk request, as in Redis.
+/// Default most arguments in one multibulk request; `[server] max_multibulk_length` changes it.
 pub const MAX_ARGS: usize = 1024 * 1024;
+
+/// What one request may be: its bytes, its inline line or header line, its argument count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Largest request in bytes (bulk strings and framing).
+    pub request_bytes: usize,
+    /// Longest inline command line, and longest `*N` or `$N` header line.
+    pub inline_bytes: usize,
+    /// Most arguments (`*N`).
+    pub args: usize,
+}
+
+impl RequestLimits {
+    /// The default inline and argument bounds with `request_bytes`.
+    pub const fn with_request_bytes(request_bytes: usize) -> Self {
+        Self {
+            request_bytes,
+            inline_bytes: MAX_INLINE_BYTES,
+            args: MAX_ARGS,
+        }
+    }
+}
 
 /// One complete request found at the start of the buffer.
 #[derive(Debug, PartialEq, Eq)]
@@ -39,6 +62,8 @@ pub struct RequestParser {
     args: Vec<Range<usize>>,
     state: State,
     max_request_bytes: usize,
+    max_inline: usize,
+    max_args: usize,
     /// Total bytes the current frame needs, once known (for buffer reservation).
     want: usize,
 }
@@ -46,10 +71,17 @@ pub struct RequestParser {
 impl RequestParser {
     /// A parser that refuses single requests larger than `max_request_bytes`.
     pub fn new(max_request_bytes: usize) -> Self {
+        Self::with_limits(RequestLimits::with_request_bytes(max_request_bytes))
+    }
+
+    /// A parser that refuses requests past any of `limits`.
+    pub fn with_limits(limits: RequestLimits) -> Self {
         Self {
             args: Vec::with_capacity(16),
             state: State::Start,
-            max_request_bytes,
+            max_request_bytes: limits.request_bytes,
+            max_inline: limits.inline_bytes,
+            max_args: limits.args,
             want: 0,
         }
     }
@@ -77,14 +109,17 @@ impl RequestParser {
                     return self.parse_inline(buf);
                 }
                 let Some(line_end) = find_crlf(buf, 1) else {
-                    if buf.len() > MAX_INLINE_BYTES {
+                    if buf.len() > self.max_inline {
                         return Err(ProtocolError::TooBigCount);
                     }
                     return Ok(None);
                 };
+                if line_end > self.max_inline {
+                    return Err(ProtocolError::TooBigCount);
+                }
                 let count =
                     parse_int(&buf[1..line_end]).ok_or(ProtocolError::InvalidMultibulkLength)?;
-                if count > MAX_ARGS as i64 {
+                if count > self.max_args as i64 {
                     return Err(ProtocolError::InvalidMultibulkLength);
                 }
                 if count <= 0 {
@@ -103,12 +138,16 @@ impl RequestParser {
                 return Err(ProtocolError::ExpectedBulk(marker as char));
             }
             let Some(line_end) = find_crlf(buf, pos + 1) else {
-                if buf.len() - pos > MAX_INLINE_BYTES {
+                if buf.len() - pos > self.max_inline {
                     self.reset();
                     return Err(ProtocolError::TooBigBulkCount);
                 }
                 return self.incomplete(expected, pos);
             };
+            if line_end - pos > self.max_inline {
+                self.reset();
+                return Err(ProtocolError::TooBigBulkCount);
+            }
             let len = match parse_int(&buf[pos + 1..line_end]) {
                 Some(n) if n >= 0 => n as usize,
                 _ => {
@@ -153,7 +192,7 @@ impl RequestParser {
 
     fn parse_inline(&mut self, buf: &[u8]) -> Result<Option<Request>, ProtocolError> {
         let Some(nl) = memchr::memchr(b'\n', buf) else {
-            if buf.len() > MAX_INLINE_BYTES {
+            if buf.len() > self.max_inline {
                 return Err(ProtocolError::TooBigInline);
             }
             if buf.len() > self.max_request_bytes {
@@ -161,6 +200,10 @@ impl RequestParser {
             }
             return Ok(None);
         };
+        // However it arrived (in one read or many), a line longer than the bound is refused.
+        if nl > self.max_inline {
+            return Err(ProtocolError::TooBigInline);
+        }
         // An inline request is bounded like a multibulk one, newline included.
         if nl + 1 > self.max_request_bytes {
             return Err(ProtocolError::TooLarge(self.max_request_bytes));

@@ -156,8 +156,9 @@ static ROUTES: &[(&str, Kind)] = &[
     ("lolwut", Kind::First),
     ("role", Kind::First),
     ("pfselftest", Kind::First),
-    // administration: refused unless enabled in [server] allow_commands
-    ("config|get", guarded(Allowed::First)),
+    // administration: CONFIG GET is a read of the first backend; the rest is refused unless
+    // enabled in [server] allow_commands
+    ("config|get", Kind::First),
     ("config|set", guarded(Allowed::Broadcast(Merge::AllOk))),
     ("config|resetstat", guarded(Allowed::Broadcast(Merge::AllOk))),
     ("config|rewrite", guarded(Allowed::Broadcast(Merge::AllOk))),

@@ -33,6 +33,7 @@
 //! # Modes
 //! See [`mode`]: normal, transaction (MULTI), subscribed, blocked.
 
+mod bounds;
 mod dispatch;
 pub mod info;
 mod local;
@@ -60,8 +61,8 @@ use crate::protocol::reply::{is_error, put_error};
 use crate::protocol::request::{Request, RequestParser};
 use crate::state::ProxyState;
 pub use crate::state::{ClientEntry, Clients};
-use mode::Mode;
-use pending::{MergeEnv, Pending, Then};
+use bounds::{IdleTimer, READ_MIN, ReadSize, idle_fired, reserve_read};
+use pending::{MergeEnv, Pending, Then, next_random};
 use subscribe::Subscriptions;
 use transaction::{Transaction, Watch};
 
@@ -70,26 +71,6 @@ pub const MAX_OUTPUT: usize = 1024 * 1024;
 /// The reply to each command still waiting for a backend when the shutdown grace runs out.
 const ABANDONED: &[u8] =
     b"-ERR shardis is shutting down: no reply from the backend within the shutdown grace\r\n";
-/// Least free space kept in the read buffer before a read.
-const READ_RESERVE: usize = 16 * 1024;
-/// A read buffer larger than this is released once it is empty.
-const IDLE_READ_BUFFER: usize = 64 * 1024;
-
-/// Makes room for the next read: at least [`READ_RESERVE`], the rest of a large frame whose
-/// size is known, and otherwise as much again as is buffered, so that a buffer that holds a
-/// long pipeline grows geometrically instead of being copied for every read.
-fn reserve_read(rbuf: &mut BytesMut, parser: &RequestParser) {
-    let spare = rbuf.capacity() - rbuf.len();
-    let want = parser
-        .want()
-        .saturating_sub(rbuf.len())
-        .max(READ_RESERVE)
-        .max(rbuf.len().min(MAX_OUTPUT * 16));
-    if spare < READ_RESERVE || spare < parser.want().saturating_sub(rbuf.len()) {
-        rbuf.reserve(want);
-    }
-}
-
 /// What every session shares.
 pub struct Context {
     /// The live routing table (ring, backends, settings), swapped by reloads.
@@ -178,6 +159,9 @@ pub struct Session {
     rng: u64,
     /// Why the proxy dropped the client, if it did.
     evicted: Option<&'static str>,
+    /// Bytes of complete replies in `pending` (not yet in `wbuf`): with `wbuf`, the client's
+    /// output that `client_output_limit_bytes` bounds.
+    held: usize,
 }
 
 /// Serves one client until it disconnects, sends QUIT, breaks the protocol, or shutdown
@@ -188,19 +172,29 @@ pub async fn run(stream: Stream, ctx: Arc<Context>, id: u64, mut shutdown: watch
     let (mut session, mut rx) = Session::new(ctx.clone(), client.clone());
     session.closing = *shutdown.borrow() != Stop::No;
     let mut rbuf = BytesMut::new();
-    let mut parser = RequestParser::new(session.table.settings.max_request_bytes);
+    let mut read_size = ReadSize(READ_MIN);
+    let mut parser = RequestParser::with_limits(session.table.settings.request);
     let mut eof = false;
+    let mut idle = IdleTimer::new(session.table.settings.idle_timeout);
     let clients = ctx.metrics.clients();
     clients.connected();
     debug!(client = id, "connected");
 
     let result: io::Result<()> = loop {
-        match session.pump(&stream, &mut rbuf, &mut parser).await {
-            Ok(n) => clients.sent(n as u64),
-            Err(e) => break Err(e),
-        }
+        // Before pump: an evicted client gets nothing more (not the reply past its limit).
         if session.evicted.is_some() {
             break Ok(());
+        }
+        match session.pump(&stream, &mut rbuf, &mut parser).await {
+            Ok(n) => {
+                if n > 0
+                    && let Some(t) = idle.as_mut()
+                {
+                    t.touch();
+                }
+                clients.sent(n as u64);
+            }
+            Err(e) => break Err(e),
         }
         if eof && session.blocked.is_some() {
             // Gone while blocked: as Redis does, the blocked command is dropped (its
@@ -225,18 +219,38 @@ pub async fn run(stream: Stream, ctx: Arc<Context>, id: u64, mut shutdown: watch
                 if let Err(e) = ready {
                     break Err(e);
                 }
-                reserve_read(&mut rbuf, &parser);
+                let offered = reserve_read(&mut rbuf, &parser, read_size);
                 match read_once(&stream, &mut rbuf) {
                     Ok(0) => eof = true,
-                    Ok(n) => clients.received(n as u64),
+                    Ok(n) => {
+                        read_size.after_read(n, offered);
+                        if let Some(t) = idle.as_mut() {
+                            t.touch();
+                        }
+                        clients.received(n as u64);
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => break Err(e),
                 }
             }
             ready = stream.writable(), if !session.wbuf.is_empty() => {
                 match ready.and_then(|()| write_front(&stream, &mut session.wbuf)) {
-                    Ok(n) => clients.sent(n as u64),
+                    Ok(n) => {
+                        if n > 0
+                            && let Some(t) = idle.as_mut()
+                        {
+                            t.touch();
+                        }
+                        clients.sent(n as u64);
+                    }
                     Err(e) => break Err(e),
+                }
+            }
+            () = idle_fired(&mut idle), if idle.is_some() => {
+                let exempt = session.idle_exempt();
+                if idle.as_mut().is_some_and(|t| t.expired(exempt)) {
+                    session.evict("idle timeout", "idle_timeout");
+                    break Ok(());
                 }
             }
             () = client.killed() => break Ok(()),
@@ -251,8 +265,8 @@ pub async fn run(stream: Stream, ctx: Arc<Context>, id: u64, mut shutdown: watch
                 }
             },
         }
-        if rbuf.is_empty() && rbuf.capacity() > IDLE_READ_BUFFER {
-            // A burst grew the buffer; an idle client should not keep it.
+        if rbuf.is_empty() && rbuf.capacity() > 4 * read_size.0 {
+            // A burst grew the buffer and reads are small again: do not keep it.
             rbuf = BytesMut::new();
         }
     };
@@ -301,6 +315,7 @@ impl Session {
             reply_mode: ReplyMode::On,
             silent: VecDeque::new(),
             evicted: None,
+            held: 0,
         };
         (session, rx)
     }
@@ -335,7 +350,7 @@ impl Session {
     /// How much input may be buffered before the session stops reading: `max_request_bytes`,
     /// or more while the frame being read needs it.
     fn input_bound(&self, parser: &RequestParser) -> usize {
-        self.table.settings.max_request_bytes.max(parser.want())
+        self.table.settings.request.request_bytes.max(parser.want())
     }
 
     /// Serves every complete command in `rbuf` (up to `max_pipeline` in flight) and removes
@@ -390,19 +405,6 @@ impl Session {
         &mut self.wbuf
     }
 
-    /// What the session is doing, for admitting commands.
-    fn mode(&self) -> Mode {
-        if self.blocked.is_some() {
-            Mode::Blocked
-        } else if self.multi.is_some() {
-            Mode::Transaction
-        } else if self.subs.as_ref().is_some_and(|s| s.count() > 0) {
-            Mode::Subscribed
-        } else {
-            Mode::Normal
-        }
-    }
-
     /// Sequence number the next command gets.
     fn next_seq(&self) -> u64 {
         self.base_seq + self.pending.len() as u64
@@ -429,6 +431,7 @@ impl Session {
     /// Queues a reply that is already complete (local answers, errors).
     fn push_ready(&mut self, reply: Bytes) {
         self.note_reply_mode();
+        self.held += reply.len();
         self.pending.push_back(Pending::Ready(reply));
     }
 
@@ -458,7 +461,12 @@ impl Session {
             }
             self.base_seq += 1;
             match frame {
-                Some(Pending::Ready(reply)) if !silent => self.wbuf.extend_from_slice(&reply),
+                Some(Pending::Ready(reply)) => {
+                    self.held = self.held.saturating_sub(reply.len());
+                    if !silent {
+                        self.wbuf.extend_from_slice(&reply);
+                    }
+                }
                 Some(Pending::Push(message)) => {
                     self.wbuf.extend_from_slice(&message);
                     if let Some(subs) = &self.subs {
@@ -556,8 +564,14 @@ impl Session {
         if let Some(entry) = self.pending.get_mut(index as usize) {
             // Replacing the entry drops its lease, if it held one: the exclusive connection
             // goes back to its pool.
+            self.held += done.len();
             *entry = Pending::Ready(done);
             self.awaiting -= 1;
+            if let Some(limit) = self.table.settings.output_limit
+                && self.held + self.wbuf.len() > limit
+            {
+                self.evict("output buffer limit reached", "output_limit");
+            }
         }
     }
 
@@ -577,12 +591,4 @@ impl Session {
             info!(target: "shardis::slowlog", command = name, backend, duration_us = elapsed.as_micros() as u64, "slow command");
         }
     }
-}
-
-/// xorshift64*: a cheap, good-enough random number for RANDOMKEY's pick.
-fn next_random(state: &mut u64) -> u64 {
-    *state ^= *state >> 12;
-    *state ^= *state << 25;
-    *state ^= *state >> 27;
-    state.wrapping_mul(0x2545_F491_4F6C_DD1D)
 }

@@ -12,6 +12,8 @@
 use crate::protocol::command::{Command, Kind, SessionCmd};
 use crate::protocol::out::Proto;
 
+use super::Session;
+
 /// What the session is doing, as far as admitting a command goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -38,6 +40,21 @@ pub fn subscribed_admits(proto: Proto, cmd: &Command) -> Result<(), String> {
              are allowed in this context",
             cmd.name
         ))
+    }
+}
+
+impl Session {
+    /// What the session is doing, for admitting commands.
+    pub(super) fn mode(&self) -> Mode {
+        if self.blocked.is_some() {
+            Mode::Blocked
+        } else if self.multi.is_some() {
+            Mode::Transaction
+        } else if self.subs.as_ref().is_some_and(|s| s.count() > 0) {
+            Mode::Subscribed
+        } else {
+            Mode::Normal
+        }
     }
 }
 

@@ -362,6 +362,14 @@ fn info_text(reply: &[u8]) -> Option<&[u8]> {
     })
 }
 
+/// xorshift64*: a cheap, good-enough random number for RANDOMKEY's pick.
+pub(super) fn next_random(state: &mut u64) -> u64 {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -145,6 +145,7 @@ impl Session {
         let reply = reply.freeze();
         // Like Redis, CLIENT REPLY OFF does not silence pub/sub confirmations (nor messages).
         self.pending.push_back(if left == 0 {
+            self.held += reply.len();
             Pending::Ready(reply)
         } else {
             Pending::Subscribe { reply, left }
@@ -161,6 +162,7 @@ impl Session {
         {
             *left = left.saturating_sub(1);
             if *left == 0 {
+                self.held += reply.len();
                 *entry = Pending::Ready(reply.clone());
             }
         }
@@ -205,7 +207,10 @@ impl Session {
             out.integer(subs.reply_count(kind));
         }
         self.ctx.metrics.command(id).record(now.elapsed(), true);
-        self.pending.push_back(Pending::Ready(reply.freeze()));
+        // Not `push_ready`: CLIENT REPLY OFF does not silence pub/sub confirmations.
+        let reply = reply.freeze();
+        self.held += reply.len();
+        self.pending.push_back(Pending::Ready(reply));
     }
 
     /// PUBLISH and SPUBLISH: to the backend the channel hashes to.
