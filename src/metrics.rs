@@ -509,6 +509,9 @@ mod tests {
             c.sent(40);
             slow_subscriber();
             client_disconnect("idle_timeout");
+            tls_handshake_failed(false);
+            tls_handshake_failed(true);
+            tls_handshake_failed(true);
             config_reload(true);
             config_reload(false);
             config_info("abc", None);
@@ -528,6 +531,8 @@ mod tests {
         }
         for line in [
             r#"shardis_commands_total{command="get",result="ok"} 3"#,
+            r#"shardis_client_tls_handshake_errors_total{reason="error"} 1"#,
+            r#"shardis_client_tls_handshake_errors_total{reason="timeout"} 2"#,
             r#"shardis_commands_total{command="get",result="error"} 0"#,
             r#"shardis_commands_total{command="set",result="error"} 1"#,
             r#"shardis_commands_total{command="unknown",result="ok"} 2"#,
