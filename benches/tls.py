@@ -11,7 +11,9 @@ Targets, all over the same kind of backends (4 redis-servers each):
   redis-tls    one redis-server, TLS port
 Two shardis processes serve the four shardis targets (one per kind of backend), each with a
 TLS listener and a plain_listen beside it, so client-side TLS is the only difference between
-plain and client-tls. Runs are interleaved round by round (A B C ... A B C ...), medians.
+plain and client-tls. Runs are interleaved round by round (A B C ... A B C ...), medians;
+besides rps, the shardis process's CPU time per request (from /proc), which a busy machine
+disturbs much less.
 
 Certificates (a CA, and one certificate for 127.0.0.1 used by shardis and the redis-servers)
 are made with the openssl command-line tool, for this script only: shardis itself uses rustls.
@@ -98,8 +100,8 @@ def start_redis_tls(procs: Processes, name: str, certs: dict) -> int:
 
 
 def start_shardis(procs: Processes, name: str, binary: Path, args: list[str], backends: list[int],
-                  certs: dict, backend_tls: bool) -> tuple[int, int]:
-    """A shardis with a TLS listener and a plain_listen; returns (tls port, plain port)."""
+                  certs: dict, backend_tls: bool) -> tuple[int, int, int]:
+    """A shardis with a TLS listener and a plain_listen; returns (tls port, plain port, pid)."""
     port, plain, admin = free_ports(3)
     servers = ",\n".join(f'  {{ name = "s{i}", address = "{HOST}:{p}" }}' for i, p in enumerate(backends, 1))
     pool_tls = f'tls = true\ntls_ca = "{certs["ca"]}"\n' if backend_tls else ""
@@ -125,11 +127,12 @@ hash_tag = "{{}}"
     p, log = procs.start(name, [str(binary), "--config", str(cfg), *args])
     wait_ping(name, plain, p, log, None)
     wait_ping(name, port, p, log, certs)
-    return port, plain
+    return port, plain, p.pid
 
 
-def bench(port: int, workload: str, tls: bool, certs: dict, args) -> float | None:
-    """One redis-benchmark run; the median of its tests' rps (GET and SET), or None."""
+def bench(port: int, workload: str, tls: bool, certs: dict, args) -> tuple[float, int] | None:
+    """One redis-benchmark run: the mean of its tests' rps (GET and SET) and how many
+    requests it sent in all; None when it failed."""
     argv = [
         "redis-benchmark", "-h", HOST, "-p", str(port), "-n", str(args.requests),
         "-r", "100000", "-d", "64", "--csv", *load.WORKLOADS[workload][1],
@@ -152,7 +155,7 @@ def bench(port: int, workload: str, tls: bool, certs: dict, args) -> float | Non
     if not rps:
         print(f"tls: no results for {workload} on port {port}: {r.stderr.strip()[:300]}", file=sys.stderr)
         return None
-    return statistics.mean(rps)
+    return statistics.mean(rps), args.requests * len(rps)
 
 
 def main(argv) -> int:
@@ -185,23 +188,35 @@ def main(argv) -> int:
     extra = args.shardis_args.split()
     plain_backends = [load.start_redis(procs, f"redis-p{i}") for i in range(args.backends)]
     tls_backends = [start_redis_tls(procs, f"redis-t{i}", certs) for i in range(args.backends)]
-    a_tls, a_plain = start_shardis(procs, "shardis-a", args.shardis_bin, extra, plain_backends, certs, False)
-    b_tls, b_plain = start_shardis(procs, "shardis-b", args.shardis_bin, extra, tls_backends, certs, True)
+    a_tls, a_plain, a_pid = start_shardis(procs, "shardis-a", args.shardis_bin, extra, plain_backends, certs, False)
+    b_tls, b_plain, b_pid = start_shardis(procs, "shardis-b", args.shardis_bin, extra, tls_backends, certs, True)
     ref_plain = load.start_redis(procs, "redis-ref")
     ref_tls = start_redis_tls(procs, "redis-ref-tls", certs)
     ports = {"plain": a_plain, "client-tls": a_tls, "backend-tls": b_plain, "both-tls": b_tls,
              "redis": ref_plain, "redis-tls": ref_tls}
+    # The shardis process each target runs through: its CPU time per request is the proxy's
+    # cost, much steadier than rps on a shared machine.
+    pids = {"plain": a_pid, "client-tls": a_pid, "backend-tls": b_pid, "both-tls": b_pid}
 
     load_avg = os.getloadavg()
     started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     results: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
     for rnd in range(1, args.rounds + 1):
         for w in workloads:
             for t in TARGETS:
-                rps = bench(ports[t], w, t in TLS_PORTS, certs, args)
-                if rps is not None:
-                    results.setdefault((w, t), []).append(rps)
-                print(f"round {rnd} {w:<9} {t:<12} {rps or 0:>10.0f} rps", file=sys.stderr)
+                before = load.cpu_seconds([pids[t]]) if t in pids else 0.0
+                got = bench(ports[t], w, t in TLS_PORTS, certs, args)
+                if got is None:
+                    continue
+                rps, requests = got
+                results.setdefault((w, t), []).append(rps)
+                us = ""
+                if t in pids:
+                    per = (load.cpu_seconds([pids[t]]) - before) / requests * 1e6
+                    cpu.setdefault((w, t), []).append(per)
+                    us = f"  {per:6.2f} us CPU/request"
+                print(f"round {rnd} {w:<9} {t:<12} {rps:>10.0f} rps{us}", file=sys.stderr)
 
     head = (f"{started}, {os.cpu_count()} CPUs, load average at start {load_avg[0]:.1f}, "
             f"{args.requests} requests per run, {args.rounds} rounds, medians of GET/SET rps")
@@ -212,13 +227,20 @@ def main(argv) -> int:
         for t in TARGETS:
             got = results.get((w, t))
             if not got:
-                rows.append((load.WORKLOADS[w][0], t, "-", "-"))
+                rows.append((load.WORKLOADS[w][0], t, "-", "-", "-", "-"))
                 continue
             med = statistics.median(got)
             against = ref if t.startswith("redis") else base
             ratio = f"{med / statistics.median(against):.2f}" if against else "-"
-            rows.append((load.WORKLOADS[w][0], t, f"{med:,.0f}", ratio))
-    headers = ("workload", "target", "rps (median)", "vs plain")
+            us, us_ratio = "-", "-"
+            if cpu.get((w, t)):
+                us_med = statistics.median(cpu[(w, t)])
+                us = f"{us_med:.2f}"
+                if cpu.get((w, "plain")):
+                    us_ratio = f"{us_med / statistics.median(cpu[(w, 'plain')]):.2f}"
+            rows.append((load.WORKLOADS[w][0], t, f"{med:,.0f}", ratio, us, us_ratio))
+    headers = ("workload", "target", "rps (median)", "rps vs plain", "shardis CPU us/req",
+               "CPU vs plain")
     print(head)
     print(load.render_text(headers, rows, 2))
     if args.markdown:

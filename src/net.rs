@@ -26,12 +26,17 @@ use tokio::net::{TcpStream, UnixStream};
 #[derive(Debug)]
 pub enum Stream {
     Tcp(TcpStream),
-    /// The relayed end of a TLS connection, with the addresses of the TCP connection under it.
-    Relayed {
-        sock: UnixStream,
-        peer: SocketAddr,
-        local: SocketAddr,
-    },
+    /// The relayed end of a TLS connection. Boxed so that a plain connection's `Stream` is no
+    /// bigger than its `TcpStream` plus the tag.
+    Relayed(Box<Relayed>),
+}
+
+/// The relayed end of a TLS connection, with the addresses of the TCP connection under it.
+#[derive(Debug)]
+pub struct Relayed {
+    pub sock: UnixStream,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
 }
 
 /// What [`read_once`] and [`write_front`] need from a socket: both kinds have it.
@@ -72,7 +77,7 @@ impl Stream {
     pub async fn readable(&self) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.readable().await,
-            Stream::Relayed { sock, .. } => sock.readable().await,
+            Stream::Relayed(r) => r.sock.readable().await,
         }
     }
 
@@ -81,7 +86,7 @@ impl Stream {
     pub async fn writable(&self) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.writable().await,
-            Stream::Relayed { sock, .. } => sock.writable().await,
+            Stream::Relayed(r) => r.sock.writable().await,
         }
     }
 
@@ -89,7 +94,7 @@ impl Stream {
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.try_read(buf),
-            Stream::Relayed { sock, .. } => sock.try_read(buf),
+            Stream::Relayed(r) => r.sock.try_read(buf),
         }
     }
 
@@ -97,7 +102,7 @@ impl Stream {
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         match self {
             Stream::Tcp(s) => s.peer_addr(),
-            Stream::Relayed { peer, .. } => Ok(*peer),
+            Stream::Relayed(r) => Ok(r.peer),
         }
     }
 
@@ -105,7 +110,7 @@ impl Stream {
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         match self {
             Stream::Tcp(s) => s.local_addr(),
-            Stream::Relayed { local, .. } => Ok(*local),
+            Stream::Relayed(r) => Ok(r.local),
         }
     }
 
@@ -113,13 +118,13 @@ impl Stream {
     pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.set_nodelay(on),
-            Stream::Relayed { .. } => Ok(()),
+            Stream::Relayed(_) => Ok(()),
         }
     }
 
     /// True for the relayed end of a TLS connection.
     pub fn is_tls(&self) -> bool {
-        matches!(self, Stream::Relayed { .. })
+        matches!(self, Stream::Relayed(_))
     }
 }
 
@@ -132,7 +137,7 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Relayed { sock, .. } => Pin::new(sock).poll_read(cx, buf),
+            Stream::Relayed(r) => Pin::new(&mut r.sock).poll_read(cx, buf),
         }
     }
 }
@@ -145,21 +150,21 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Relayed { sock, .. } => Pin::new(sock).poll_write(cx, buf),
+            Stream::Relayed(r) => Pin::new(&mut r.sock).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Stream::Relayed { sock, .. } => Pin::new(sock).poll_flush(cx),
+            Stream::Relayed(r) => Pin::new(&mut r.sock).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Relayed { sock, .. } => Pin::new(sock).poll_shutdown(cx),
+            Stream::Relayed(r) => Pin::new(&mut r.sock).poll_shutdown(cx),
         }
     }
 }
@@ -171,7 +176,7 @@ impl AsyncWrite for Stream {
 pub fn read_once(sock: &Stream, buf: &mut BytesMut) -> io::Result<usize> {
     match sock {
         Stream::Tcp(s) => read_once_on(s, buf),
-        Stream::Relayed { sock, .. } => read_once_on(sock, buf),
+        Stream::Relayed(r) => read_once_on(&r.sock, buf),
     }
 }
 
@@ -200,7 +205,7 @@ fn read_once_on(sock: &impl Readiness, buf: &mut BytesMut) -> io::Result<usize> 
 pub fn write_front(sock: &Stream, buf: &mut BytesMut) -> io::Result<usize> {
     let wrote = match sock {
         Stream::Tcp(s) => write_once(s, buf),
-        Stream::Relayed { sock, .. } => write_once(sock, buf),
+        Stream::Relayed(r) => write_once(&r.sock, buf),
     };
     match wrote {
         Ok(n) => {
@@ -249,4 +254,20 @@ pub async fn drain_before_close(stream: &mut TcpStream, limit: usize, deadline: 
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_stream_costs_no_more_than_its_socket_and_a_tag() {
+        assert!(
+            std::mem::size_of::<Stream>()
+                <= std::mem::size_of::<TcpStream>() + std::mem::size_of::<usize>(),
+            "Stream is {} bytes, TcpStream {}",
+            std::mem::size_of::<Stream>(),
+            std::mem::size_of::<TcpStream>()
+        );
+    }
 }

@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::{ClientTls, ServerTls};
-use crate::net::Stream;
+use crate::net::{Relayed, Stream};
 
 /// Bytes copied per read in each direction: one whole TLS record's worth of plaintext.
 const RELAY_BUFFER: usize = 16 * 1024;
@@ -45,11 +45,11 @@ pub async fn accept(tcp: TcpStream, tls: &ServerTls) -> Result<Stream, Handshake
     };
     let (inner, outer) = UnixStream::pair().map_err(HandshakeError::Socket)?;
     tokio::spawn(relay(conn, outer));
-    Ok(Stream::Relayed {
+    Ok(Stream::Relayed(Box::new(Relayed {
         sock: inner,
         peer,
         local,
-    })
+    })))
 }
 
 /// Runs the client side of the TLS handshake to a backend (the caller bounds its time) and
@@ -65,11 +65,11 @@ pub async fn connect(
     let conn = tls.connector.connect(name, tcp).await?;
     let (inner, outer) = UnixStream::pair()?;
     tokio::spawn(relay(conn, outer));
-    Ok(Stream::Relayed {
+    Ok(Stream::Relayed(Box::new(Relayed {
         sock: inner,
         peer,
         local,
-    })
+    })))
 }
 
 /// Copies between a TLS stream and the outer end of a socket pair until the inner end is
