@@ -13,7 +13,8 @@
 //! [`state`] (proxy-wide counters and backend health), [`admin`] (HTTP: /metrics, /healthz,
 //! /readyz, /status and the /admin API), [`control`] (what the /admin API acts on),
 //! [`metrics`] (metric names and handles), [`tls`] (rustls on the client listener and to the
-//! backends).
+//! backends), [`workers`] (thread-per-core runtimes: a session and the backend links it uses
+//! live on one thread).
 
 pub mod admin;
 pub mod backend;
@@ -29,3 +30,4 @@ pub mod session;
 pub mod state;
 pub mod tls;
 pub mod topology;
+pub mod workers;

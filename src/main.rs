@@ -209,11 +209,7 @@ fn run(cli: &Cli) -> ExitCode {
         .threads
         .or_else(|| std::thread::available_parallelism().ok())
         .map_or(1, NonZeroUsize::get);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-    {
+    let runtime = match shardis::workers::start(threads) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("shardis: cannot start the runtime: {e}");

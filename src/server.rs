@@ -24,6 +24,7 @@ use crate::session::{self, Context, Stop};
 use crate::state::ProxyState;
 use crate::tls::{HandshakeError, ServerTls};
 use crate::topology::Topology;
+use crate::workers;
 
 /// How long sessions get to write their error replies once the shutdown grace is over.
 const ABANDON_WAIT: Duration = Duration::from_millis(200);
@@ -147,25 +148,58 @@ impl Admission {
         let (ctx, stop) = (self.ctx.clone(), self.stop.clone());
         let id = self.next_id;
         self.next_id += 1;
-        match tls {
+        let failures = self.failures.clone();
+        // Round-robin over the workers (see crate::workers for why not SO_REUSEPORT). Worker 0
+        // is this thread. The TLS handshake and relay run on the session's worker too.
+        let worker = (id % workers::count() as u64) as usize;
+        match workers::handle(worker).filter(|_| worker != 0) {
             None => {
                 sessions.spawn(async move {
-                    session::run(Stream::Tcp(stream), ctx, id, stop).await;
+                    serve_client(stream, peer, tls, ctx, id, stop, &failures).await;
                     drop(permit);
                 });
             }
-            Some(tls) => {
-                let failures = self.failures.clone();
-                sessions.spawn(async move {
-                    match crate::tls::accept(stream, &tls).await {
-                        Ok(stream) => session::run(stream, ctx, id, stop).await,
-                        Err(e) => failures.failed(Some(peer), &e),
-                    }
-                    drop(permit);
-                });
+            Some(handle) => {
+                // Registered again with the worker's own reactor, so its I/O events wake the
+                // session on that thread.
+                let Ok(stream) = stream.into_std() else {
+                    return;
+                };
+                sessions.spawn_on(
+                    async move {
+                        if let Ok(stream) = TcpStream::from_std(stream) {
+                            serve_client(stream, peer, tls, ctx, id, stop, &failures).await;
+                        }
+                        drop(permit);
+                    },
+                    handle,
+                );
             }
         }
     }
+}
+
+/// Runs one client's session, after its TLS handshake when it came to the TLS listener.
+async fn serve_client(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<Arc<ServerTls>>,
+    ctx: Arc<Context>,
+    id: u64,
+    stop: watch::Receiver<Stop>,
+    failures: &HandshakeFailures,
+) {
+    let stream = match tls {
+        None => Stream::Tcp(stream),
+        Some(tls) => match crate::tls::accept(stream, &tls).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                failures.failed(Some(peer), &e);
+                return;
+            }
+        },
+    };
+    session::run(stream, ctx, id, stop).await;
 }
 
 /// Accepts on `listener`, or never when there is none.

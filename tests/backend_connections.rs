@@ -1,5 +1,6 @@
-//! Every backend sees exactly `connections_per_backend` connections from the proxy, however many
-//! clients and worker threads there are: all sessions share the pipelined links.
+//! Every backend sees exactly `threads x connections_per_backend` connections from the proxy,
+//! however many clients there are: each worker thread owns `connections_per_backend` links to
+//! each backend, shared by all the sessions it serves.
 
 mod common;
 
@@ -23,9 +24,10 @@ fn connections_stay_fixed(connections_per_backend: usize, threads: &str) {
     };
     let config = shardis_config(&backends(&redises), &extra);
     let shardis = Shardis::start_with_args(&config, &["--threads", threads]);
+    let expected = connections_per_backend * threads.parse::<usize>().expect("threads");
     for redis in &redises {
         wait_for(Duration::from_secs(10), "the links to connect", || {
-            (redis_clients(redis) == connections_per_backend).then_some(())
+            (redis_clients(redis) == expected).then_some(())
         });
     }
 
@@ -65,9 +67,9 @@ fn connections_stay_fixed(connections_per_backend: usize, threads: &str) {
         seen.push(redis_clients(redis));
     }
     assert!(
-        seen.iter().all(|&n| n == connections_per_backend),
+        seen.iter().all(|&n| n == expected),
         "backend connection counts seen with {CLIENTS} clients and --threads {threads}: {seen:?}; \
-         expected {connections_per_backend} each time"
+         expected {expected} each time"
     );
     let total: i64 = redises
         .iter()
@@ -88,4 +90,9 @@ fn three_links_per_backend_with_four_threads() {
 #[test]
 fn default_one_link_per_backend_with_two_threads() {
     connections_stay_fixed(1, "2");
+}
+
+#[test]
+fn one_thread_one_link() {
+    connections_stay_fixed(1, "1");
 }

@@ -1,7 +1,7 @@
 //! `make bench-load`'s script, `benches/load.py`, run end to end at a tiny size against the
 //! shardis binary under test, twemproxy, predixy (when its binary is there) and Redis: it must
-//! finish, report every target, keep each backend at one connection (predixy: at most one per
-//! worker thread), and account CPU per request to the processes it started. A smoke test of
+//! finish, report every target, keep each backend at a fixed number of connections (shardis:
+//! one per worker thread; predixy: at most one per worker thread), and account CPU per request to the processes it started. A smoke test of
 //! the script, not a measurement.
 
 mod common;
@@ -44,6 +44,8 @@ fn load_script_reports_every_target_and_the_cpu_each_request_cost() {
             "getset,get-c1",
             "--predixy-threads",
             "2",
+            "--shardis-args",
+            "--threads 2",
             "--json",
         ])
         .arg(&json)
@@ -90,13 +92,17 @@ fn load_script_reports_every_target_and_the_cpu_each_request_cost() {
             );
         }
     }
-    // One connection per backend before, during and after, for both proxies.
-    for proxy in ["shardis", "twemproxy"] {
+    // A fixed number of connections per backend before, during and after: twemproxy's one,
+    // and shardis's one link per worker thread (2 here).
+    for (proxy, each) in [("shardis", 2), ("twemproxy", 1)] {
         let conns = &report["connections"][proxy];
         for field in ["before", "peak", "after"] {
             let counts = conns[field].as_array().expect("connection counts");
             assert_eq!(counts.len(), 4, "{proxy} {field}");
-            assert!(counts.iter().all(|n| n == 1), "{proxy} {field}: {counts:?}");
+            assert!(
+                counts.iter().all(|n| n == each),
+                "{proxy} {field}: {counts:?}"
+            );
         }
     }
     // predixy connects lazily, at most once per worker thread (2 here) to each backend.

@@ -35,7 +35,9 @@ fn metrics(shardis: &Shardis) -> String {
     r.body
 }
 
-/// Links per backend: the `connections_per_backend` default.
+/// Links per backend: the `connections_per_backend` default, with one worker thread (each
+/// worker owns its own links; these tests pin `--threads 1` so the count does not depend on
+/// the machine's cores).
 const LINKS: u64 = 1;
 
 /// Waits until every backend has its links connected (links connect in the background).
@@ -53,7 +55,10 @@ fn wait_connected(shardis: &Shardis) {
 #[test]
 fn known_traffic_gives_exact_counts_histograms_and_gauges() {
     let redises = start_redises(3);
-    let shardis = Shardis::start(&shardis_config(&backends(&redises), ""));
+    let shardis = Shardis::start_with_args(
+        &shardis_config(&backends(&redises), ""),
+        &["--threads", "1"],
+    );
     wait_connected(&shardis);
     let mut c = shardis.client();
     // Bytes the client sent, and bytes of the replies it got.
@@ -216,7 +221,10 @@ fn encoded_len(frame: &Frame) -> usize {
 #[test]
 fn a_dead_backend_shows_everywhere_and_recovers() {
     let mut redises = start_redises(2);
-    let shardis = Shardis::start(&shardis_config(&backends(&redises), ""));
+    let shardis = Shardis::start_with_args(
+        &shardis_config(&backends(&redises), ""),
+        &["--threads", "1"],
+    );
     assert_eq!(http_get(shardis.admin, "/healthz").status, 200);
     wait_connected(&shardis);
     let ready = wait_for(Duration::from_secs(10), "both backends up", || {

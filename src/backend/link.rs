@@ -22,6 +22,13 @@ use super::{BackendState, Change, Request};
 use crate::metrics::{BackendErrorKind, BackendMetrics};
 use crate::protocol::out::Proto;
 
+/// What a link warns about, for [`Spec::first_to_warn`].
+#[derive(Clone, Copy)]
+enum Warn {
+    Ended = 0,
+    Failing = 1,
+}
+
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// A connection that lived this long resets the backoff.
@@ -87,6 +94,10 @@ pub struct Spec {
     pub moves: watch::Sender<u64>,
     /// The addresses the host name resolved to last (for the DNS refresh to compare).
     pub resolved: std::sync::Mutex<Vec<std::net::SocketAddr>>,
+    /// When one of this backend's links last logged that its connection ended, and that
+    /// connecting failed (ms since the first): with a link per worker, an outage ends or
+    /// fails them all at once, and it is said once.
+    warned: [std::sync::atomic::AtomicU64; 2],
 }
 
 impl Spec {
@@ -110,7 +121,27 @@ impl Spec {
             events: None,
             moves: watch::channel(0).0,
             resolved: std::sync::Mutex::new(Vec::new()),
+            warned: Default::default(),
         }
+    }
+
+    /// True for the first of this backend's links to report a problem within a second (it
+    /// logs at warn; the others at debug).
+    fn first_to_warn(&self, what: Warn) -> bool {
+        let warned = &self.warned[what as usize];
+        use std::sync::atomic::Ordering;
+        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        // +1: 0 means never.
+        let now = EPOCH
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis() as u64
+            + 1;
+        let last = warned.load(Ordering::Relaxed);
+        (last == 0 || now.saturating_sub(last) >= 1000)
+            && warned
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Tells every connection of this backend to move to the addresses its name resolves to
@@ -213,7 +244,11 @@ pub async fn run(spec: Arc<Spec>, proto: Proto, mut rx: mpsc::Receiver<Request>)
                         continue;
                     }
                     End::Failed(kind, msg) => {
-                        warn!(backend = %spec.name, "connection ended: {msg}");
+                        if spec.first_to_warn(Warn::Ended) {
+                            warn!(backend = %spec.name, "connection ended: {msg}");
+                        } else {
+                            debug!(backend = %spec.name, "connection ended: {msg}");
+                        }
                         spec.failed(kind, &msg);
                     }
                 }
@@ -238,6 +273,9 @@ pub async fn run(spec: Arc<Spec>, proto: Proto, mut rx: mpsc::Receiver<Request>)
         // that the backend is down and then reminds every REMIND_EVERY, instead of a line
         // per retry.
         match outage.failed(Instant::now()) {
+            Log::First | Log::Reminder if !spec.first_to_warn(Warn::Failing) => {
+                debug!(backend = %spec.name, "{err}; retrying in {} ms", backoff.as_millis())
+            }
             Log::First => warn!(
                 backend = %spec.name,
                 "{err}; retrying with backoff up to {} ms (repeats are logged at debug \

@@ -176,20 +176,25 @@ impl Backend {
         (Arc::new(backend), rx)
     }
 
-    /// The link a client uses for `proto`. A client always uses the same link to a backend,
-    /// so its commands to that backend run in the order it sent them.
+    /// The link a client uses for `proto`: one of the calling worker's own links (a session
+    /// never leaves its worker). A client always uses the same link to a backend, so its
+    /// commands to that backend run in the order it sent them.
     #[inline]
     pub fn link(&self, proto: Proto, client_id: u64) -> &mpsc::Sender<Request> {
         let links = self.links[proto.index()]
             .get_or_init(|| Self::spawn_links(&self.spec, proto, self.connections));
-        &links[(client_id % links.len() as u64) as usize]
+        let n = self.connections.max(1);
+        let index = crate::workers::current() * n + (client_id % n as u64) as usize;
+        links.get(index).unwrap_or(&links[0])
     }
 
+    /// `n` links per worker, each started on its worker: worker `w`'s are at `w * n..`.
     fn spawn_links(spec: &Arc<Spec>, proto: Proto, n: usize) -> Box<[mpsc::Sender<Request>]> {
-        (0..n.max(1))
-            .map(|_| {
+        let n = n.max(1);
+        (0..crate::workers::count() * n)
+            .map(|i| {
                 let (tx, rx) = mpsc::channel(LINK_QUEUE);
-                tokio::spawn(link::run(spec.clone(), proto, rx));
+                crate::workers::spawn_on(i / n, link::run(spec.clone(), proto, rx));
                 tx
             })
             .collect()
