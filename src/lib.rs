@@ -9,7 +9,8 @@
 //! 4. replies are matched in FIFO order on each backend link and sent back to the session;
 //! 5. the session answers the client in the order the commands arrived, merging fan-out replies.
 //!
-//! Module map: [`config`] (TOML -> validated config), [`server`] (accept loop, limits, drain),
+//! Module map: [`config`] (TOML -> validated config), [`auth`] (users, passwords, ACL rules),
+//! [`server`] (accept loop, limits, drain),
 //! [`state`] (proxy-wide counters and backend health), [`admin`] (HTTP: /metrics, /healthz,
 //! /readyz, /status and the /admin API), [`control`] (what the /admin API acts on),
 //! [`metrics`] (metric names and handles), [`tls`] (rustls on the client listener and to the
@@ -17,6 +18,7 @@
 //! live on one thread).
 
 pub mod admin;
+pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod control;

@@ -33,6 +33,10 @@ pub const PUBSUB_EVICTED_TOTAL: &str = "shardis_pubsub_evicted_total";
 pub const CONFIG_RELOADS_TOTAL: &str = "shardis_config_reloads_total";
 /// 1 for the live configuration's digest; label `digest`.
 pub const CONFIG_INFO: &str = "shardis_config_info";
+/// Failed AUTH (and HELLO AUTH) attempts; label `user` (a configured user, or `unknown`).
+pub const AUTH_FAILURES_TOTAL: &str = "shardis_auth_failures_total";
+/// Commands refused by ACL rules; labels `user`, `reason` (`command` | `key` | `channel`).
+pub const ACL_DENIED_TOTAL: &str = "shardis_acl_denied_total";
 /// Client connections open now.
 pub const CLIENT_CONNECTIONS: &str = "shardis_client_connections";
 /// Client connections accepted since start.
@@ -63,6 +67,8 @@ pub const ALL_METRICS: &[&str] = &[
     PUBSUB_EVICTED_TOTAL,
     CONFIG_RELOADS_TOTAL,
     CONFIG_INFO,
+    AUTH_FAILURES_TOTAL,
+    ACL_DENIED_TOTAL,
     CLIENT_CONNECTIONS,
     CLIENT_CONNECTIONS_TOTAL,
     CLIENT_PROTOCOL_ERRORS_TOTAL,
@@ -145,6 +151,14 @@ pub fn describe() {
     describe_gauge!(
         CONFIG_INFO,
         "1 for the digest of the configuration in force (0 for earlier ones)."
+    );
+    describe_counter!(
+        AUTH_FAILURES_TOTAL,
+        "Failed AUTH and HELLO AUTH attempts, by user (a configured user, or unknown)."
+    );
+    describe_counter!(
+        ACL_DENIED_TOTAL,
+        "Commands refused by ACL rules, by user and reason (command, key, channel)."
     );
     describe_gauge!(CLIENT_CONNECTIONS, "Client connections open now.");
     describe_counter!(
@@ -516,6 +530,8 @@ mod tests {
             config_reload(false);
             config_info("abc", None);
             config_info("def", Some("abc"));
+            metrics::counter!(AUTH_FAILURES_TOTAL, "user" => "app").increment(1);
+            metrics::counter!(ACL_DENIED_TOTAL, "user" => "app", "reason" => "key").increment(1);
         });
         handle.render()
     }

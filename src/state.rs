@@ -175,6 +175,8 @@ pub struct ClientEntry {
     /// Where a blocking command of this client waits: backend index and the exclusive
     /// connection's id there.
     blocked: Mutex<Option<(usize, i64)>>,
+    /// The user it is logged in as (CLIENT LIST's `user=`).
+    user: Mutex<Arc<str>>,
     killed: AtomicBool,
     kill: Notify,
 }
@@ -191,6 +193,7 @@ impl ClientEntry {
             last_cmd: AtomicUsize::new(0),
             proto: AtomicU8::new(2),
             blocked: Mutex::new(None),
+            user: Mutex::new(Arc::from(crate::auth::DEFAULT_USER)),
             killed: AtomicBool::new(false),
             kill: Notify::new(),
         }
@@ -239,10 +242,27 @@ impl ClientEntry {
         }
     }
 
+    pub fn user(&self) -> Arc<str> {
+        self.user
+            .lock()
+            .map(|u| u.clone())
+            .unwrap_or_else(|_| Arc::from(crate::auth::DEFAULT_USER))
+    }
+    pub fn set_user(&self, user: Arc<str>) {
+        if let Ok(mut u) = self.user.lock() {
+            *u = user;
+        }
+    }
+
     /// Asks the client's session to close the connection (CLIENT KILL).
     pub fn kill(&self) {
         self.killed.store(true, Ordering::Relaxed);
         self.kill.notify_one();
+    }
+
+    /// Whether [`ClientEntry::kill`] was called.
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Relaxed)
     }
 
     /// Resolves once [`ClientEntry::kill`] was called.

@@ -30,6 +30,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use crate::auth::Auth;
 use crate::backend::conn::{Target, TargetTls};
 use crate::backend::{Backend, Change, HealthEvent, Routing, Settings, Spec, Table};
 use crate::config::{Config, Overrides, PoolConfig};
@@ -52,6 +53,8 @@ pub struct Topology {
 
 struct Inner {
     config: Config,
+    /// The users of `config` (kept across rebuilds, replaced by a reload).
+    auth: Arc<Auth>,
     /// The backends in force, by name.
     backends: HashMap<String, Arc<Backend>>,
     /// With discovery = "dns": the addresses the pool's host name resolved to last.
@@ -73,7 +76,9 @@ impl Topology {
             .as_ref()
             .map(|t| Arc::new(ArcSwap::new(t.loaded.clone())));
         let discovered = discover(&config).await.unwrap_or_default();
+        let auth = Arc::new(Auth::new(&config, None));
         let mut inner = Inner {
+            auth,
             config,
             backends: HashMap::new(),
             discovered,
@@ -159,6 +164,8 @@ impl Topology {
             // Another name to discover: its addresses come with the next DNS refresh.
             inner.discovered.clear();
         }
+        let auth = Arc::new(Auth::new(&config, Some(&inner.auth)));
+        let old_auth = std::mem::replace(&mut inner.auth, auth.clone());
         let old = std::mem::replace(&mut inner.config, config);
         let before: Vec<(String, String)> = inner
             .backends
@@ -196,6 +203,9 @@ impl Topology {
         }
         crate::metrics::config_info(&inner.config.digest, Some(&old.digest));
         self.routing.swap(table);
+        // After the swap, so that no session can log in to a removed user after its sessions
+        // were closed (one that was mid-command re-checks its user with its next command).
+        old_auth.revoke(&auth);
         for list in [&mut added, &mut changed, &mut kept] {
             list.sort();
         }
@@ -253,8 +263,15 @@ fn fingerprint(b: &crate::config::BackendConfig, pool: &PoolConfig) -> String {
         .tls
         .as_ref()
         .map_or("off", |t| t.loaded.digest.as_str());
+    let creds = pool.credentials(b);
+    // The password as a digest: this string is compared, never shown, but need not hold it.
+    let password = creds
+        .password
+        .as_ref()
+        .map(|p| crate::config::PasswordDigest::of(p.expose()));
     format!(
-        "{} timeout={:?} connect={:?} links={} exclusive={} health={:?} limit={} retry={:?} tls={tls}",
+        "{} timeout={:?} connect={:?} links={} exclusive={} health={:?} limit={} retry={:?} \
+         user={:?} password={} db={} tls={tls}",
         b.address,
         pool.timeout,
         pool.connect_timeout,
@@ -262,7 +279,10 @@ fn fingerprint(b: &crate::config::BackendConfig, pool: &PoolConfig) -> String {
         pool.max_exclusive,
         pool.health_interval,
         pool.failure_limit,
-        pool.retry_timeout
+        pool.retry_timeout,
+        creds.username,
+        password.map_or(String::new(), |d| d.fingerprint()),
+        creds.db,
     )
 }
 
@@ -292,6 +312,8 @@ fn build(inner: &mut Inner, events: &mpsc::UnboundedSender<HealthEvent>) -> Tabl
                         name: addr.to_string(),
                         address: addr.to_string().parse().ok()?,
                         weight: weight?,
+                        username: None,
+                        password: None,
                     })
                 })
                 .collect()
@@ -348,6 +370,8 @@ fn build(inner: &mut Inner, events: &mpsc::UnboundedSender<HealthEvent>) -> Tabl
         ..Settings::default()
     };
     settings.allow(&config.server.allow_commands);
+    settings.auth = inner.auth.clone();
+    settings.db = pool.db;
     Table::new(
         pool.name.clone(),
         backends,
@@ -370,6 +394,7 @@ fn start_backend(
         port: b.address.port,
         connect_timeout: pool.connect_timeout,
         tls: tls_for(b, pool, listed_host),
+        credentials: pool.credentials(b),
     };
     let mut spec = Spec::new(&b.name, &b.address.to_string(), target, pool.timeout);
     spec.health_interval = pool.health_interval;

@@ -80,6 +80,9 @@ pub struct BackendStatus {
     pub inflight: usize,
     /// The last error seen on this backend, if any.
     pub last_error: Option<String>,
+    /// Its kind, as the `kind` label of `shardis_backend_errors_total`: `auth` when the
+    /// backend refused the pool's credentials.
+    pub last_error_kind: Option<&'static str>,
 }
 
 impl Status {
@@ -115,6 +118,7 @@ impl Status {
                     connections: b.connections(),
                     inflight: b.inflight(),
                     last_error: b.last_error(),
+                    last_error_kind: b.last_error_kind(),
                 })
                 .collect(),
         }
@@ -146,7 +150,10 @@ mod tests {
         s2.add_inflight(3);
         s1.set_failure_limit(1);
         s1.failed();
-        s1.set_error("connect: connection refused");
+        s1.set_error(
+            crate::metrics::BackendErrorKind::Connect,
+            "connect: connection refused",
+        );
         ProxyState::new("abc123".into(), vec![s1, s2])
     }
 
@@ -198,6 +205,7 @@ mod tests {
         assert_eq!(b[0]["name"], "s1");
         assert_eq!(b[0]["state"], "down");
         assert_eq!(b[0]["last_error"], "connect: connection refused");
+        assert_eq!(b[0]["last_error_kind"], "connect");
         assert_eq!(b[1]["address"], "127.0.0.1:7002");
         assert_eq!(b[1]["state"], "up");
         assert_eq!(b[1]["connections"], 1);

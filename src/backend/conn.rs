@@ -2,11 +2,14 @@
 //! that every kind of connection shares (the pipelined links, the exclusive connections and the pub/sub
 //! subscriber connections).
 //!
-//! The handshake is `HELLO <2|3> SETNAME shardis`: it sets the protocol the connection speaks,
-//! names it in the backend's `CLIENT LIST`, and proves the backend answers (a TCP connect alone
-//! does not). Its reply gives the connection's id on the backend (for `CLIENT UNBLOCK`) and the
-//! backend's Redis version. A Redis older than 6 has no HELLO: RESP2 connections then go on
-//! without one.
+//! The handshake is `HELLO <2|3> [AUTH user password] SETNAME shardis`, then `SELECT db` when
+//! the pool sets a database other than 0: it sets the protocol the connection speaks,
+//! authenticates it with the configured [`Credentials`], names it in the backend's
+//! `CLIENT LIST`, and proves the backend answers (a TCP connect alone does not). Its reply gives
+//! the connection's id on the backend (for `CLIENT UNBLOCK`) and the backend's Redis version. A
+//! Redis older than 6 has no HELLO: RESP2 connections then go on with `AUTH [user] password`
+//! and `SELECT db` as needed. A refused password fails the connection with the backend's
+//! words (`WRONGPASS ...`), which [`ConnectError::kind`] classifies as `auth`.
 
 use std::io;
 use std::sync::Arc;
@@ -20,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use crate::config::Secret;
 use crate::metrics::BackendErrorKind;
 use crate::net::Stream;
 use crate::protocol::out::Proto;
@@ -40,6 +44,8 @@ pub struct Target {
     pub connect_timeout: Duration,
     /// TLS to this backend; `None`: plain TCP.
     pub tls: Option<TargetTls>,
+    /// What the connection authenticates as, and its database.
+    pub credentials: Credentials,
 }
 
 /// TLS to one backend: the pool's connector, and the name its certificate must be valid for.
@@ -47,6 +53,30 @@ pub struct Target {
 pub struct TargetTls {
     pub client: Arc<ClientTls>,
     pub name: ServerName<'static>,
+}
+
+/// What a backend connection authenticates as, and the database it selects. `Debug` does not
+/// show the password.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// The ACL user; `default` when only a password is set (Redis's `requirepass`).
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// Selected after the handshake when not 0.
+    pub db: u32,
+}
+
+impl Credentials {
+    /// The user and password to authenticate with, if any.
+    fn auth(&self) -> Option<(&[u8], &[u8])> {
+        match (&self.username, &self.password) {
+            (None, None) => None,
+            (user, password) => Some((
+                user.as_deref().unwrap_or("default").as_bytes(),
+                password.as_ref().map_or(&b""[..], |p| p.expose()),
+            )),
+        }
+    }
 }
 
 /// An open, handshaken connection.
@@ -75,6 +105,8 @@ pub enum ConnectError {
     Tls(io::Error),
     #[error("handshake refused: {0}")]
     Refused(String),
+    #[error("authentication refused: {0} (check the pool's or backend's username and password)")]
+    Auth(String),
     #[error("closed during the handshake")]
     Closed,
     #[error("handshake reply is not RESP: {0}")]
@@ -88,19 +120,23 @@ impl ConnectError {
             ConnectError::Connect(_) => BackendErrorKind::Connect,
             ConnectError::Timeout(_) => BackendErrorKind::Timeout,
             ConnectError::Tls(_) => BackendErrorKind::Tls,
-            ConnectError::Refused(text) if is_auth_error(text) => BackendErrorKind::Auth,
             ConnectError::Refused(_) => BackendErrorKind::Handshake,
+            ConnectError::Auth(_) => BackendErrorKind::Auth,
             ConnectError::Closed => BackendErrorKind::Closed,
             ConnectError::Protocol(_) => BackendErrorKind::Protocol,
         }
     }
 }
 
-/// Whether a refusal is about credentials.
-fn is_auth_error(text: &str) -> bool {
-    ["NOAUTH", "WRONGPASS", "NOPERM"]
-        .iter()
-        .any(|p| text.starts_with(p))
+/// A handshake refusal, classified by the error code Redis put first in its reply (the
+/// RESP error's kind, not free text): credentials, or anything else.
+fn refused(text: String) -> ConnectError {
+    let code = text.split(' ').next().unwrap_or_default();
+    if matches!(code, "NOAUTH" | "WRONGPASS" | "NOPERM") {
+        ConnectError::Auth(text)
+    } else {
+        ConnectError::Refused(text)
+    }
 }
 
 /// The environment variable naming a hosts file (`/etc/hosts` format) that is read on every
@@ -184,27 +220,34 @@ pub async fn open(target: &Target, proto: Proto) -> Result<Conn, ConnectError> {
             }
         }
     };
-    let hello = hello_request(proto);
+    let creds = &target.credentials;
+    let hello = hello_request(proto, creds);
     let reply = match timeout(limit, exchange(&mut stream, &hello)).await {
         Ok(r) => r?,
         Err(_) => return Err(ConnectError::Timeout(ms)),
     };
-    if is_error(&reply) {
+    let (id, version) = if is_error(&reply) {
         let text = error_text(&reply);
-        // Redis before 6 has no HELLO; a RESP2 connection needs none.
-        if proto == Proto::Resp2 && text.to_ascii_lowercase().contains("unknown command") {
-            return Ok(Conn {
-                stream,
-                proto,
-                id: None,
-                version: None,
-                epoch: 0,
-                resolved,
-            });
+        // Redis before 6 has no HELLO; a RESP2 connection needs none, and authenticates with
+        // AUTH (with a user name only if one is configured: Redis 5 knows none).
+        if proto != Proto::Resp2 || !text.to_ascii_lowercase().contains("unknown command") {
+            return Err(refused(text));
         }
-        return Err(ConnectError::Refused(text));
+        if let Some((user, password)) = creds.auth() {
+            let auth = match &creds.username {
+                Some(_) => request(&[b"AUTH", user, password]),
+                None => request(&[b"AUTH", password]),
+            };
+            expect_ok(&mut stream, &auth, limit).await?;
+        }
+        (None, None)
+    } else {
+        hello_fields(&reply)?
+    };
+    if creds.db != 0 {
+        let select = request(&[b"SELECT", creds.db.to_string().as_bytes()]);
+        expect_ok(&mut stream, &select, limit).await?;
     }
-    let (id, version) = hello_fields(&reply)?;
     Ok(Conn {
         stream,
         proto,
@@ -215,20 +258,47 @@ pub async fn open(target: &Target, proto: Proto) -> Result<Conn, ConnectError> {
     })
 }
 
-/// `HELLO <v> SETNAME shardis`.
-fn hello_request(proto: Proto) -> Bytes {
+/// `HELLO <v> [AUTH user password] SETNAME shardis`.
+fn hello_request(proto: Proto, creds: &Credentials) -> Bytes {
     let v = proto.version().to_string();
+    match creds.auth() {
+        Some((user, password)) => request(&[
+            b"HELLO",
+            v.as_bytes(),
+            b"AUTH",
+            user,
+            password,
+            b"SETNAME",
+            CLIENT_NAME.as_bytes(),
+        ]),
+        None => request(&[b"HELLO", v.as_bytes(), b"SETNAME", CLIENT_NAME.as_bytes()]),
+    }
+}
+
+/// A RESP request.
+fn request(args: &[&[u8]]) -> Bytes {
     let mut out = BytesMut::new();
-    crate::protocol::reply::put_array_len(&mut out, 4);
-    for arg in [
-        &b"HELLO"[..],
-        v.as_bytes(),
-        b"SETNAME",
-        CLIENT_NAME.as_bytes(),
-    ] {
+    crate::protocol::reply::put_array_len(&mut out, args.len());
+    for arg in args {
         crate::protocol::reply::put_bulk(&mut out, arg);
     }
     out.freeze()
+}
+
+/// Sends a handshake command whose reply must not be an error (AUTH, SELECT).
+async fn expect_ok(
+    stream: &mut Stream,
+    request: &[u8],
+    limit: Duration,
+) -> Result<(), ConnectError> {
+    let reply = match timeout(limit, exchange(stream, request)).await {
+        Ok(r) => r?,
+        Err(_) => return Err(ConnectError::Timeout(limit.as_millis())),
+    };
+    if is_error(&reply) {
+        return Err(refused(error_text(&reply)));
+    }
+    Ok(())
 }
 
 /// Writes `request` and reads exactly one reply.
@@ -340,6 +410,49 @@ mod tests {
         let resp2 = b"*4\r\n$7\r\nversion\r\n$5\r\n6.2.1\r\n$2\r\nid\r\n:7\r\n";
         assert_eq!(hello_fields(resp2).unwrap(), (Some(7), Some([6, 2, 1])));
         assert!(hello_fields(b"+OK\r\n").is_err());
+    }
+
+    #[test]
+    fn handshake_requests_carry_the_credentials() {
+        let none = Credentials::default();
+        assert_eq!(
+            &hello_request(Proto::Resp3, &none)[..],
+            b"*4\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$7\r\nSETNAME\r\n$7\r\nshardis\r\n"
+        );
+        let password_only = Credentials {
+            password: Some(Secret::new(&b"pw"[..])),
+            ..Credentials::default()
+        };
+        assert_eq!(
+            &hello_request(Proto::Resp2, &password_only)[..],
+            &b"*7\r\n$5\r\nHELLO\r\n$1\r\n2\r\n$4\r\nAUTH\r\n$7\r\ndefault\r\n$2\r\npw\r\n$7\r\nSETNAME\r\n$7\r\nshardis\r\n"[..]
+        );
+        let user = Credentials {
+            username: Some("proxy".into()),
+            password: Some(Secret::new(&b"s3"[..])),
+            db: 2,
+        };
+        assert_eq!(user.auth(), Some((&b"proxy"[..], &b"s3"[..])));
+        assert!(!format!("{user:?}").contains("s3"), "{user:?}");
+    }
+
+    #[test]
+    fn refused_credentials_are_kind_auth() {
+        let wrong = refused("WRONGPASS invalid username-password pair or user is disabled.".into());
+        assert_eq!(wrong.kind(), BackendErrorKind::Auth);
+        assert!(
+            wrong.to_string().contains("username and password"),
+            "{wrong}"
+        );
+        assert_eq!(
+            refused("NOAUTH HELLO must be called with the client already authenticated".into())
+                .kind(),
+            BackendErrorKind::Auth
+        );
+        assert_eq!(
+            refused("ERR DB index is out of range".into()).kind(),
+            BackendErrorKind::Handshake
+        );
     }
 
     #[test]

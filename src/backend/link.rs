@@ -166,7 +166,7 @@ impl Spec {
     /// Counts a failure of any kind: the error metric, the last error, and the health count
     /// (logging and reporting the change when it marks the backend down).
     pub fn failed(&self, kind: BackendErrorKind, msg: &str) {
-        self.state.set_error(msg);
+        self.state.set_error(kind, msg);
         self.metrics.error(kind);
         if let Some(change) = self.state.failed() {
             warn!(backend = %self.name, "marked down after {} consecutive failures (last: {msg})", self.state.failures());

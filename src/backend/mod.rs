@@ -223,6 +223,10 @@ pub struct Settings {
     pub idle_timeout: Option<Duration>,
     /// `[server] client_output_limit_bytes`, if on.
     pub output_limit: Option<usize>,
+    /// Who clients may authenticate as, and what each may do.
+    pub auth: Arc<crate::auth::Auth>,
+    /// The database the backend connections select: the one clients see.
+    pub db: u32,
 }
 
 impl Default for Settings {
@@ -239,6 +243,8 @@ impl Default for Settings {
             ),
             idle_timeout: None,
             output_limit: None,
+            auth: Arc::default(),
+            db: 0,
         }
     }
 }
@@ -302,6 +308,7 @@ impl Table {
                     port: b.address.port,
                     connect_timeout: pool.connect_timeout,
                     tls: None,
+                    credentials: pool.credentials(b),
                 };
                 let spec = Spec::new(&b.name, &b.address.to_string(), target, pool.timeout);
                 let (backend, rx) = Backend::detached(Arc::new(spec));

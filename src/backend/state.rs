@@ -6,6 +6,8 @@
 //! the backend down, and one success (a handshake, a reply, a PING) marks it up again.
 
 use std::sync::Mutex;
+
+use crate::metrics::BackendErrorKind;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Health and load of one backend, updated by its connection tasks.
@@ -19,7 +21,8 @@ pub struct BackendState {
     inflight: AtomicUsize,
     /// The backend's Redis version from its last handshake, packed (0: unknown).
     version: AtomicU64,
-    last_error: Mutex<Option<String>>,
+    /// The last error and its kind (the metric label: `connect`, `auth`, ...).
+    last_error: Mutex<Option<(String, &'static str)>>,
     failures: AtomicU32,
     failure_limit: AtomicU32,
     down: AtomicBool,
@@ -118,7 +121,17 @@ impl BackendState {
         self.version.store(packed.max(1), Ordering::Relaxed);
     }
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().ok().and_then(|e| e.clone())
+        self.last_error
+            .lock()
+            .ok()
+            .and_then(|e| e.as_ref().map(|(msg, _)| msg.clone()))
+    }
+    /// The kind of the last error (`auth` for refused credentials).
+    pub fn last_error_kind(&self) -> Option<&'static str> {
+        self.last_error
+            .lock()
+            .ok()
+            .and_then(|e| e.as_ref().map(|(_, kind)| *kind))
     }
     /// A shared link connected (its handshake answered).
     pub fn connection_opened(&self) {
@@ -134,9 +147,9 @@ impl BackendState {
     pub(crate) fn sub_inflight(&self, n: usize) {
         self.inflight.fetch_sub(n, Ordering::Relaxed);
     }
-    pub(crate) fn set_error(&self, err: impl Into<String>) {
+    pub(crate) fn set_error(&self, kind: BackendErrorKind, err: impl Into<String>) {
         if let Ok(mut e) = self.last_error.lock() {
-            *e = Some(err.into());
+            *e = Some((err.into(), kind.label()));
         }
     }
 }

@@ -41,11 +41,13 @@ impl Config {
                     .backends
                     .iter()
                     .map(|b| {
-                        json!({
+                        let mut backend = json!({
                             "name": b.name,
                             "address": b.address.to_string(),
                             "weight": b.weight.get(),
-                        })
+                        });
+                        credentials(&mut backend, b.username.as_deref(), b.password.is_some());
+                        backend
                     })
                     .collect();
                 let mut pool = json!({
@@ -58,6 +60,7 @@ impl Config {
                     "connections_per_backend": p.connections_per_backend.get(),
                     "max_exclusive_per_backend": p.max_exclusive,
                     "tls": p.tls.is_some(),
+                    "db": p.db,
                     "backends": backends,
                 });
                 if let (Some(t), Some(pool)) = (&p.tls, pool.as_object_mut()) {
@@ -79,7 +82,26 @@ impl Config {
                         pool.insert("tls_insecure_skip_verify".into(), true.into());
                     }
                 }
+                credentials(&mut pool, p.username.as_deref(), p.password.is_some());
                 pool
+            })
+            .collect();
+        let users: Vec<Value> = self
+            .users
+            .iter()
+            .map(|u| {
+                let mut user = json!({
+                    "name": u.name,
+                    "enabled": u.enabled,
+                    "nopass": u.nopass,
+                    "commands": u.commands,
+                    "keys": u.keys,
+                    "read_keys": u.read_keys,
+                    "write_keys": u.write_keys,
+                    "channels": u.channels,
+                });
+                credentials(&mut user, None, u.password.is_some());
+                user
             })
             .collect();
         let mut out = json!({
@@ -98,12 +120,15 @@ impl Config {
                 "max_multibulk_length": s.max_multibulk_length,
                 "client_idle_timeout_ms": s.client_idle_timeout.map_or(0, ms),
                 "client_output_limit_bytes": s.client_output_limit_bytes.unwrap_or(0),
+                "auth_failure_delay_ms": ms(s.auth_failure_delay),
+                "auth_failure_limit": s.auth_failure_limit,
             },
             "admin": {
                 "listen": self.admin.listen.to_string(),
                 "allow_mutations": self.admin.allow_mutations,
             },
             "pools": pools,
+            "users": users,
             "digest": self.digest,
         });
         if let Some(server) = out["server"].as_object_mut() {
@@ -114,8 +139,23 @@ impl Config {
                 server.insert("tls".into(), tls);
             }
         }
+        credentials(&mut out["server"], None, s.password.is_some());
         mask_secrets(&mut out);
         out
+    }
+}
+
+/// Adds `username` and `password` to `table` when set (the password as [`MASK`] by
+/// [`mask_secrets`]; where it comes from is not shown either). Unset ones are left out, so the
+/// document reads back as TOML, which has no null.
+fn credentials(table: &mut Value, username: Option<&str>, password: bool) {
+    if let Some(map) = table.as_object_mut() {
+        if let Some(user) = username {
+            map.insert("username".into(), Value::String(user.to_owned()));
+        }
+        if password {
+            map.insert("password".into(), Value::String(MASK.to_owned()));
+        }
     }
 }
 

@@ -6,9 +6,11 @@
 mod address;
 mod json;
 mod raw;
+mod secret;
 #[cfg(test)]
 mod tests;
 mod tls;
+mod users;
 mod validate;
 
 use std::fmt::Write as _;
@@ -22,6 +24,9 @@ use md5::{Digest, Md5};
 
 pub use address::{Address, AddressError};
 pub use json::{MASK, mask_secrets};
+pub use secret::{
+    BackendPassword, ClientPassword, MAX_SECRET_FILE, PasswordDigest, Secret, SecretSource,
+};
 
 use crate::router::{DistributionKind, HashKind, HashTag};
 use crate::tls::{ClientTls, ClientTlsFiles, ServerTls, ServerTlsFiles};
@@ -70,6 +75,16 @@ pub mod limits {
     pub const MAX_INLINE_BYTES: i64 = 64 * 1024;
     /// Default `server.max_multibulk_length`.
     pub const MAX_MULTIBULK_LENGTH: i64 = 1024 * 1024;
+    /// Default `server.auth_failure_delay_ms`.
+    pub const AUTH_FAILURE_DELAY_MS: i64 = 100;
+    /// Largest `server.auth_failure_delay_ms`.
+    pub const MAX_AUTH_FAILURE_DELAY_MS: i64 = 60_000;
+    /// Default `server.auth_failure_limit`.
+    pub const AUTH_FAILURE_LIMIT: i64 = 10;
+    /// Longest user name in bytes.
+    pub const MAX_USER_NAME: usize = 128;
+    /// Largest `db` of a pool (Redis's default `databases` is 16; some run more).
+    pub const MAX_DB: i64 = 1_000_000;
     /// Largest backend `weight`.
     pub const MAX_WEIGHT: i64 = 1_000_000;
     /// Most backends in a pool (maglev's 65537-slot table stays balanced within a few %).
@@ -87,6 +102,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[[pools]]`: exactly one today.
     pub pools: Vec<PoolConfig>,
+    /// `[[users]]`: the ACL users clients may authenticate as.
+    pub users: Vec<UserConfig>,
     /// Hex MD5 of the canonical settings ([`Config::describe`] without the digest line): equal
     /// for equal settings, whatever the comments, order or spelling of defaults in the file.
     pub digest: String,
@@ -128,6 +145,51 @@ pub struct ServerConfig {
     pub client_idle_timeout: Option<Duration>,
     /// Close a client whose unwritten replies exceed this many bytes; `None` is off.
     pub client_output_limit_bytes: Option<usize>,
+    /// The `default` user's password (Redis's `requirepass`): clients must AUTH with it.
+    pub password: Option<ClientPassword>,
+    /// How long a client's reply to its first failed AUTH waits; doubled for each further
+    /// consecutive failure (at most [`MAX_AUTH_DELAY`]). Zero: no wait.
+    pub auth_failure_delay: Duration,
+    /// Consecutive failed AUTHs after which the connection is closed; 0: never.
+    pub auth_failure_limit: u32,
+}
+
+/// The longest a failed AUTH's reply waits, however many failures came before.
+pub const MAX_AUTH_DELAY: Duration = Duration::from_secs(10);
+
+/// One `[[users]]` entry: an ACL user, as Redis's `ACL SETUSER` would define it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserConfig {
+    /// What clients name in `AUTH user password`; `default` configures the default user.
+    pub name: String,
+    /// An off user cannot authenticate; sessions authenticated as it are closed by a reload.
+    pub enabled: bool,
+    /// Any password is accepted (Redis's `nopass`).
+    pub nopass: bool,
+    pub password: Option<ClientPassword>,
+    /// Command rules, applied in order from "nothing allowed": `+@read`, `-flushall`, ...
+    pub commands: Vec<String>,
+    /// Key patterns (globs) the user may read and write.
+    pub keys: Vec<String>,
+    /// Key patterns the user may only read.
+    pub read_keys: Vec<String>,
+    /// Key patterns the user may only write.
+    pub write_keys: Vec<String>,
+    /// Pub/sub channel patterns.
+    pub channels: Vec<String>,
+}
+
+impl UserConfig {
+    /// The rules, for the ACL compiler.
+    pub fn rules(&self) -> crate::auth::acl::Rules<'_> {
+        crate::auth::acl::Rules {
+            commands: &self.commands,
+            keys: &self.keys,
+            read_keys: &self.read_keys,
+            write_keys: &self.write_keys,
+            channels: &self.channels,
+        }
+    }
 }
 
 /// `[server.tls]`: the files and settings, and what was loaded from them when the
@@ -188,6 +250,12 @@ pub struct PoolConfig {
     pub discovery: Discovery,
     /// TLS to the backends (`tls = true`); `None`: plain TCP.
     pub tls: Option<PoolTlsConfig>,
+    /// The user shardis authenticates as on every backend connection (AUTH / HELLO AUTH).
+    pub username: Option<String>,
+    /// Its password.
+    pub password: Option<BackendPassword>,
+    /// The database every backend connection selects; clients see it as their only one.
+    pub db: u32,
     /// Backends in configuration order (the order [`crate::router::Ring`] indexes).
     pub backends: Vec<BackendConfig>,
 }
@@ -211,7 +279,24 @@ impl PoolConfig {
             dns_refresh: None,
             discovery: Discovery::Static,
             tls: None,
+            username: None,
+            password: None,
+            db: 0,
             backends: Vec::new(),
+        }
+    }
+
+    /// The credentials and database of `backend`'s connections: its own username and password
+    /// where it sets them, else the pool's.
+    pub fn credentials(&self, backend: &BackendConfig) -> crate::backend::conn::Credentials {
+        crate::backend::conn::Credentials {
+            username: backend.username.clone().or_else(|| self.username.clone()),
+            password: backend
+                .password
+                .as_ref()
+                .or(self.password.as_ref())
+                .map(|p| p.secret.clone()),
+            db: self.db,
         }
     }
 }
@@ -258,6 +343,10 @@ pub struct BackendConfig {
     pub address: Address,
     /// Relative share of keys.
     pub weight: NonZeroU32,
+    /// Overrides the pool's `username` for this backend.
+    pub username: Option<String>,
+    /// Overrides the pool's `password` for this backend.
+    pub password: Option<BackendPassword>,
 }
 
 /// Why a configuration could not be loaded.
@@ -321,6 +410,7 @@ impl Config {
                 ..RawServer::default()
             }),
             admin: None,
+            users: Vec::new(),
             pools: vec![RawPool {
                 name: Some("main".to_string()),
                 backends: Some(
@@ -329,7 +419,7 @@ impl Config {
                         .map(|a| RawBackend {
                             name: Some(a.trim().to_string()),
                             address: Some(a.trim().to_string()),
-                            weight: None,
+                            ..RawBackend::default()
                         })
                         .collect(),
                 ),
@@ -414,6 +504,20 @@ impl Config {
             .client_output_limit_bytes
             .map_or("off".to_string(), |n| n.to_string());
         let _ = writeln!(out, "  client_output_limit      {output}");
+        let password = shown(s.password.as_ref().map(|p| &p.source));
+        let _ = writeln!(out, "  password                 {password}");
+        if self.default_user_off() {
+            let _ = writeln!(
+                out,
+                "  default user             off: clients must AUTH as one of [[users]]"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  auth_failure_delay       {} ms",
+            s.auth_failure_delay.as_millis()
+        );
+        let _ = writeln!(out, "  auth_failure_limit       {}", s.auth_failure_limit);
         let _ = writeln!(out, "[admin]");
         let _ = writeln!(out, "  listen                   {}", self.admin.listen);
         let _ = writeln!(
@@ -468,18 +572,70 @@ impl Config {
                     );
                 }
             }
+            let _ = writeln!(
+                out,
+                "  username                 {}",
+                p.username.as_deref().unwrap_or("none")
+            );
+            let password = shown(p.password.as_ref().map(|p| &p.source));
+            let _ = writeln!(out, "  password                 {password}");
+            let _ = writeln!(out, "  db                       {}", p.db);
             let _ = writeln!(out, "  backends                 {}", p.backends.len());
             for b in &p.backends {
-                let _ = writeln!(
+                let _ = write!(
                     out,
                     "    {:<20} {:<24} weight {}",
                     b.name,
                     b.address.to_string(),
                     b.weight
                 );
+                if let Some(user) = &b.username {
+                    let _ = write!(out, " username {user}");
+                }
+                if let Some(password) = &b.password {
+                    let _ = write!(out, " password {}", shown(Some(&password.source)));
+                }
+                out.push('\n');
+            }
+        }
+        for u in &self.users {
+            let _ = writeln!(out, "[user {}]", u.name);
+            let _ = writeln!(out, "  enabled                  {}", u.enabled);
+            let password = if u.nopass {
+                "nopass (any password)".to_string()
+            } else {
+                shown(u.password.as_ref().map(|p| &p.source))
+            };
+            let _ = writeln!(out, "  password                 {password}");
+            for (name, list) in [
+                ("commands", &u.commands),
+                ("keys", &u.keys),
+                ("read_keys", &u.read_keys),
+                ("write_keys", &u.write_keys),
+                ("channels", &u.channels),
+            ] {
+                let text = if list.is_empty() {
+                    "none".to_string()
+                } else {
+                    list.join(" ")
+                };
+                let _ = writeln!(out, "  {name:<24} {text}");
             }
         }
         out
+    }
+
+    /// With `[[users]]` and neither a `[server] password` nor a `default` user, the default
+    /// user is off: every client must authenticate as one of the users.
+    pub fn default_user_off(&self) -> bool {
+        !self.users.is_empty()
+            && self.server.password.is_none()
+            && !self.users.iter().any(|u| u.name == "default")
+    }
+
+    /// Whether clients are asked to authenticate or checked against ACL rules at all.
+    pub fn auth_configured(&self) -> bool {
+        self.server.password.is_some() || !self.users.is_empty()
     }
 
     fn compute_digest(&self) -> String {
@@ -489,6 +645,11 @@ impl Config {
             s
         })
     }
+}
+
+/// How a secret is shown: where it comes from, never what it is.
+fn shown(source: Option<&SecretSource>) -> String {
+    source.map_or("none".to_string(), |s| format!("set ({s})"))
 }
 
 /// A key's path as validation messages name keys: `pools[0].backends[1].weight`.

@@ -11,6 +11,8 @@ pub(super) struct RawConfig {
     pub admin: Option<RawAdmin>,
     #[serde(default)]
     pub pools: Vec<RawPool>,
+    #[serde(default)]
+    pub users: Vec<RawUser>,
 }
 
 /// `[server]`.
@@ -32,6 +34,29 @@ pub(super) struct RawServer {
     pub max_multibulk_length: Option<i64>,
     pub client_idle_timeout_ms: Option<i64>,
     pub client_output_limit_bytes: Option<i64>,
+    pub password: Option<String>,
+    pub password_sha256: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    pub auth_failure_delay_ms: Option<i64>,
+    pub auth_failure_limit: Option<i64>,
+}
+
+/// One `[[users]]` entry.
+#[derive(Deserialize, Debug, Default)]
+pub(super) struct RawUser {
+    pub name: Option<String>,
+    pub password: Option<String>,
+    pub password_sha256: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    pub nopass: Option<bool>,
+    pub enabled: Option<bool>,
+    pub commands: Option<Vec<String>>,
+    pub keys: Option<Vec<String>>,
+    pub read_keys: Option<Vec<String>>,
+    pub write_keys: Option<Vec<String>>,
+    pub channels: Option<Vec<String>>,
 }
 
 /// `[server.tls]`.
@@ -74,6 +99,11 @@ pub(super) struct RawPool {
     pub tls_key: Option<String>,
     pub tls_server_name: Option<String>,
     pub tls_insecure_skip_verify: Option<bool>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    pub db: Option<i64>,
     pub backends: Option<Vec<RawBackend>>,
 }
 
@@ -83,4 +113,8 @@ pub(super) struct RawBackend {
     pub name: Option<String>,
     pub address: Option<String>,
     pub weight: Option<i64>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
 }

@@ -7,6 +7,7 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::time::Duration;
 
 use super::raw::{RawAdmin, RawBackend, RawConfig, RawPool, RawServer};
+use super::secret::{self, Sources};
 use super::tls::{check_backend_names, pool_tls, server_tls};
 use super::{
     Address, AdminConfig, BackendConfig, Config, ConfigError, DEFAULT_ADMIN_LISTEN, Discovery,
@@ -19,7 +20,7 @@ const TWEMPROXY_ONLY_HASHES: [&str; 5] = ["one_at_a_time", "fnv1_32", "hsieh", "
 
 /// Accumulates problems as `key: message` lines.
 #[derive(Default)]
-pub(super) struct Problems(Vec<String>);
+pub(super) struct Problems(pub(super) Vec<String>);
 
 impl Problems {
     pub(super) fn add(&mut self, key: impl Display, message: impl Display) {
@@ -103,6 +104,7 @@ pub(super) fn validate(raw: RawConfig, unknown: Vec<String>) -> Result<Config, C
             format_args!("{n} pools are defined, but this version of shardis supports exactly one"),
         ),
     }
+    let users = super::users::users(&mut p, raw.users, server.password.is_some());
     if !p.0.is_empty() {
         return Err(ConfigError::Invalid(p.0));
     }
@@ -110,6 +112,7 @@ pub(super) fn validate(raw: RawConfig, unknown: Vec<String>) -> Result<Config, C
         server,
         admin,
         pools,
+        users,
         digest: String::new(),
     };
     config.digest = config.compute_digest();
@@ -215,6 +218,30 @@ fn server(p: &mut Problems, raw: Option<RawServer>) -> ServerConfig {
             "must be 0 (off) or at least 1024",
         );
     }
+    let auth_failure_delay = p.int(
+        "server.auth_failure_delay_ms",
+        raw.auth_failure_delay_ms,
+        limits::AUTH_FAILURE_DELAY_MS,
+        0,
+        limits::MAX_AUTH_FAILURE_DELAY_MS,
+    );
+    let auth_failure_limit = p.int(
+        "server.auth_failure_limit",
+        raw.auth_failure_limit,
+        limits::AUTH_FAILURE_LIMIT,
+        0,
+        1_000_000,
+    );
+    let password = secret::client_password(
+        p,
+        "server.password",
+        Sources {
+            inline: raw.password,
+            sha256: raw.password_sha256,
+            env: raw.password_env,
+            file: raw.password_file,
+        },
+    );
     let mut allow_commands = Vec::new();
     for (i, name) in raw
         .allow_commands
@@ -254,6 +281,9 @@ fn server(p: &mut Problems, raw: Option<RawServer>) -> ServerConfig {
         max_multibulk_length: to_usize(max_multibulk),
         client_idle_timeout: (idle > 0).then(|| Duration::from_millis(idle as u64)),
         client_output_limit_bytes: (output_limit > 0).then(|| to_usize(output_limit)),
+        password,
+        auth_failure_delay: Duration::from_millis(auth_failure_delay as u64),
+        auth_failure_limit: auth_failure_limit as u32,
     }
 }
 
@@ -403,6 +433,18 @@ fn pool(p: &mut Problems, key: &str, mut raw: RawPool) -> PoolConfig {
         }
     };
     let ms = |v: i64| (v > 0).then(|| Duration::from_millis(v as u64));
+    let db = p.int(&format!("{key}.db"), raw.db, 0, 0, limits::MAX_DB);
+    let username = username(p, &format!("{key}.username"), raw.username);
+    let password = secret::backend_password(
+        p,
+        &format!("{key}.password"),
+        Sources {
+            inline: raw.password,
+            env: raw.password_env,
+            file: raw.password_file,
+            ..Sources::default()
+        },
+    );
 
     let backends = backends(p, key, raw.backends, distribution);
     if discovery == Discovery::Dns && backends.len() != 1 {
@@ -431,8 +473,22 @@ fn pool(p: &mut Problems, key: &str, mut raw: RawPool) -> PoolConfig {
         dns_refresh: ms(dns_refresh),
         discovery,
         tls,
+        username,
+        password,
+        db: db as u32,
         backends,
     }
+}
+
+/// A backend username: sent as a RESP argument, so any bytes would do, but a name with spaces
+/// or control characters is a mistake in the file.
+fn username(p: &mut Problems, key: &str, raw: Option<String>) -> Option<String> {
+    let name = raw?;
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        p.add(key, "must be a non-empty name without spaces");
+        return None;
+    }
+    Some(name)
 }
 
 fn backends(
@@ -520,10 +576,23 @@ fn backends(
             );
         }
         let weight = p.int(&format!("{key}.weight"), b.weight, 1, 1, limits::MAX_WEIGHT);
+        let username = username(p, &format!("{key}.username"), b.username);
+        let password = secret::backend_password(
+            p,
+            &format!("{key}.password"),
+            Sources {
+                inline: b.password,
+                env: b.password_env,
+                file: b.password_file,
+                ..Sources::default()
+            },
+        );
         out.push(BackendConfig {
             name,
             address,
             weight: NonZeroU32::new(weight as u32).unwrap_or(NonZeroU32::MIN),
+            username,
+            password,
         });
     }
     if distribution == DistributionKind::Ketama {

@@ -19,6 +19,84 @@ pub struct RedisCommand {
     pub first: i32,
     pub last: i32,
     pub step: i32,
+    /// What ACL key patterns must allow for its keys.
+    pub key_access: KeyAccess,
+}
+
+/// What an ACL key pattern must allow for a key, as bits: Redis's key-spec flags read as its
+/// ACL check reads them (`access` needs read, `insert`/`delete`/`update` need write).
+pub mod access {
+    /// Not a key.
+    pub const NONE: u8 = 0;
+    /// A key that any matching pattern allows (EXISTS, TYPE: neither read nor write).
+    pub const KEY: u8 = 1;
+    /// Needs a pattern that allows reading.
+    pub const READ: u8 = 2;
+    /// Needs a pattern that allows writing.
+    pub const WRITE: u8 = 4;
+    pub const R: u8 = KEY | READ;
+    pub const W: u8 = KEY | WRITE;
+    pub const RW: u8 = KEY | READ | WRITE;
+}
+
+/// The [`access`] a command's keys need: the keys at argument positions before `split` need
+/// `first`, the others `rest` (LMOVE's source is read and written, its destination only
+/// written). `variable`: Redis narrows it by the arguments (SET without GET only writes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyAccess {
+    pub first: u8,
+    pub split: u8,
+    pub rest: u8,
+    pub variable: bool,
+}
+
+impl KeyAccess {
+    /// No keys.
+    pub const NONE: KeyAccess = KeyAccess::all(access::NONE);
+
+    /// Every key needs `access`.
+    pub const fn all(access: u8) -> KeyAccess {
+        KeyAccess {
+            first: access,
+            split: 0,
+            rest: access,
+            variable: false,
+        }
+    }
+
+    /// Keys before argument `split` need `first`, the others `rest`.
+    pub const fn split(first: u8, split: u8, rest: u8) -> KeyAccess {
+        KeyAccess {
+            first,
+            split,
+            rest,
+            variable: false,
+        }
+    }
+
+    /// Redis narrows it by the arguments.
+    pub const fn variable(self) -> KeyAccess {
+        KeyAccess {
+            variable: true,
+            ..self
+        }
+    }
+
+    /// Whether the command has keys at all, for ACLs.
+    #[inline]
+    pub fn has_keys(&self) -> bool {
+        self.first | self.rest != access::NONE
+    }
+
+    /// What the key at argument `pos` needs.
+    #[inline]
+    pub fn at(&self, pos: usize) -> u8 {
+        if pos < self.split as usize {
+            self.first
+        } else {
+            self.rest
+        }
+    }
 }
 
 /// Redis command flags, as bits.
@@ -175,6 +253,9 @@ pub enum Local {
     ClientHelp,
     AclWhoami,
     AclCat,
+    AclUsers,
+    AclList,
+    AclDryrun,
 }
 
 /// Pub/sub namespaces.
@@ -260,6 +341,8 @@ pub struct Command {
     pub flags: u32,
     /// [`acl`] category bits.
     pub acl: u32,
+    /// What ACL key patterns must allow for its keys.
+    pub key_access: KeyAccess,
 }
 
 impl Command {

@@ -7,7 +7,8 @@
 //! keyless command with no entry here is refused: every keyless command is a decision.
 
 use super::command::{
-    Allowed, Channels, Command, Keys, Kind, Local, Merge, RedisCommand, SessionCmd, acl, flag,
+    Allowed, Channels, Command, KeyAccess, Keys, Kind, Local, Merge, RedisCommand, SessionCmd, acl,
+    flag,
 };
 use super::redis_commands::REDIS_COMMANDS;
 
@@ -35,7 +36,8 @@ const DB0: &str = "shardis serves database 0 only";
 const REPLICATION: &str = "replication runs between the backends, not through shardis";
 const CLUSTER: &str = "shardis shows its clients one standalone Redis, not a cluster";
 const ONE_SERVER: &str = "it describes one server: run it on a backend directly";
-const ACL_USERS: &str = "ACL users are managed on the backends, not through shardis";
+const ACL_USERS: &str =
+    "shardis's users are defined in its configuration ([[users]]); change them there and reload";
 
 /// Commands that do not simply go to the backend owning their keys.
 #[rustfmt::skip]
@@ -136,6 +138,9 @@ static ROUTES: &[(&str, Kind)] = &[
     ("client|unpause", guarded(Allowed::Broadcast(Merge::AllOk))),
     ("acl|whoami", local(Local::AclWhoami)),
     ("acl|cat", local(Local::AclCat)),
+    ("acl|users", local(Local::AclUsers)),
+    ("acl|list", local(Local::AclList)),
+    ("acl|dryrun", local(Local::AclDryrun)),
     // introspection answered the same by every backend
     ("command", Kind::First),
     ("command|count", Kind::First),
@@ -255,8 +260,8 @@ static KEYS: &[(&str, Keys)] = &[
 /// Commands newer than the Redis the table was generated from that clients send anyway.
 #[rustfmt::skip]
 static EXTRA: &[RedisCommand] = &[
-    RedisCommand { name: "client|setinfo", arity: 4, flags: flag::NOSCRIPT | flag::LOADING | flag::STALE, acl: acl::SLOW | acl::CONNECTION, first: 0, last: 0, step: 0 },
-    RedisCommand { name: "client|no-touch", arity: 3, flags: flag::NOSCRIPT | flag::LOADING | flag::STALE, acl: acl::SLOW | acl::CONNECTION, first: 0, last: 0, step: 0 },
+    RedisCommand { name: "client|setinfo", arity: 4, flags: flag::NOSCRIPT | flag::LOADING | flag::STALE, acl: acl::SLOW | acl::CONNECTION, first: 0, last: 0, step: 0, key_access: KeyAccess::NONE },
+    RedisCommand { name: "client|no-touch", arity: 3, flags: flag::NOSCRIPT | flag::LOADING | flag::STALE, acl: acl::SLOW | acl::CONNECTION, first: 0, last: 0, step: 0, key_access: KeyAccess::NONE },
 ];
 
 /// The command table: Redis's commands with shardis's routing, ids in this order.
@@ -271,6 +276,7 @@ pub fn build() -> Box<[Command]> {
             kind: kind_of(rc),
             flags: rc.flags,
             acl: rc.acl,
+            key_access: rc.key_access,
         })
         .collect()
 }

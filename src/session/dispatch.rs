@@ -8,35 +8,18 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
 use super::Session;
+use super::login::Guard;
 use super::mode::{Mode, subscribed_admits};
 use super::pending::{Fanout, Pending, Then};
-use super::route::{RouteError, key_span, single_backend};
+use super::route::{RouteError, key_span, names_other_db, single_backend};
 use crate::backend::{ExclusiveError, Lease, ReplyTo, Request};
 use crate::protocol::command::{
     Allowed, COMMANDS, Command, Kind, Merge, SessionCmd, lookup, lookup_sub,
 };
 use crate::protocol::reply::{put_array_len, put_bulk, put_error};
-use crate::protocol::request::parse_int;
 
 /// The request shardis sends to every backend for INFO.
 const INFO_REQUEST: &[u8] = b"*1\r\n$4\r\nINFO\r\n";
-
-/// COPY's `DB n` option: `Err` with Redis's error for a non-integer, `Ok(true)` when it names
-/// another database than 0 (the only one shardis serves).
-fn names_other_db(frame: &[u8], options: &[Range<usize>]) -> Result<bool, &'static str> {
-    let mut other = false;
-    for (i, a) in options.iter().enumerate() {
-        if frame[a.clone()].eq_ignore_ascii_case(b"db") {
-            match options.get(i + 1).map(|r| parse_int(&frame[r.clone()])) {
-                Some(Some(0)) => {}
-                Some(Some(_)) => other = true,
-                Some(None) => return Err("ERR value is not an integer or out of range"),
-                None => return Err("ERR syntax error"),
-            }
-        }
-    }
-    Ok(other)
-}
 
 /// Redis's reply to a command it does not know: the name and the first arguments, quoted.
 fn unknown_command(frame: &[u8], args: &[Range<usize>]) -> String {
@@ -99,6 +82,14 @@ impl Session {
         if !cmd.arity_ok(args.len()) {
             self.abort_transaction();
             return self.fail(id, now, &RouteError::WrongArity.message(cmd.name));
+        }
+        // Authentication and ACLs, as Redis checks them: after the command is known and its
+        // arity right, before anything else. Without them this is one predictable branch.
+        if !matches!(self.who.guard, Guard::Open)
+            && let Err(refusal) = self.admit(id, cmd, &frame, args)
+        {
+            self.abort_transaction();
+            return self.fail(id, now, &refusal);
         }
         match self.mode() {
             Mode::Transaction => return Box::pin(self.queue(id, cmd, frame, args, now)).await,
@@ -249,14 +240,14 @@ impl Session {
         then: Then,
     ) {
         if cmd.name == "copy" {
-            match names_other_db(&frame, &args[3..]) {
+            match names_other_db(&frame, &args[3..], self.table.settings.db) {
                 Ok(false) => {}
                 Ok(true) => {
-                    return self.fail(
-                        id,
-                        now,
-                        "ERR shardis serves database 0 only: COPY ... DB is not supported",
+                    let msg = format!(
+                        "ERR shardis serves database {} only: COPY ... DB is not supported",
+                        self.table.settings.db
                     );
+                    return self.fail(id, now, &msg);
                 }
                 Err(e) => return self.fail(id, now, e),
             }

@@ -13,9 +13,10 @@ pub struct BackendInfo {
     pub used_memory: u64,
     /// Sum of `keys=` over every `dbN:` line of the `# Keyspace` section, 0 if none.
     pub keys: u64,
-    /// `keys=` and `expires=` of `db0`, the database shardis serves, 0 if absent.
-    pub db0_keys: u64,
-    pub db0_expires: u64,
+    /// `keys=` and `expires=` of the database shardis serves (`db0`, or the pool's `db`), 0 if
+    /// absent.
+    pub db_keys: u64,
+    pub db_expires: u64,
     /// `redis_version` as major, minor, patch, if the backend gave a readable one.
     pub redis_version: Option<[u32; 3]>,
 }
@@ -64,8 +65,10 @@ pub fn info_sections<'a>(names: impl IntoIterator<Item = &'a [u8]>) -> InfoSecti
     if any { set } else { INFO_ALL }
 }
 
-/// Parses the raw text of a Redis `INFO` reply. Unknown, malformed or non-UTF-8 lines are skipped.
-pub fn parse_info(raw: &[u8]) -> BackendInfo {
+/// Parses the raw text of a Redis `INFO` reply; `db` is the database shardis serves. Unknown,
+/// malformed or non-UTF-8 lines are skipped.
+pub fn parse_info(raw: &[u8], db: u32) -> BackendInfo {
+    let served = format!("db{db}");
     let mut info = BackendInfo::default();
     let mut in_keyspace = false;
     for line in raw.split(|&b| b == b'\n') {
@@ -87,9 +90,9 @@ pub fn parse_info(raw: &[u8]) -> BackendInfo {
         } else if in_keyspace && is_db_name(key) {
             let keys = db_field(value, "keys");
             info.keys = info.keys.saturating_add(keys);
-            if key == "db0" {
-                info.db0_keys = keys;
-                info.db0_expires = db_field(value, "expires");
+            if key == served {
+                info.db_keys = keys;
+                info.db_expires = db_field(value, "expires");
             }
         }
     }
@@ -114,11 +117,13 @@ fn db_field(value: &str, name: &str) -> u64 {
 /// Renders the proxy's `INFO` reply with CRLF line endings, like Redis: the `sections` asked
 /// for, in the order Proxy, Backend ..., Keyspace, separated by blank lines.
 ///
-/// `backend_info[i]`: the raw text of `INFO` from backend i (config order), or None if it failed.
+/// `backend_info[i]`: the raw text of `INFO` from backend i (config order), or None if it failed;
+/// `db`: the database shardis serves.
 pub fn render_info(
     state: &ProxyState,
     backend_info: &[Option<&[u8]>],
     sections: InfoSections,
+    db: u32,
 ) -> String {
     let backends = state.backends();
     let up = backends.iter().filter(|b| b.is_up()).count();
@@ -129,7 +134,7 @@ pub fn render_info(
                 .get(i)
                 .copied()
                 .flatten()
-                .map(parse_info)
+                .map(|text| parse_info(text, db))
                 .unwrap_or_default()
         })
         .collect();
@@ -199,11 +204,11 @@ pub fn render_info(
             out.push_str("\r\n");
         }
         out.push_str("# Keyspace\r\n");
-        // shardis serves database 0 only; like Redis, an empty keyspace has no db line.
-        let keys: u64 = infos.iter().map(|i| i.db0_keys).sum();
-        let expires: u64 = infos.iter().map(|i| i.db0_expires).sum();
+        // shardis serves one database; like Redis, an empty keyspace has no db line.
+        let keys: u64 = infos.iter().map(|i| i.db_keys).sum();
+        let expires: u64 = infos.iter().map(|i| i.db_expires).sum();
         if keys > 0 {
-            let _ = write!(out, "db0:keys={keys},expires={expires},avg_ttl=0\r\n");
+            let _ = write!(out, "db{db}:keys={keys},expires={expires},avg_ttl=0\r\n");
         }
     }
     out
@@ -221,14 +226,14 @@ mod tests {
 
     #[test]
     fn parses_real_redis_info() {
-        let info = parse_info(REDIS_7_0);
+        let info = parse_info(REDIS_7_0, 0);
         assert_eq!(
             info,
             BackendInfo {
                 used_memory: 1_016_104,
                 keys: 5,
-                db0_keys: 3,
-                db0_expires: 0,
+                db_keys: 3,
+                db_expires: 0,
                 redis_version: Some([7, 0, 15])
             }
         );
@@ -236,21 +241,21 @@ mod tests {
 
     #[test]
     fn parses_odd_input() {
-        assert_eq!(parse_info(b""), BackendInfo::default());
+        assert_eq!(parse_info(b"", 0), BackendInfo::default());
         assert_eq!(
-            parse_info(b"\xff\xfe\r\n:::\r\n#\r\n"),
+            parse_info(b"\xff\xfe\r\n:::\r\n#\r\n", 0),
             BackendInfo::default()
         );
         // db lines outside # Keyspace and look-alike keys are ignored; LF-only text is fine.
         let text = b"# Memory\nused_memory:12\nused_memory_human:12B\ndb0:keys=9\n\
                      # Keyspace\ndb0:keys=1,expires=0\ndbx:keys=5\ndb12:expires=1,keys=2\ndb1:keys=bad\n";
         assert_eq!(
-            parse_info(text),
+            parse_info(text, 0),
             BackendInfo {
                 used_memory: 12,
                 keys: 3,
-                db0_keys: 1,
-                db0_expires: 0,
+                db_keys: 1,
+                db_expires: 0,
                 redis_version: None
             }
         );
@@ -264,7 +269,7 @@ mod tests {
         let state = ProxyState::new("d".into(), vec![s1, s2]);
         state.clients.insert(crate::state::Clients::detached(1));
         state.add_commands(7);
-        let text = render_info(&state, &[Some(REDIS_7_0), None], INFO_ALL);
+        let text = render_info(&state, &[Some(REDIS_7_0), None], INFO_ALL, 0);
         let expected = format!(
             "# Proxy\r\nredis_version:7.0.15\r\nshardis_version:{}\r\nuptime_in_seconds:0\r\nconnected_clients:1\r\n\
              total_commands_processed:7\r\nbackends_up:1\r\nbackends_total:2\r\n\
@@ -276,14 +281,21 @@ mod tests {
         );
         assert_eq!(text, expected);
         // A short backend_info slice counts as "failed" for the missing backends.
-        assert!(render_info(&state, &[], INFO_BACKENDS).ends_with("used_memory:0\r\nkeys:0\r\n"));
+        assert!(
+            render_info(&state, &[], INFO_BACKENDS, 0).ends_with("used_memory:0\r\nkeys:0\r\n")
+        );
         // One section alone, or none for an unknown name.
         assert_eq!(
-            render_info(&state, &[Some(REDIS_7_0)], INFO_KEYSPACE),
+            render_info(&state, &[Some(REDIS_7_0)], INFO_KEYSPACE, 0),
             "# Keyspace\r\ndb0:keys=3,expires=0,avg_ttl=0\r\n"
         );
-        assert_eq!(render_info(&state, &[], INFO_KEYSPACE), "# Keyspace\r\n");
-        assert_eq!(render_info(&state, &[], 0), "");
+        assert_eq!(render_info(&state, &[], INFO_KEYSPACE, 0), "# Keyspace\r\n");
+        // With a pool's `db`, its line is the one shown.
+        assert_eq!(
+            render_info(&state, &[Some(REDIS_7_0)], INFO_KEYSPACE, 3),
+            "# Keyspace\r\ndb3:keys=2,expires=1,avg_ttl=0\r\n"
+        );
+        assert_eq!(render_info(&state, &[], 0, 0), "");
     }
 
     #[test]
@@ -304,12 +316,13 @@ mod tests {
                 Some(&b"redis_version:6.2.14\r\n"[..]),
             ],
             INFO_PROXY,
+            0,
         );
         assert!(
             text.starts_with("# Proxy\r\nredis_version:6.2.14\r\n"),
             "{text}"
         );
-        let text = render_info(&state, &[None, None], INFO_PROXY);
+        let text = render_info(&state, &[None, None], INFO_PROXY, 0);
         assert!(!text.contains("redis_version"), "{text}");
     }
 

@@ -8,17 +8,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
+use super::login::{AclSub, NOAUTH_HELLO};
 use super::{ReplyMode, Session};
 use crate::protocol::command::{COMMANDS, Local, acl};
 use crate::protocol::out::{Out, Proto};
 use crate::protocol::request::parse_int;
 use crate::state::ClientEntry;
 
-/// Redis' reply to credentials it does not accept.
-const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
-/// Redis' reply to `AUTH password` when the default user has no password.
-const NO_PASSWORD: &str = "ERR AUTH <password> called without any password configured for the \
-                           default user. Are you sure your configuration is correct?";
 const BAD_NAME: &str = "ERR Client names cannot contain spaces, newlines or special characters.";
 
 /// Whether a client or library name is acceptable: printable ASCII without spaces.
@@ -39,6 +35,7 @@ impl Session {
         let upper = |i: usize| arg(i).map(|a| a.to_ascii_uppercase());
         match local {
             Local::Hello => return self.hello(id, frame, args, now),
+            Local::Auth => return self.auth(id, frame, args, now),
             Local::ClientReply => return self.client_reply(id, upper(2).unwrap_or_default(), now),
             Local::ClientUnblock => return self.client_unblock(id, frame, args, now),
             Local::ClientKill => return self.client_kill(id, frame, args, now),
@@ -78,15 +75,13 @@ impl Session {
                 out.simple("OK");
                 Ok(())
             }
-            Local::Select => match arg(1) {
-                Some(b"0") => {
+            Local::Select => match arg(1).map(parse_int) {
+                Some(Some(n)) if self.serves_db(n) => {
                     out.simple("OK");
                     Ok(())
                 }
-                Some(n) if parse_int(n).is_none() => {
-                    Err("ERR value is not an integer or out of range".into())
-                }
-                _ => Err("ERR shardis serves database 0 only".into()),
+                Some(None) => Err("ERR value is not an integer or out of range".into()),
+                _ => Err(self.one_db_error()),
             },
             Local::Time => {
                 let t = SystemTime::now()
@@ -97,15 +92,6 @@ impl Session {
                 out.bulk(t.subsec_micros().to_string().as_bytes());
                 Ok(())
             }
-            Local::Auth => match args.len() {
-                2 => Err(NO_PASSWORD.into()),
-                3 if arg(1) == Some(b"default") => {
-                    out.simple("OK");
-                    Ok(())
-                }
-                3 => Err(WRONGPASS.into()),
-                _ => Err("ERR syntax error".into()),
-            },
             Local::ClientSetname => match arg(2) {
                 Some(name) if name_ok(name) => {
                     self.client
@@ -162,7 +148,11 @@ impl Session {
                 out.verbatim(text.as_bytes());
                 Ok(())
             }
-            Local::Hello | Local::ClientReply | Local::ClientUnblock | Local::ClientKill => Ok(()),
+            Local::Hello
+            | Local::Auth
+            | Local::ClientReply
+            | Local::ClientUnblock
+            | Local::ClientKill => Ok(()),
             Local::ClientNoEvict | Local::ClientNoTouch => match upper(2).as_deref() {
                 Some(b"ON" | b"OFF") => {
                     out.simple("OK");
@@ -200,10 +190,10 @@ impl Session {
                 }
                 Ok(())
             }
-            Local::AclWhoami => {
-                out.bulk(b"default");
-                Ok(())
-            }
+            Local::AclWhoami => self.acl_local(AclSub::Whoami, frame, args, &mut out),
+            Local::AclUsers => self.acl_local(AclSub::Users, frame, args, &mut out),
+            Local::AclList => self.acl_local(AclSub::List, frame, args, &mut out),
+            Local::AclDryrun => self.acl_local(AclSub::Dryrun, frame, args, &mut out),
             Local::AclCat => match arg(2) {
                 None => {
                     out.array(acl::NAMES.len());
@@ -263,13 +253,11 @@ impl Session {
         };
         let mut i = 2;
         let mut name = None;
+        let mut credentials = None;
         while i < args.len() {
             match arg(i).map(|a| a.to_ascii_uppercase()).as_deref() {
-                // Like Redis without a password: only the default user, with any password.
                 Some(b"AUTH") if i + 2 < args.len() => {
-                    if arg(i + 1) != Some(b"default") {
-                        return self.fail(id, now, WRONGPASS);
-                    }
+                    credentials = arg(i + 1).zip(arg(i + 2));
                     i += 3;
                 }
                 Some(b"SETNAME") if i + 1 < args.len() => {
@@ -286,10 +274,16 @@ impl Session {
                 }
             }
         }
+        if name.is_some_and(|n| !name_ok(n)) {
+            return self.fail(id, now, BAD_NAME);
+        }
+        match credentials {
+            // A failure is answered (after its delay) by hello_auth.
+            Some((user, password)) if !self.hello_auth(id, user, password, now) => return,
+            None if self.anonymous() => return self.fail(id, now, NOAUTH_HELLO),
+            _ => {}
+        }
         if let Some(name) = name {
-            if !name_ok(name) {
-                return self.fail(id, now, BAD_NAME);
-            }
             self.client.set_name(Some(Bytes::copy_from_slice(name)));
         }
         self.set_proto(proto);
@@ -313,6 +307,22 @@ impl Session {
         out.array(0);
         self.ctx.metrics.command(id).record(now.elapsed(), true);
         self.push_ready(buf.freeze());
+    }
+
+    /// Whether `SELECT n` selects the database shardis serves: 0, or the pool's `db` (the
+    /// connections' database, which clients may also name).
+    pub(super) fn serves_db(&self, n: i64) -> bool {
+        n == 0 || n == i64::from(self.table.settings.db)
+    }
+
+    /// The refusal of another database.
+    pub(super) fn one_db_error(&self) -> String {
+        match self.table.settings.db {
+            0 => "ERR shardis serves database 0 only".to_string(),
+            db => format!(
+                "ERR shardis serves one database, db {db} on its backends: SELECT 0 or SELECT {db}"
+            ),
+        }
     }
 
     pub(super) fn set_proto(&mut self, proto: Proto) {
@@ -346,6 +356,7 @@ impl Session {
         self.set_proto(Proto::Resp2);
         self.client.set_name(None);
         self.reply_mode = ReplyMode::On;
+        self.log_out();
         self.ok(id, now, b"+RESET\r\n");
     }
 
@@ -438,6 +449,7 @@ impl Session {
         let mut ids = None;
         let mut addr = None;
         let mut laddr = None;
+        let mut user = None;
         let mut skipme = true;
         let mut i = 2;
         while i + 1 < args.len() {
@@ -456,7 +468,13 @@ impl Session {
                     "no" => skipme = false,
                     _ => return self.fail(id, now, "ERR syntax error"),
                 },
-                "TYPE" | "USER" | "MAXAGE" => {}
+                "USER" => {
+                    if self.table.settings.auth.user(value.as_bytes()).is_none() {
+                        return self.fail(id, now, &format!("ERR No such user '{value}'"));
+                    }
+                    user = Some(value);
+                }
+                "TYPE" | "MAXAGE" => {}
                 _ => return self.fail(id, now, "ERR syntax error"),
             }
             i += 2;
@@ -468,7 +486,8 @@ impl Session {
         for c in all {
             let matched = ids.is_none_or(|v| v == c.id)
                 && addr.as_ref().is_none_or(|a| *a == c.addr)
-                && laddr.as_ref().is_none_or(|a| *a == c.laddr);
+                && laddr.as_ref().is_none_or(|a| *a == c.laddr)
+                && user.as_ref().is_none_or(|u| **u == *c.user());
             if matched && !(skipme && c.id == self.id) {
                 c.kill();
                 killed += 1;
@@ -506,12 +525,13 @@ impl Session {
             line,
             "id={} addr={} laddr={} fd=0 name={} age={age} idle=0 flags={flags} db=0 sub={sub} \
              psub={psub} ssub={ssub} multi={multi} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 \
-             rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={cmd} user=default \
+             rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={cmd} user={} \
              redir=-1 resp={} lib-name={} lib-ver={}",
             c.id,
             c.addr,
             c.laddr,
             name.unwrap_or_default(),
+            c.user(),
             c.proto(),
             text(lib_name).unwrap_or_default(),
             text(lib_ver).unwrap_or_default(),

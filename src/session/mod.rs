@@ -37,6 +37,7 @@ mod bounds;
 mod dispatch;
 pub mod info;
 mod local;
+mod login;
 pub mod mode;
 pub mod pending;
 pub mod route;
@@ -62,6 +63,7 @@ use crate::protocol::request::{Request, RequestParser};
 use crate::state::ProxyState;
 pub use crate::state::{ClientEntry, Clients};
 use bounds::{IdleTimer, READ_MIN, ReadSize, idle_fired, reserve_read};
+use login::Who;
 use pending::{MergeEnv, Pending, Then, next_random};
 use subscribe::Subscriptions;
 use transaction::{Transaction, Watch};
@@ -162,6 +164,8 @@ pub struct Session {
     /// Bytes of complete replies in `pending` (not yet in `wbuf`): with `wbuf`, the client's
     /// output that `client_output_limit_bytes` bounds.
     held: usize,
+    /// Who the client is, and what dispatch checks before each command (see [`login`]).
+    who: Who,
 }
 
 /// Serves one client until it disconnects, sends QUIT, breaks the protocol, or shutdown
@@ -291,7 +295,7 @@ impl Session {
         let (tx, rx) = mpsc::unbounded_channel();
         let generation = ctx.routing.generation();
         let table = ctx.routing.load();
-        let session = Session {
+        let mut session = Session {
             id: client.id,
             table,
             generation,
@@ -316,7 +320,9 @@ impl Session {
             silent: VecDeque::new(),
             evicted: None,
             held: 0,
+            who: Who::default(),
         };
+        session.check_login();
         (session, rx)
     }
 
@@ -363,6 +369,7 @@ impl Session {
         if generation != self.generation {
             self.table = self.ctx.routing.load();
             self.generation = generation;
+            self.check_login();
         }
         let mut commands = 0u64;
         while !self.closing && self.may_send() {

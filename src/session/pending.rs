@@ -173,7 +173,12 @@ impl Fanout {
                     .iter()
                     .map(|p| p.as_deref().and_then(info_text))
                     .collect();
-                let text = super::info::render_info(env.state, &texts, self.info_sections);
+                let text = super::info::render_info(
+                    env.state,
+                    &texts,
+                    self.info_sections,
+                    env.table.settings.db,
+                );
                 out.verbatim(text.as_bytes());
             }
             Merge::Same => match parts().next() {

@@ -55,6 +55,27 @@ impl KeySpan {
     }
 }
 
+/// COPY's `DB n` option: `Err` with Redis's error for a non-integer, `Ok(true)` when it names
+/// another database than `db`, the backends' (the option goes to them as it is).
+pub fn names_other_db(
+    frame: &[u8],
+    options: &[Range<usize>],
+    db: u32,
+) -> Result<bool, &'static str> {
+    let mut other = false;
+    for (i, a) in options.iter().enumerate() {
+        if frame[a.clone()].eq_ignore_ascii_case(b"db") {
+            match options.get(i + 1).map(|r| parse_int(&frame[r.clone()])) {
+                Some(Some(n)) if n == i64::from(db) => {}
+                Some(Some(_)) => other = true,
+                Some(None) => return Err("ERR value is not an integer or out of range"),
+                None => return Err("ERR syntax error"),
+            }
+        }
+    }
+    Ok(other)
+}
+
 /// Where `cmd`'s keys are in this invocation; `None` for commands without keys.
 pub fn key_span(
     cmd: &Command,

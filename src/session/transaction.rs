@@ -19,6 +19,7 @@ use super::pending::{Pending, Then};
 use super::route::RouteError;
 use crate::backend::{Lease, Request};
 use crate::protocol::command::{Allowed, Command, Kind, Local, SessionCmd};
+use crate::protocol::request::parse_int;
 
 const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
 const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
@@ -97,7 +98,10 @@ impl Session {
             },
             Kind::First | Kind::Local(Local::Ping | Local::Echo | Local::Time) => Ok(None),
             Kind::Local(Local::Select)
-                if args.get(1).is_some_and(|a| &frame[a.clone()] == b"0") =>
+                if args
+                    .get(1)
+                    .and_then(|a| parse_int(&frame[a.clone()]))
+                    .is_some_and(|n| self.serves_db(n)) =>
             {
                 Ok(None)
             }
@@ -135,9 +139,19 @@ impl Session {
             self.abort_transaction();
             return self.fail(id, now, &RouteError::CrossSlot.message(cmd.name));
         }
+        let db = self.table.settings.db;
         if let Some(tx) = &mut self.multi {
             if backend.is_some() {
                 tx.backend = backend;
+            }
+            if cmd.kind == Kind::Local(Local::Select) && db != 0 {
+                // The backend's database is the pool's: SELECT 0 must not leave it.
+                let n = db.to_string();
+                crate::protocol::reply::put_array_len(&mut tx.frames, 2);
+                crate::protocol::reply::put_bulk(&mut tx.frames, b"SELECT");
+                crate::protocol::reply::put_bulk(&mut tx.frames, n.as_bytes());
+                tx.count += 1;
+                return self.ok(id, now, b"+QUEUED\r\n");
             }
             tx.frames.extend_from_slice(&frame);
             tx.count += 1;
