@@ -444,28 +444,7 @@ impl Config {
         let _ = writeln!(out, "  listen                   {}", s.listen);
         let plain = s.plain_listen.map_or("none".to_string(), |a| a.to_string());
         let _ = writeln!(out, "  plain_listen             {plain}");
-        match &s.tls {
-            None => {
-                let _ = writeln!(out, "  tls                      off");
-            }
-            Some(tls) => {
-                let f = &tls.files;
-                let _ = writeln!(out, "  tls                      on");
-                let _ = writeln!(out, "    cert                   {}", f.cert.display());
-                let _ = writeln!(out, "    key                    {}", f.key.display());
-                let ca = f
-                    .client_ca
-                    .as_ref()
-                    .map_or("none".to_string(), |p| p.display().to_string());
-                let _ = writeln!(out, "    client_ca              {ca}");
-                let _ = writeln!(out, "    client_auth            {}", f.client_auth.name());
-                let _ = writeln!(
-                    out,
-                    "    handshake_timeout      {} ms",
-                    f.handshake_timeout.as_millis()
-                );
-            }
-        }
+        tls::describe_server(&mut out, s.tls.as_ref());
         let _ = writeln!(out, "  max_clients              {}", s.max_clients);
         let _ = writeln!(out, "  max_pipeline             {}", s.max_pipeline);
         let _ = writeln!(out, "  max_request_bytes        {}", s.max_request_bytes);
@@ -549,29 +528,7 @@ impl Config {
                 p.connections_per_backend
             );
             let _ = writeln!(out, "  max_exclusive_per_backend {}", p.max_exclusive);
-            match &p.tls {
-                None => {
-                    let _ = writeln!(out, "  tls                      off");
-                }
-                Some(tls) => {
-                    let f = &tls.files;
-                    let path = |p: &Option<PathBuf>| {
-                        p.as_ref()
-                            .map_or("none".to_string(), |p| p.display().to_string())
-                    };
-                    let _ = writeln!(out, "  tls                      on");
-                    let _ = writeln!(out, "    tls_ca                 {}", path(&f.ca));
-                    let _ = writeln!(out, "    tls_cert               {}", path(&f.cert));
-                    let _ = writeln!(out, "    tls_key                {}", path(&f.key));
-                    let name = f.server_name.as_deref().unwrap_or("(each backend's host)");
-                    let _ = writeln!(out, "    tls_server_name        {name}");
-                    let _ = writeln!(
-                        out,
-                        "    tls_insecure_skip_verify {}",
-                        f.insecure_skip_verify
-                    );
-                }
-            }
+            tls::describe_pool(&mut out, p.tls.as_ref());
             let _ = writeln!(
                 out,
                 "  username                 {}",

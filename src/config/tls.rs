@@ -2,6 +2,7 @@
 //! read here (and so again on every reload); a problem names the key and the file, never the
 //! file's contents.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -141,6 +142,60 @@ pub(super) fn check_backend_names(
                     "host {:?} is not a name a certificate can be checked against; set {key}.tls_server_name",
                     b.address.host
                 ),
+            );
+        }
+    }
+}
+
+/// `[server.tls]` for [`Config::describe`](super::Config::describe): paths and settings, never
+/// the files' contents.
+pub(super) fn describe_server(out: &mut String, tls: Option<&ServerTlsConfig>) {
+    match tls {
+        None => {
+            let _ = writeln!(out, "  tls                      off");
+        }
+        Some(tls) => {
+            let f = &tls.files;
+            let _ = writeln!(out, "  tls                      on");
+            let _ = writeln!(out, "    cert                   {}", f.cert.display());
+            let _ = writeln!(out, "    key                    {}", f.key.display());
+            let ca = f
+                .client_ca
+                .as_ref()
+                .map_or("none".to_string(), |p| p.display().to_string());
+            let _ = writeln!(out, "    client_ca              {ca}");
+            let _ = writeln!(out, "    client_auth            {}", f.client_auth.name());
+            let _ = writeln!(
+                out,
+                "    handshake_timeout      {} ms",
+                f.handshake_timeout.as_millis()
+            );
+        }
+    }
+}
+
+/// A pool's TLS keys for [`Config::describe`](super::Config::describe).
+pub(super) fn describe_pool(out: &mut String, tls: Option<&PoolTlsConfig>) {
+    match tls {
+        None => {
+            let _ = writeln!(out, "  tls                      off");
+        }
+        Some(tls) => {
+            let f = &tls.files;
+            let path = |p: &Option<PathBuf>| {
+                p.as_ref()
+                    .map_or("none".to_string(), |p| p.display().to_string())
+            };
+            let _ = writeln!(out, "  tls                      on");
+            let _ = writeln!(out, "    tls_ca                 {}", path(&f.ca));
+            let _ = writeln!(out, "    tls_cert               {}", path(&f.cert));
+            let _ = writeln!(out, "    tls_key                {}", path(&f.key));
+            let name = f.server_name.as_deref().unwrap_or("(each backend's host)");
+            let _ = writeln!(out, "    tls_server_name        {name}");
+            let _ = writeln!(
+                out,
+                "    tls_insecure_skip_verify {}",
+                f.insecure_skip_verify
             );
         }
     }
