@@ -14,8 +14,9 @@
 //! [`server`] (accept loop, limits, drain),
 //! [`state`] (proxy-wide counters and backend health), [`admin`] (HTTP: /metrics, /healthz,
 //! /readyz, /status and the /admin API), [`control`] (what the /admin API acts on),
-//! [`metrics`] (metric names and handles), [`workers`] (thread-per-core runtimes: a session
-//! and the backend links it uses live on one thread).
+//! [`metrics`] (metric names and handles), [`tls`] (rustls on the client listener and to the
+//! backends), [`workers`] (thread-per-core runtimes: a session and the backend links it uses
+//! live on one thread).
 
 pub mod admin;
 pub mod auth;
@@ -31,5 +32,6 @@ pub mod router;
 pub mod server;
 pub mod session;
 pub mod state;
+pub mod tls;
 pub mod topology;
 pub mod workers;

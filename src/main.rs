@@ -25,7 +25,8 @@ struct Cli {
     /// "HOST:PORT". Repeat for each backend.
     #[arg(long = "backend", value_name = "HOST:PORT", conflicts_with = "config")]
     backends: Vec<String>,
-    /// Client listen address; overrides [server] listen.
+    /// Client listen address; overrides [server] listen (which speaks TLS when [server.tls]
+    /// is set).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
     /// Admin HTTP address (/metrics, /healthz, /readyz, /status, /admin API); overrides
@@ -99,6 +100,17 @@ fn check(path: &Path) -> ExitCode {
                     println!(
                         "warning: pools {:?}: crc32 is a 15-bit hash; with ketama nearly every \
                          key lands on one backend (as in twemproxy). Prefer fnv1a_64, murmur or xxh3.",
+                        pool.name
+                    );
+                }
+                if pool
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.files.insecure_skip_verify)
+                {
+                    println!(
+                        "warning: pools {:?}: tls_insecure_skip_verify = true: the backends' \
+                         certificates are NOT verified; set tls_ca instead.",
                         pool.name
                     );
                 }
@@ -269,6 +281,16 @@ fn run(cli: &Cli) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let plain = match config.server.plain_listen {
+            None => None,
+            Some(addr) => match TcpListener::bind(addr).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    eprintln!("shardis: cannot listen on {addr} (plain_listen): {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+        };
         let admin = match TcpListener::bind(config.admin.listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -280,13 +302,25 @@ fn run(cli: &Cli) -> ExitCode {
             }
         };
         let (addr, admin_addr) = (local(&listener), local(&admin));
-        // The first stdout line is a contract with scripts and tests: they read the ports here.
-        println!("shardis listening on {addr}, admin on {admin_addr}");
+        // The first stdout line is a contract with scripts and tests: they read the ports here
+        // (", plain on ADDR" is added only with plain_listen).
+        let plain_addr = plain
+            .as_ref()
+            .map_or(String::new(), |l| format!(", plain on {}", local(l)));
+        println!("shardis listening on {addr}, admin on {admin_addr}{plain_addr}");
         let _ = std::io::stdout().flush();
-        tracing::info!(threads, "listening on {addr}, admin on {admin_addr}");
+        let tls = if config.server.tls.is_some() {
+            " (TLS)"
+        } else {
+            ""
+        };
+        tracing::info!(
+            threads,
+            "listening on {addr}{tls}, admin on {admin_addr}{plain_addr}"
+        );
         let path = cli.config.clone();
         shardis::server::serve(
-            config, path, overrides, listener, admin, prometheus, shutdown, reloads,
+            config, path, overrides, listener, plain, admin, prometheus, shutdown, reloads,
         )
         .await;
         tracing::info!("stopped");

@@ -43,6 +43,9 @@ pub const CLIENT_CONNECTIONS: &str = "shardis_client_connections";
 pub const CLIENT_CONNECTIONS_TOTAL: &str = "shardis_client_connections_total";
 /// Client connections closed because of malformed RESP.
 pub const CLIENT_PROTOCOL_ERRORS_TOTAL: &str = "shardis_client_protocol_errors_total";
+/// Client connections to the TLS listener closed because their TLS handshake failed or timed
+/// out; label `reason` (`timeout` | `error`).
+pub const CLIENT_TLS_HANDSHAKE_ERRORS_TOTAL: &str = "shardis_client_tls_handshake_errors_total";
 /// Client connections closed by the proxy for a limit; label `reason` (`idle_timeout` |
 /// `output_limit`).
 pub const CLIENT_DISCONNECTS_TOTAL: &str = "shardis_client_disconnects_total";
@@ -74,6 +77,7 @@ pub const ALL_METRICS: &[&str] = &[
     CLIENT_CONNECTIONS,
     CLIENT_CONNECTIONS_TOTAL,
     CLIENT_PROTOCOL_ERRORS_TOTAL,
+    CLIENT_TLS_HANDSHAKE_ERRORS_TOTAL,
     CLIENT_DISCONNECTS_TOTAL,
     RECEIVED_BYTES_TOTAL,
     SENT_BYTES_TOTAL,
@@ -133,7 +137,7 @@ pub fn describe() {
     describe_gauge!(BACKEND_CONNECTIONS, "Open connections to the backend.");
     describe_counter!(
         BACKEND_ERRORS_TOTAL,
-        "Backend failures, by backend and kind (connect, timeout, closed, protocol, handshake, auth, health)."
+        "Backend failures, by backend and kind (connect, timeout, closed, protocol, handshake, auth, health, tls)."
     );
     describe_gauge!(
         BACKEND_EXCLUSIVE_CONNECTIONS,
@@ -177,6 +181,10 @@ pub fn describe() {
         "Client connections closed by the proxy for a limit, by reason (idle_timeout, output_limit)."
     );
     describe_counter!(
+        CLIENT_TLS_HANDSHAKE_ERRORS_TOTAL,
+        "Client connections to the TLS listener closed because their handshake failed (error) or did not finish in time (timeout)."
+    );
+    describe_counter!(
         RECEIVED_BYTES_TOTAL,
         Unit::Bytes,
         "Bytes read from clients."
@@ -209,6 +217,12 @@ pub fn slow_subscriber() {
 /// Counts a client closed for a limit (a rare event: no pre-built handle).
 pub fn client_disconnect(reason: &'static str) {
     metrics::counter!(CLIENT_DISCONNECTS_TOTAL, "reason" => reason).increment(1);
+}
+
+/// Counts a client TLS handshake that failed (`timed_out`: did not finish in time).
+pub fn tls_handshake_failed(timed_out: bool) {
+    metrics::counter!(CLIENT_TLS_HANDSHAKE_ERRORS_TOTAL, "reason" => if timed_out { "timeout" } else { "error" })
+        .increment(1);
 }
 
 /// Counts a configuration reload.
@@ -244,11 +258,13 @@ pub enum BackendErrorKind {
     Auth,
     /// A health check (PING) got a wrong answer.
     Health,
+    /// The TLS handshake failed (certificate not trusted, wrong name, not a TLS server).
+    Tls,
 }
 
 impl BackendErrorKind {
     /// Every kind, in the order of their index into per-kind tables.
-    pub const ALL: [BackendErrorKind; 7] = [
+    pub const ALL: [BackendErrorKind; 8] = [
         BackendErrorKind::Connect,
         BackendErrorKind::Timeout,
         BackendErrorKind::Closed,
@@ -256,6 +272,7 @@ impl BackendErrorKind {
         BackendErrorKind::Handshake,
         BackendErrorKind::Auth,
         BackendErrorKind::Health,
+        BackendErrorKind::Tls,
     ];
 
     /// The metric label value.
@@ -268,6 +285,7 @@ impl BackendErrorKind {
             BackendErrorKind::Handshake => "handshake",
             BackendErrorKind::Auth => "auth",
             BackendErrorKind::Health => "health",
+            BackendErrorKind::Tls => "tls",
         }
     }
 
@@ -377,7 +395,7 @@ pub struct BackendMetrics {
     duration: Histogram,
     up: Gauge,
     connections: Gauge,
-    errors: [Counter; 7],
+    errors: [Counter; BackendErrorKind::ALL.len()],
     exclusive_idle: Gauge,
     exclusive_leased: Gauge,
     exclusive_refused: Counter,
@@ -540,6 +558,9 @@ mod tests {
             c.sent(40);
             slow_subscriber();
             client_disconnect("idle_timeout");
+            tls_handshake_failed(false);
+            tls_handshake_failed(true);
+            tls_handshake_failed(true);
             config_reload(true);
             config_reload(false);
             config_info("abc", None);
@@ -564,6 +585,8 @@ mod tests {
         }
         for line in [
             r#"shardis_commands_total{command="get",result="ok"} 3"#,
+            r#"shardis_client_tls_handshake_errors_total{reason="error"} 1"#,
+            r#"shardis_client_tls_handshake_errors_total{reason="timeout"} 2"#,
             r#"shardis_commands_total{command="get",result="error"} 0"#,
             r#"shardis_commands_total{command="set",result="error"} 1"#,
             r#"shardis_commands_total{command="unknown",result="ok"} 2"#,
@@ -621,7 +644,8 @@ mod tests {
                 "protocol",
                 "handshake",
                 "auth",
-                "health"
+                "health",
+                "tls"
             ]
         );
         for (i, k) in BackendErrorKind::ALL.iter().enumerate() {

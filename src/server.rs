@@ -1,23 +1,28 @@
-//! Accept loop, client limits, shutdown and drain.
+//! Accept loop, client limits, shutdown and drain; the TLS handshake of clients of a TLS
+//! listener.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::{Config, Overrides};
 use crate::control::LiveControl;
 use crate::metrics::Metrics;
+use crate::net::Stream;
 use crate::protocol::command;
 use crate::session::{self, Context, Stop};
 use crate::state::ProxyState;
+use crate::tls::{HandshakeError, ServerTls};
 use crate::topology::Topology;
 use crate::workers;
 
@@ -49,74 +54,211 @@ fn refuse(stream: TcpStream, lingering: &Arc<Semaphore>) {
     });
 }
 
-/// Serves clients on `listener` until `shutdown` resolves, then drains: stops accepting,
+/// Like [`refuse`], over TLS: a client of the TLS listener cannot read a plain refusal. The
+/// handshake is run (within its timeout) only while few refusals linger; beyond that the
+/// connection is closed at once.
+fn refuse_tls(stream: TcpStream, tls: Arc<ServerTls>, lingering: &Arc<Semaphore>) {
+    let Ok(slot) = lingering.clone().try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let accepted = tokio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(stream));
+        if let Ok(Ok(mut conn)) = accepted.await {
+            let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+                let _ = conn.write_all(REFUSAL).await;
+                let _ = conn.shutdown().await;
+            })
+            .await;
+        }
+        drop(slot);
+    });
+}
+
+/// How often a failed client TLS handshake is logged at info level; the others in between are
+/// logged at debug level (and all are counted).
+const HANDSHAKE_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Failed client handshakes, for logging them without a line per failure: a port scanner or a
+/// plain client on the TLS port must not flood the log.
+#[derive(Default)]
+struct HandshakeFailures {
+    /// When one was last logged at info level, and how many failed since.
+    last: Mutex<(Option<Instant>, u64)>,
+}
+
+impl HandshakeFailures {
+    fn failed(&self, peer: Option<SocketAddr>, e: &HandshakeError) {
+        crate::metrics::tls_handshake_failed(matches!(e, HandshakeError::Timeout(_)));
+        let peer = peer.map_or_else(|| "?".to_string(), |p| p.to_string());
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match last.0 {
+            Some(at) if now.duration_since(at) < HANDSHAKE_LOG_EVERY => {
+                last.1 += 1;
+                debug!("client {peer}: {e}");
+            }
+            _ => {
+                let since = std::mem::take(&mut last.1);
+                last.0 = Some(now);
+                info!(
+                    "client {peer}: {e}; connection closed ({since} other failed handshake(s) \
+                     since the last report; each is logged at debug level, at most one a \
+                     minute here, and counted in shardis_client_tls_handshake_errors_total)"
+                );
+            }
+        }
+    }
+}
+
+/// The client listeners: `listen` (TLS when `tls` is set, its acceptor swapped by reloads)
+/// and `plain_listen`.
+pub struct Listeners {
+    pub main: TcpListener,
+    pub tls: Option<Arc<ArcSwap<ServerTls>>>,
+    pub plain: Option<TcpListener>,
+}
+
+/// What admitting a client needs: the limits, the ids, and what sessions share.
+struct Admission {
+    ctx: Arc<Context>,
+    stop: watch::Receiver<Stop>,
+    permits: Arc<Semaphore>,
+    lingering: Arc<Semaphore>,
+    failures: Arc<HandshakeFailures>,
+    next_id: u64,
+}
+
+impl Admission {
+    /// Starts a session for an accepted connection (after its TLS handshake, with `tls`), or
+    /// refuses it beyond `max_clients`. A client in its handshake holds a slot like any client.
+    fn admit(
+        &mut self,
+        sessions: &mut JoinSet<()>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        tls: Option<Arc<ServerTls>>,
+    ) {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            match tls {
+                None => refuse(stream, &self.lingering),
+                Some(tls) => refuse_tls(stream, tls, &self.lingering),
+            }
+            return;
+        };
+        let (ctx, stop) = (self.ctx.clone(), self.stop.clone());
+        let id = self.next_id;
+        self.next_id += 1;
+        let failures = self.failures.clone();
+        // Round-robin over the workers (see crate::workers for why not SO_REUSEPORT). Worker 0
+        // is this thread. The TLS handshake and relay run on the session's worker too.
+        let worker = (id % workers::count() as u64) as usize;
+        match workers::handle(worker).filter(|_| worker != 0) {
+            None => {
+                sessions.spawn(async move {
+                    serve_client(stream, peer, tls, ctx, id, stop, &failures).await;
+                    drop(permit);
+                });
+            }
+            Some(handle) => {
+                // Registered again with the worker's own reactor, so its I/O events wake the
+                // session on that thread.
+                let Ok(stream) = stream.into_std() else {
+                    return;
+                };
+                sessions.spawn_on(
+                    async move {
+                        if let Ok(stream) = TcpStream::from_std(stream) {
+                            serve_client(stream, peer, tls, ctx, id, stop, &failures).await;
+                        }
+                        drop(permit);
+                    },
+                    handle,
+                );
+            }
+        }
+    }
+}
+
+/// Runs one client's session, after its TLS handshake when it came to the TLS listener.
+async fn serve_client(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<Arc<ServerTls>>,
+    ctx: Arc<Context>,
+    id: u64,
+    stop: watch::Receiver<Stop>,
+    failures: &HandshakeFailures,
+) {
+    let stream = match tls {
+        None => Stream::Tcp(stream),
+        Some(tls) => match crate::tls::accept(stream, &tls).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                failures.failed(Some(peer), &e);
+                return;
+            }
+        },
+    };
+    session::run(stream, ctx, id, stop).await;
+}
+
+/// Accepts on `listener`, or never when there is none.
+async fn accept_on(listener: &Option<TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Out of file descriptors and similar: pause instead of spinning.
+async fn accept_failed(e: std::io::Error) {
+    warn!("accept failed: {e}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// Serves clients on the listeners until `shutdown` resolves, then drains: stops accepting,
 /// marks the proxy as draining (readiness fails), lets sessions finish the commands they
 /// already read, and gives up on the stragglers after `grace`.
 pub async fn run(
-    listener: TcpListener,
+    listeners: Listeners,
     ctx: Arc<Context>,
     max_clients: usize,
     grace: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
     let (stop_tx, stop_rx) = watch::channel(Stop::No);
-    let permits = Arc::new(Semaphore::new(max_clients));
-    let lingering = Arc::new(Semaphore::new(REFUSALS_LINGERING));
+    let mut admission = Admission {
+        ctx: ctx.clone(),
+        stop: stop_rx,
+        permits: Arc::new(Semaphore::new(max_clients)),
+        lingering: Arc::new(Semaphore::new(REFUSALS_LINGERING)),
+        failures: Arc::new(HandshakeFailures::default()),
+        next_id: 1,
+    };
+    let Listeners { main, tls, plain } = listeners;
     let mut sessions = JoinSet::new();
-    let mut next_id: u64 = 1;
     ctx.state.set_ready();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    let Ok(permit) = permits.clone().try_acquire_owned() else {
-                        refuse(stream, &lingering);
-                        continue;
-                    };
-                    let (ctx, stop) = (ctx.clone(), stop_rx.clone());
-                    let id = next_id;
-                    next_id += 1;
-                    // Round-robin over the workers (see crate::workers for why not
-                    // SO_REUSEPORT). Worker 0 is this thread.
-                    let worker = (id % workers::count() as u64) as usize;
-                    match workers::handle(worker).filter(|_| worker != 0) {
-                        None => {
-                            sessions.spawn(async move {
-                                session::run(stream, ctx, id, stop).await;
-                                drop(permit);
-                            });
-                        }
-                        Some(handle) => {
-                            // Registered again with the worker's own reactor, so its I/O
-                            // events wake the session on that thread.
-                            let Ok(stream) = stream.into_std() else {
-                                continue;
-                            };
-                            sessions.spawn_on(
-                                async move {
-                                    if let Ok(stream) = TcpStream::from_std(stream) {
-                                        session::run(stream, ctx, id, stop).await;
-                                    }
-                                    drop(permit);
-                                },
-                                handle,
-                            );
-                        }
-                    }
+            accepted = main.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let tls = tls.as_ref().map(|t| t.load_full());
+                    admission.admit(&mut sessions, stream, peer, tls);
                 }
-                Err(e) => {
-                    // Out of file descriptors and similar: pause instead of spinning.
-                    warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                Err(e) => accept_failed(e).await,
+            },
+            accepted = accept_on(&plain) => match accepted {
+                Ok((stream, peer)) => admission.admit(&mut sessions, stream, peer, None),
+                Err(e) => accept_failed(e).await,
             },
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
         }
     }
     ctx.state.set_draining();
-    drop(listener);
+    drop(main);
+    drop(plain);
     info!(
         "shutting down: draining {} client(s), grace {} ms",
         sessions.len(),
@@ -145,8 +287,9 @@ pub async fn run(
     }
 }
 
-/// Starts the backends, the admin server and the client listener for `config`, and serves
-/// until `shutdown` resolves. Listeners are bound by the caller (tests bind port 0). Each
+/// Starts the backends, the admin server and the client listeners for `config` (`listener`
+/// speaks TLS when `[server.tls]` is set; `plain` is `plain_listen`), and serves until
+/// `shutdown` resolves. Listeners are bound by the caller (tests bind port 0). Each
 /// message on `reloads` (SIGHUP) re-reads `path` and swaps the new configuration in.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve(
@@ -154,6 +297,7 @@ pub async fn serve(
     path: Option<PathBuf>,
     overrides: Overrides,
     listener: TcpListener,
+    plain: Option<TcpListener>,
     admin: TcpListener,
     prometheus: Option<PrometheusHandle>,
     shutdown: impl Future<Output = ()>,
@@ -188,7 +332,12 @@ pub async fn serve(
             let _ = admin_stopped.await;
         },
     ));
-    run(listener, ctx, max_clients, grace, shutdown).await;
+    let listeners = Listeners {
+        main: listener,
+        tls: topology.server_tls(),
+        plain,
+    };
+    run(listeners, ctx, max_clients, grace, shutdown).await;
     reload_task.abort();
     let _ = admin_stop.send(());
     let _ = admin_task.await;

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use crate::net::Stream;
 use bytes::Bytes;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::backend::{BackendState, Routing};
@@ -133,7 +133,7 @@ impl Clients {
     }
 
     /// Adds client `id` connected on `stream`.
-    pub fn register(&self, id: u64, stream: &TcpStream) -> Arc<ClientEntry> {
+    pub fn register(&self, id: u64, stream: &Stream) -> Arc<ClientEntry> {
         let show = |a: std::io::Result<std::net::SocketAddr>| {
             a.map_or_else(|_| "?".into(), |a| a.to_string())
         };

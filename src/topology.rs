@@ -8,6 +8,10 @@
 //! close, once no table or session holds the backend any more. The new table is swapped in
 //! whole; sessions pick it up with their next command.
 //!
+//! A reload re-reads the TLS files: the client listener's certificate is swapped for new
+//! connections (existing ones keep theirs), and a pool whose TLS files or settings changed
+//! rebuilds its backends (their fingerprint holds the files' digest).
+//!
 //! With `auto_eject`, a backend marked down is taken out of the ring (its keys move to the
 //! others) and put back when it is up again, like twemproxy's `auto_eject_hosts`.
 //!
@@ -25,16 +29,18 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use arc_swap::ArcSwap;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::auth::Auth;
-use crate::backend::conn::Target;
+use crate::backend::conn::{Target, TargetTls};
 use crate::backend::{Backend, Change, HealthEvent, Routing, Settings, Spec, Table};
 use crate::config::{Config, Overrides, PoolConfig};
 use crate::protocol::request::RequestLimits;
 use crate::router::Ring;
+use crate::tls::ServerTls;
 
 /// The routing of one proxy and what it was built from.
 pub struct Topology {
@@ -43,6 +49,8 @@ pub struct Topology {
     /// Command-line settings, applied to every configuration read.
     overrides: Overrides,
     routing: Arc<Routing>,
+    /// The client listener's TLS, when it has TLS: swapped by reloads.
+    server_tls: Option<Arc<ArcSwap<ServerTls>>>,
     inner: Mutex<Inner>,
     events: mpsc::UnboundedSender<HealthEvent>,
     /// The cluster pool's refresh trigger and counters (idle for a hashed pool).
@@ -69,6 +77,12 @@ impl Topology {
         overrides: Overrides,
     ) -> Arc<Topology> {
         let (events, rx) = mpsc::unbounded_channel();
+        warn_insecure(&config);
+        let server_tls = config
+            .server
+            .tls
+            .as_ref()
+            .map(|t| Arc::new(ArcSwap::new(t.loaded.clone())));
         let discovered = discover(&config).await.unwrap_or_default();
         let auth = Arc::new(Auth::new(&config, None));
         let cluster = crate::cluster::Shared::new();
@@ -88,6 +102,7 @@ impl Topology {
             path,
             overrides,
             routing: Arc::new(Routing::new(table)),
+            server_tls,
             inner: Mutex::new(inner),
             events,
             cluster: cluster.clone(),
@@ -108,6 +123,11 @@ impl Topology {
     /// The live routing table.
     pub fn routing(&self) -> &Arc<Routing> {
         &self.routing
+    }
+
+    /// The client listener's TLS in force (`None`: the listener is plain).
+    pub fn server_tls(&self) -> Option<Arc<ArcSwap<ServerTls>>> {
+        self.server_tls.clone()
     }
 
     /// The configuration in force.
@@ -191,6 +211,14 @@ impl Topology {
         for key in &restart {
             warn!("{key} changed in the file; it takes effect only after a restart");
         }
+        warn_insecure(&inner.config);
+        if let (Some(live), Some(new)) = (&self.server_tls, &inner.config.server.tls) {
+            // New connections get the files as they are now; open ones keep their session.
+            if live.load().digest != new.loaded.digest {
+                info!("server.tls: new certificate or settings in force for new connections");
+            }
+            live.store(new.loaded.clone());
+        }
         crate::metrics::config_info(&inner.config.digest, Some(&old.digest));
         self.routing.swap(table);
         // After the swap, so that no session can log in to a removed user after its sessions
@@ -247,6 +275,13 @@ fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     if old.server.listen != new.server.listen {
         keys.push("server.listen".to_string());
     }
+    if old.server.plain_listen != new.server.plain_listen {
+        keys.push("server.plain_listen".to_string());
+    }
+    if old.server.tls.is_some() != new.server.tls.is_some() {
+        // Turning TLS on or off changes what the listener speaks: never while it runs.
+        keys.push("server.tls".to_string());
+    }
     if old.server.threads != new.server.threads {
         keys.push("server.threads".to_string());
     }
@@ -265,6 +300,10 @@ fn restart_required(old: &Config, new: &Config) -> Vec<String> {
 /// Everything that shapes a backend's connections: a backend is kept across a reload only
 /// when this is unchanged.
 pub(crate) fn fingerprint(b: &crate::config::BackendConfig, pool: &PoolConfig) -> String {
+    let tls = pool
+        .tls
+        .as_ref()
+        .map_or("off", |t| t.loaded.digest.as_str());
     let creds = pool.credentials(b);
     // The password as a digest: this string is compared, never shown, but need not hold it.
     let password = creds
@@ -273,7 +312,7 @@ pub(crate) fn fingerprint(b: &crate::config::BackendConfig, pool: &PoolConfig) -
         .map(|p| crate::config::PasswordDigest::of(p.expose()));
     format!(
         "{} timeout={:?} connect={:?} links={} exclusive={} health={:?} limit={} retry={:?} \
-         user={:?} password={} db={}",
+         user={:?} password={} db={} tls={tls}",
         b.address,
         pool.timeout,
         pool.connect_timeout,
@@ -346,6 +385,12 @@ fn build(
         table.cluster = Some(Box::new(route));
         return table;
     }
+    // With discovery = "dns", a backend's certificate is checked against the name listed,
+    // not the address found.
+    let listed_host = match pool.discovery {
+        crate::config::Discovery::Static => None,
+        crate::config::Discovery::Dns => pool.backends.first().map(|b| b.address.host.clone()),
+    };
     let pool = &PoolConfig {
         backends: listed,
         ..pool.clone()
@@ -356,7 +401,7 @@ fn build(
         let fp = fingerprint(b, pool);
         let backend = match keep.remove(&b.name) {
             Some(existing) if existing.fingerprint == fp => existing,
-            _ => start_backend(b, pool, fp, events),
+            _ => start_backend(b, pool, listed_host.as_deref(), fp, events),
         };
         inner.backends.insert(b.name.clone(), backend.clone());
         backends.push(backend);
@@ -411,6 +456,7 @@ fn settings(config: &Config, auth: &Arc<Auth>) -> Settings {
 fn start_backend(
     b: &crate::config::BackendConfig,
     pool: &PoolConfig,
+    listed_host: Option<&str>,
     fingerprint: String,
     events: &mpsc::UnboundedSender<HealthEvent>,
 ) -> Arc<Backend> {
@@ -418,6 +464,7 @@ fn start_backend(
         host: b.address.host.clone(),
         port: b.address.port,
         connect_timeout: pool.connect_timeout,
+        tls: tls_for(b, pool, listed_host),
         credentials: pool.credentials(b),
         readonly: false,
     };
@@ -432,6 +479,47 @@ fn start_backend(
         pool.max_exclusive,
         fingerprint,
     )
+}
+
+/// TLS to backend `b`: its certificate must be valid for `tls_server_name`, else for the host
+/// in its address (with discovery = "dns", `listed_host`, not the address found).
+pub(crate) fn tls_for(
+    b: &crate::config::BackendConfig,
+    pool: &PoolConfig,
+    listed_host: Option<&str>,
+) -> Option<TargetTls> {
+    let tls = pool.tls.as_ref()?;
+    let host = listed_host.unwrap_or(&b.address.host);
+    let name = match tls.loaded.name_for(host) {
+        Some(name) => name,
+        None => {
+            // Validation refuses such hosts; a name found by discovery is an IP address.
+            warn!(backend = %b.name, "{host:?} is not a name a certificate can be checked against; set tls_server_name");
+            rustls::pki_types::ServerName::try_from(b.address.host.clone()).ok()?
+        }
+    };
+    Some(TargetTls {
+        client: tls.loaded.clone(),
+        name,
+    })
+}
+
+/// Warns, at start and on every reload, about a pool that does not verify its backends.
+fn warn_insecure(config: &Config) {
+    for pool in &config.pools {
+        if pool
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.files.insecure_skip_verify)
+        {
+            warn!(
+                "pools {:?}: tls_insecure_skip_verify = true: the backends' certificates are NOT \
+                 verified, so anyone on the network path can read and change the traffic; set \
+                 tls_ca instead",
+                pool.name
+            );
+        }
+    }
 }
 
 /// With discovery = "dns": the addresses the pool's host name resolves to now (sorted).

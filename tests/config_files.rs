@@ -7,6 +7,9 @@ use std::path::Path;
 
 use shardis::config::Config;
 
+/// Where the example configs keep their TLS certificates.
+const TLS_DIR: &str = "/etc/shardis/tls/";
+
 #[test]
 fn every_example_config_validates() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
@@ -17,15 +20,54 @@ fn every_example_config_validates() {
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no .toml files in {}", dir.display());
+    // Examples name their certificates under TLS_DIR; these are made here instead.
+    let pki = common::Pki::new();
+    let certs = pki.dir().join("etc");
+    std::fs::create_dir_all(&certs).expect("create the certificates' directory");
+    for (name, from) in [
+        ("ca.crt", &pki.ca),
+        ("server.crt", &pki.server.cert),
+        ("server.key", &pki.server.key),
+        ("client.crt", &pki.client.cert),
+        ("client.key", &pki.client.key),
+    ] {
+        std::fs::copy(from, certs.join(name)).expect("copy a certificate");
+    }
     let failures: Vec<String> = files
         .iter()
         .filter_map(|f| {
-            Config::load(f)
+            let text = std::fs::read_to_string(f).expect("read the example");
+            let text = text.replace(TLS_DIR, &format!("{}/", certs.display()));
+            Config::parse(&text)
                 .err()
                 .map(|e| format!("{}:\n{e}", f.display()))
         })
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn the_tls_example_has_tls_on_both_sides() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tls.toml");
+    let text = std::fs::read_to_string(&path).expect("config/tls.toml");
+    assert!(text.contains(TLS_DIR));
+    // Without the files it names, it fails, naming each key.
+    let problems = Config::parse(&text)
+        .expect_err("no certificates")
+        .to_string();
+    for key in [
+        "server.tls.cert",
+        "server.tls.key",
+        "server.tls.client_ca",
+        "pools[0].tls_ca",
+        "pools[0].tls_cert",
+        "pools[0].tls_key",
+    ] {
+        assert!(
+            problems.contains(&format!("{key}: cannot read")),
+            "{problems}"
+        );
+    }
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! Opening a backend connection: the TCP connect and the handshake that every kind of
-//! connection shares (the pipelined links, the exclusive connections and the pub/sub
+//! Opening a backend connection: the TCP connect, TLS when the pool has it, and the handshake
+//! that every kind of connection shares (the pipelined links, the exclusive connections and the pub/sub
 //! subscriber connections).
 //!
 //! The handshake is `HELLO <2|3> [AUTH user password] SETNAME shardis`, then `SELECT db` when
@@ -12,19 +12,23 @@
 //! words (`WRONGPASS ...`), which [`ConnectError::kind`] classifies as `auth`.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use redis_protocol::resp3::decode::complete::decode;
 use redis_protocol::resp3::types::OwnedFrame;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::config::Secret;
 use crate::metrics::BackendErrorKind;
+use crate::net::Stream;
 use crate::protocol::out::Proto;
 use crate::protocol::reply::{ReplyScanner, is_error};
+use crate::tls::ClientTls;
 
 /// Largest handshake reply accepted.
 const MAX_HANDSHAKE_REPLY: usize = 64 * 1024;
@@ -36,13 +40,22 @@ pub const CLIENT_NAME: &str = "shardis";
 pub struct Target {
     pub host: String,
     pub port: u16,
-    /// For the TCP connect and for the handshake's reply, each.
+    /// For the TCP connect, the TLS handshake and the handshake's reply, each.
     pub connect_timeout: Duration,
+    /// TLS to this backend; `None`: plain TCP.
+    pub tls: Option<TargetTls>,
     /// What the connection authenticates as, and its database.
     pub credentials: Credentials,
     /// A cluster replica: the handshake sends `READONLY`, so the replica serves reads of its
     /// primary's slots instead of redirecting them.
     pub readonly: bool,
+}
+
+/// TLS to one backend: the pool's connector, and the name its certificate must be valid for.
+#[derive(Debug, Clone)]
+pub struct TargetTls {
+    pub client: Arc<ClientTls>,
+    pub name: ServerName<'static>,
 }
 
 /// What a backend connection authenticates as, and the database it selects. `Debug` does not
@@ -72,7 +85,7 @@ impl Credentials {
 /// An open, handshaken connection.
 #[derive(Debug)]
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub proto: Proto,
     /// The connection's id on the backend (`CLIENT ID`), when HELLO gave it.
     pub id: Option<i64>,
@@ -91,6 +104,8 @@ pub enum ConnectError {
     Connect(io::Error),
     #[error("connect timed out after {0} ms")]
     Timeout(u128),
+    #[error("TLS handshake failed: {0}")]
+    Tls(io::Error),
     #[error("handshake refused: {0}")]
     Refused(String),
     #[error("authentication refused: {0} (check the pool's or backend's username and password)")]
@@ -107,6 +122,7 @@ impl ConnectError {
         match self {
             ConnectError::Connect(_) => BackendErrorKind::Connect,
             ConnectError::Timeout(_) => BackendErrorKind::Timeout,
+            ConnectError::Tls(_) => BackendErrorKind::Tls,
             ConnectError::Refused(_) => BackendErrorKind::Handshake,
             ConnectError::Auth(_) => BackendErrorKind::Auth,
             ConnectError::Closed => BackendErrorKind::Closed,
@@ -190,12 +206,23 @@ async fn connect(target: &Target) -> std::io::Result<(TcpStream, Vec<std::net::S
 pub async fn open(target: &Target, proto: Proto) -> Result<Conn, ConnectError> {
     let limit = target.connect_timeout;
     let ms = limit.as_millis();
-    let (mut stream, resolved) = match timeout(limit, connect(target)).await {
+    let (tcp, resolved) = match timeout(limit, connect(target)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(ConnectError::Connect(e)),
         Err(_) => return Err(ConnectError::Timeout(ms)),
     };
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    let mut stream = match &target.tls {
+        None => Stream::Tcp(tcp),
+        Some(tls) => {
+            let handshake = crate::tls::connect(tcp, &tls.client, tls.name.clone());
+            match timeout(limit, handshake).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Err(ConnectError::Tls(e)),
+                Err(_) => return Err(ConnectError::Timeout(ms)),
+            }
+        }
+    };
     let creds = &target.credentials;
     let hello = hello_request(proto, creds);
     let reply = match timeout(limit, exchange(&mut stream, &hello)).await {
@@ -269,7 +296,7 @@ fn request(args: &[&[u8]]) -> Bytes {
 
 /// Sends a handshake command whose reply must not be an error (AUTH, SELECT).
 async fn expect_ok(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     request: &[u8],
     limit: Duration,
 ) -> Result<(), ConnectError> {
@@ -284,7 +311,10 @@ async fn expect_ok(
 }
 
 /// Writes `request` and reads exactly one reply.
-async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Result<Vec<u8>, ConnectError> {
+async fn exchange(
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    request: &[u8],
+) -> Result<Vec<u8>, ConnectError> {
     stream
         .write_all(request)
         .await

@@ -310,6 +310,7 @@ impl Table {
                     host: b.address.host.clone(),
                     port: b.address.port,
                     connect_timeout: pool.connect_timeout,
+                    tls: None,
                     credentials: pool.credentials(b),
                     readonly: false,
                 };

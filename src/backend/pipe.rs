@@ -15,13 +15,12 @@ use std::io;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep};
 
 use super::{Inbound, ReplyTo, Request, Spec};
 use crate::metrics::BackendErrorKind;
-use crate::net::{read_once, write_front};
+use crate::net::{Stream, read_once, write_front};
 use crate::protocol::reply::{ReplyScanner, is_push};
 
 /// Requests taken from the queue per wake-up, written together.
@@ -73,7 +72,7 @@ struct InFlight {
 /// flight. Every request still waiting when it fails gets an error reply.
 pub async fn serve(
     info: &PipeInfo<'_>,
-    sock: &TcpStream,
+    sock: &Stream,
     rx: &mut mpsc::Receiver<Request>,
     mut moves: Option<&mut tokio::sync::watch::Receiver<u64>>,
 ) -> End {
@@ -301,7 +300,7 @@ fn check_deadlines(
 /// Returns whether anything was read.
 fn read_replies(
     info: &PipeInfo<'_>,
-    sock: &TcpStream,
+    sock: &Stream,
     rbuf: &mut BytesMut,
     scanner: &mut ReplyScanner,
     inflight: &mut VecDeque<InFlight>,

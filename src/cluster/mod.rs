@@ -272,6 +272,7 @@ fn start_node(
         port: b.address.port,
         connect_timeout: pool.connect_timeout,
         credentials: pool.credentials(b),
+        tls: crate::topology::tls_for(b, pool, None),
         readonly: role == Role::Replica,
     };
     let metrics = BackendMetrics::with_role(&b.name, role.label());

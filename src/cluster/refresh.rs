@@ -12,7 +12,6 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
@@ -200,11 +199,19 @@ async fn fetch(candidates: &[String], pool: &PoolConfig) -> Result<(Layout, Stri
 /// refuses that (Redis before 7).
 async fn query(addr: &str, pool: &PoolConfig) -> Result<Layout, String> {
     let address: Address = addr.parse().map_err(|e| format!("{e}"))?;
+    let node = crate::config::BackendConfig {
+        name: addr.to_string(),
+        address: address.clone(),
+        weight: std::num::NonZeroU32::MIN,
+        username: None,
+        password: None,
+    };
     let target = Target {
         host: address.host,
         port: address.port,
         connect_timeout: pool.connect_timeout,
         credentials: pool.pool_credentials(),
+        tls: crate::topology::tls_for(&node, pool, None),
         readonly: false,
     };
     let mut conn = conn::open(&target, Proto::Resp2)
@@ -223,7 +230,7 @@ async fn query(addr: &str, pool: &PoolConfig) -> Result<Layout, String> {
 
 /// Writes `request` and reads one reply, within `limit`.
 async fn exchange(
-    stream: &mut TcpStream,
+    stream: &mut (impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin),
     request: &[u8],
     limit: Duration,
 ) -> Result<Vec<u8>, String> {

@@ -15,6 +15,24 @@ impl Config {
     pub fn to_json(&self) -> Value {
         let s = &self.server;
         let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let path = |p: &std::path::Path| Value::String(p.display().to_string());
+        // Paths only: the files' contents, the private key above all, are never shown. Keys
+        // that are not set are left out (as in the file), so the JSON reads back as TOML.
+        let tls = s.tls.as_ref().map(|t| {
+            let f = &t.files;
+            let mut tls = Map::new();
+            tls.insert("cert".into(), path(&f.cert));
+            tls.insert("key".into(), path(&f.key));
+            if let Some(ca) = &f.client_ca {
+                tls.insert("client_ca".into(), path(ca));
+                tls.insert("client_auth".into(), f.client_auth.name().into());
+            }
+            tls.insert(
+                "handshake_timeout_ms".into(),
+                ms(f.handshake_timeout).into(),
+            );
+            Value::Object(tls)
+        });
         let pools: Vec<Value> = self
             .pools
             .iter()
@@ -58,9 +76,29 @@ impl Config {
                     "connect_timeout_ms": ms(p.connect_timeout),
                     "connections_per_backend": p.connections_per_backend.get(),
                     "max_exclusive_per_backend": p.max_exclusive,
+                    "tls": p.tls.is_some(),
                     "db": p.db,
                     "backends": backends,
                 });
+                if let (Some(t), Some(pool)) = (&p.tls, pool.as_object_mut()) {
+                    let f = &t.files;
+                    let files = [
+                        ("tls_ca", &f.ca),
+                        ("tls_cert", &f.cert),
+                        ("tls_key", &f.key),
+                    ];
+                    for (key, file) in files {
+                        if let Some(file) = file {
+                            pool.insert(key.into(), path(file));
+                        }
+                    }
+                    if let Some(name) = &f.server_name {
+                        pool.insert("tls_server_name".into(), name.clone().into());
+                    }
+                    if f.insecure_skip_verify {
+                        pool.insert("tls_insecure_skip_verify".into(), true.into());
+                    }
+                }
                 credentials(&mut pool, p.username.as_deref(), p.password.is_some());
                 pool
             })
@@ -110,6 +148,14 @@ impl Config {
             "users": users,
             "digest": self.digest,
         });
+        if let Some(server) = out["server"].as_object_mut() {
+            if let Some(plain) = s.plain_listen {
+                server.insert("plain_listen".into(), plain.to_string().into());
+            }
+            if let Some(tls) = tls {
+                server.insert("tls".into(), tls);
+            }
+        }
         credentials(&mut out["server"], None, s.password.is_some());
         mask_secrets(&mut out);
         out

@@ -10,6 +10,7 @@ mod raw;
 mod secret;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod users;
 mod validate;
 
@@ -17,6 +18,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use md5::{Digest, Md5};
@@ -29,6 +31,7 @@ pub use secret::{
 };
 
 use crate::router::{DistributionKind, HashKind, HashTag};
+use crate::tls::{ClientTls, ClientTlsFiles, ServerTls, ServerTlsFiles};
 use raw::{RawBackend, RawConfig, RawPool, RawServer};
 
 /// Default `[server] listen` for `--backend` mode.
@@ -66,6 +69,8 @@ pub mod limits {
     pub const FAILURE_LIMIT: i64 = 3;
     /// Default `dns_refresh_ms` of a pool.
     pub const DNS_REFRESH_MS: i64 = 5000;
+    /// Default `server.tls.handshake_timeout_ms`.
+    pub const TLS_HANDSHAKE_TIMEOUT_MS: i64 = 5000;
     /// Default `server.max_keys_reply`.
     pub const MAX_KEYS_REPLY: i64 = 1_000_000;
     /// Default `server.max_inline_bytes`, as Redis's `PROTO_INLINE_MAX_SIZE`.
@@ -109,8 +114,12 @@ pub struct Config {
 /// `[server]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerConfig {
-    /// Client listener; port 0 picks a free port.
+    /// Client listener; port 0 picks a free port. Speaks TLS when `tls` is set.
     pub listen: SocketAddr,
+    /// With `tls`: a second client listener that speaks plain RESP.
+    pub plain_listen: Option<SocketAddr>,
+    /// `[server.tls]`: TLS on `listen`.
+    pub tls: Option<ServerTlsConfig>,
     /// Most concurrent clients.
     pub max_clients: usize,
     /// Commands in flight per client before the proxy holds its further commands.
@@ -185,6 +194,21 @@ impl UserConfig {
     }
 }
 
+/// `[server.tls]`: the files and settings, and what was loaded from them when the
+/// configuration was read (a reload reads them again).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerTlsConfig {
+    pub files: ServerTlsFiles,
+    pub loaded: Arc<ServerTls>,
+}
+
+/// A pool's backend TLS (`tls = true`): the files and settings, and what was loaded from them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolTlsConfig {
+    pub files: ClientTlsFiles,
+    pub loaded: Arc<ClientTls>,
+}
+
 /// `[admin]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdminConfig {
@@ -226,6 +250,8 @@ pub struct PoolConfig {
     pub dns_refresh: Option<Duration>,
     /// How the backends are found.
     pub discovery: Discovery,
+    /// TLS to the backends (`tls = true`); `None`: plain TCP.
+    pub tls: Option<PoolTlsConfig>,
     /// The user shardis authenticates as on every backend connection (AUTH / HELLO AUTH).
     pub username: Option<String>,
     /// Its password.
@@ -257,6 +283,7 @@ impl PoolConfig {
             auto_eject: false,
             dns_refresh: None,
             discovery: Discovery::Static,
+            tls: None,
             username: None,
             password: None,
             db: 0,
@@ -430,6 +457,9 @@ impl Config {
         // Writing to a String cannot fail.
         let _ = writeln!(out, "[server]");
         let _ = writeln!(out, "  listen                   {}", s.listen);
+        let plain = s.plain_listen.map_or("none".to_string(), |a| a.to_string());
+        let _ = writeln!(out, "  plain_listen             {plain}");
+        tls::describe_server(&mut out, s.tls.as_ref());
         let _ = writeln!(out, "  max_clients              {}", s.max_clients);
         let _ = writeln!(out, "  max_pipeline             {}", s.max_pipeline);
         let _ = writeln!(out, "  max_request_bytes        {}", s.max_request_bytes);
@@ -517,6 +547,7 @@ impl Config {
                 p.connections_per_backend
             );
             let _ = writeln!(out, "  max_exclusive_per_backend {}", p.max_exclusive);
+            tls::describe_pool(&mut out, p.tls.as_ref());
             let _ = writeln!(
                 out,
                 "  username                 {}",

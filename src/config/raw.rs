@@ -19,6 +19,8 @@ pub(super) struct RawConfig {
 #[derive(Deserialize, Debug, Default)]
 pub(super) struct RawServer {
     pub listen: Option<String>,
+    pub plain_listen: Option<String>,
+    pub tls: Option<RawServerTls>,
     pub max_clients: Option<i64>,
     pub max_pipeline: Option<i64>,
     pub max_request_bytes: Option<i64>,
@@ -57,6 +59,16 @@ pub(super) struct RawUser {
     pub channels: Option<Vec<String>>,
 }
 
+/// `[server.tls]`.
+#[derive(Deserialize, Debug, Default)]
+pub(super) struct RawServerTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub client_ca: Option<String>,
+    pub client_auth: Option<String>,
+    pub handshake_timeout_ms: Option<i64>,
+}
+
 /// `[admin]`.
 #[derive(Deserialize, Debug, Default)]
 pub(super) struct RawAdmin {
@@ -81,6 +93,12 @@ pub(super) struct RawPool {
     pub auto_eject: Option<bool>,
     pub dns_refresh_ms: Option<i64>,
     pub discovery: Option<String>,
+    pub tls: Option<bool>,
+    pub tls_ca: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    pub tls_server_name: Option<String>,
+    pub tls_insecure_skip_verify: Option<bool>,
     pub username: Option<String>,
     pub password: Option<String>,
     pub password_env: Option<String>,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::raw::{RawAdmin, RawBackend, RawConfig, RawPool, RawServer};
 use super::secret::{self, Sources};
+use super::tls::{check_backend_names, pool_tls, server_tls};
 use super::{
     Address, AdminConfig, BackendConfig, Config, ConfigError, DEFAULT_ADMIN_LISTEN, Discovery,
     PoolConfig, ServerConfig, limits,
@@ -79,6 +80,16 @@ pub(super) fn validate(raw: RawConfig, unknown: Vec<String>) -> Result<Config, C
     if server.listen == admin.listen && server.listen.port() != 0 {
         p.add("admin.listen", "must differ from server.listen");
     }
+    if let Some(plain) = server.plain_listen
+        && plain.port() != 0
+    {
+        if plain == server.listen {
+            p.add("server.plain_listen", "must differ from server.listen");
+        }
+        if plain == admin.listen {
+            p.add("admin.listen", "must differ from server.plain_listen");
+        }
+    }
     let pools: Vec<PoolConfig> = raw
         .pools
         .into_iter()
@@ -117,6 +128,17 @@ fn server(p: &mut Problems, raw: Option<RawServer>) -> ServerConfig {
         p.add("server.listen", "is required (like \"127.0.0.1:6380\")");
     }
     let listen = p.socket_addr("server.listen", raw.listen.as_deref(), "127.0.0.1:0");
+    let plain_listen = raw
+        .plain_listen
+        .as_deref()
+        .map(|text| p.socket_addr("server.plain_listen", Some(text), "127.0.0.1:0"));
+    if plain_listen.is_some() && raw.tls.is_none() {
+        p.add(
+            "server.plain_listen",
+            "is a plain listener beside a TLS one: set [server.tls] too, or use server.listen alone",
+        );
+    }
+    let tls = raw.tls.and_then(|t| server_tls(p, t));
     let max = i64::MAX;
     let max_clients = p.int(
         "server.max_clients",
@@ -244,6 +266,8 @@ fn server(p: &mut Problems, raw: Option<RawServer>) -> ServerConfig {
     }
     ServerConfig {
         listen,
+        plain_listen,
+        tls,
         max_clients: to_usize(max_clients),
         max_pipeline: to_usize(max_pipeline),
         max_request_bytes: to_usize(max_request_bytes),
@@ -273,6 +297,7 @@ fn admin(p: &mut Problems, raw: Option<RawAdmin>) -> AdminConfig {
 
 fn pool(p: &mut Problems, key: &str, mut raw: RawPool) -> PoolConfig {
     let cluster = super::cluster::cluster(p, key, &mut raw);
+    let tls = pool_tls(p, key, &mut raw);
     let name = raw.name.unwrap_or_else(|| "main".to_string());
     let name_ok = !name.is_empty()
         && name.len() <= 64
@@ -433,6 +458,9 @@ fn pool(p: &mut Problems, key: &str, mut raw: RawPool) -> PoolConfig {
             "with discovery = \"dns\" list exactly one backend: the host name whose addresses are the backends",
         );
     }
+    if let Some(tls) = &tls {
+        check_backend_names(p, key, tls, &backends);
+    }
     PoolConfig {
         name,
         distribution,
@@ -449,6 +477,7 @@ fn pool(p: &mut Problems, key: &str, mut raw: RawPool) -> PoolConfig {
         auto_eject: raw.auto_eject.unwrap_or(false),
         dns_refresh: ms(dns_refresh),
         discovery,
+        tls,
         username,
         password,
         db: db as u32,

@@ -19,7 +19,7 @@ use tracing::{debug, warn};
 use super::{Receivers, Subscriber};
 use crate::backend::Spec;
 use crate::backend::conn;
-use crate::net::{read_once, write_front};
+use crate::net::{Stream, read_once, write_front};
 use crate::protocol::command::Channels;
 use crate::protocol::glob;
 use crate::protocol::out::{Proto, push_as_array};
@@ -309,7 +309,7 @@ async fn run(hub: std::sync::Weak<Hub>, mut commands: mpsc::UnboundedReceiver<By
 /// Serves one connection; `Ok` when the hub is gone, `Err` when the connection failed.
 async fn serve(
     hub: &std::sync::Weak<Hub>,
-    sock: &tokio::net::TcpStream,
+    sock: &Stream,
     commands: &mut mpsc::UnboundedReceiver<Bytes>,
     mut wbuf: BytesMut,
     moves: &mut tokio::sync::watch::Receiver<u64>,

@@ -52,14 +52,13 @@ use std::io;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::backend::{Inbound, Reply, Routing, Table};
 use crate::metrics::Metrics;
-use crate::net::{read_once, write_front};
+use crate::net::{Stream, read_once, write_front};
 use crate::protocol::out::Proto;
 use crate::protocol::reply::{is_error, put_error};
 use crate::protocol::request::{Request, RequestParser};
@@ -175,12 +174,7 @@ pub struct Session {
 
 /// Serves one client until it disconnects, sends QUIT, breaks the protocol, or shutdown
 /// drains it.
-pub async fn run(
-    stream: TcpStream,
-    ctx: Arc<Context>,
-    id: u64,
-    mut shutdown: watch::Receiver<Stop>,
-) {
+pub async fn run(stream: Stream, ctx: Arc<Context>, id: u64, mut shutdown: watch::Receiver<Stop>) {
     let _ = stream.set_nodelay(true);
     let client = ctx.state.clients.register(id, &stream);
     let (mut session, mut rx) = Session::new(ctx.clone(), client.clone());
@@ -343,7 +337,7 @@ impl Session {
     /// bytes written.
     async fn pump(
         &mut self,
-        stream: &TcpStream,
+        stream: &Stream,
         rbuf: &mut BytesMut,
         parser: &mut RequestParser,
     ) -> io::Result<usize> {

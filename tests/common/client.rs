@@ -76,6 +76,25 @@ impl Client {
         }
     }
 
+    /// Connects to `addr` over TLS with `config`, checking the server's certificate against
+    /// 127.0.0.1; panics if the handshake fails.
+    pub fn connect_tls(addr: &str, config: std::sync::Arc<rustls::ClientConfig>) -> Client {
+        let stream = super::tls::tls_connect(addr, config, "127.0.0.1")
+            .unwrap_or_else(|e| panic!("TLS connect to {addr}: {e}"));
+        Client::from_tls(stream)
+    }
+
+    /// Wraps a TLS stream whose handshake is done.
+    pub fn from_tls(
+        stream: rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+    ) -> Client {
+        let shared = super::tls::Shared(std::sync::Arc::new(std::sync::Mutex::new(stream)));
+        Client {
+            reader: BufReader::new(Box::new(shared.clone())),
+            writer: Box::new(shared),
+        }
+    }
+
     /// Reads replies from any stream (a Unix socket pair holding canned bytes).
     pub fn from_unix(stream: std::os::unix::net::UnixStream) -> Client {
         let writer = stream.try_clone().expect("clone stream");
@@ -112,6 +131,8 @@ impl Client {
     /// Writes bytes as they are (pipelines, inline commands, malformed input).
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.writer.write_all(bytes).expect("write to server");
+        // A TLS stream may hold the last record until flushed; TCP flushes nothing.
+        self.writer.flush().expect("flush to server");
     }
 
     /// Reads one reply; panics on timeout, EOF or a protocol error.

@@ -12,6 +12,7 @@ pub mod ops;
 mod procs;
 pub mod redis_cluster;
 mod shardis;
+pub mod tls;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ pub use mock::Mock;
 pub use procs::{Nutcracker, Redis};
 pub use redis_cluster::RedisCluster;
 pub use shardis::{Shardis, shardis_config};
+pub use tls::Pki;
 
 /// How long a process may take to become ready.
 pub const STARTUP_DEADLINE: Duration = Duration::from_secs(10);

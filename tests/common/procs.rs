@@ -1,11 +1,27 @@
 //! redis-server and nutcracker (twemproxy) processes on free loopback ports.
 
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Client, START_ATTEMPTS, STARTUP_DEADLINE, TempDir, find_program, free_port, log_tail};
+use super::{
+    Client, Pki, START_ATTEMPTS, STARTUP_DEADLINE, TempDir, find_program, free_port, log_tail,
+};
+
+/// How a redis-server speaks TLS (only TLS: its plain port is off), and how the harness
+/// connects to it.
+#[derive(Clone)]
+pub struct RedisTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    /// `--tls-auth-clients yes`: clients must show a certificate signed by `ca`.
+    pub auth_clients: bool,
+    /// What the harness's own connections use (with a client certificate).
+    pub client: Arc<rustls::ClientConfig>,
+}
 
 /// A redis-server on 127.0.0.1:`port`, without persistence, with DEBUG allowed from loopback,
 /// killed on drop.
@@ -16,20 +32,38 @@ pub struct Redis {
     ip: String,
     child: Child,
     dir: TempDir,
+    tls: Option<RedisTls>,
 }
 
 impl Redis {
     /// Starts a redis-server on a free port and waits until it answers PING.
     pub fn start() -> Redis {
+        Redis::start_with_tls(None)
+    }
+
+    /// Starts a redis-server that speaks only TLS, with `pki`'s server certificate, trusting
+    /// `pki`'s CA; with `auth_clients`, it requires a client certificate signed by that CA.
+    pub fn start_tls(pki: &Pki, auth_clients: bool) -> Redis {
+        Redis::start_with_tls(Some(RedisTls {
+            cert: pki.server.cert.clone(),
+            key: pki.server.key.clone(),
+            ca: pki.ca.clone(),
+            auth_clients,
+            client: pki.client_config(true),
+        }))
+    }
+
+    fn start_with_tls(tls: Option<RedisTls>) -> Redis {
         let dir = TempDir::new("redis");
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
-            if let Some(child) = spawn_redis(port, dir.path()) {
+            if let Some(child) = spawn_redis_on("127.0.0.1", port, dir.path(), tls.as_ref()) {
                 return Redis {
                     port,
                     ip: "127.0.0.1".into(),
                     child,
                     dir,
+                    tls,
                 };
             }
         }
@@ -43,12 +77,13 @@ impl Redis {
     /// same port on different loopback addresses); `None` if the port is taken there.
     pub fn start_on(ip: &str, port: u16) -> Option<Redis> {
         let dir = TempDir::new("redis");
-        let child = spawn_redis_on(ip, port, dir.path())?;
+        let child = spawn_redis_on(ip, port, dir.path(), None)?;
         Some(Redis {
             port,
             ip: ip.into(),
             child,
             dir,
+            tls: None,
         })
     }
 
@@ -69,7 +104,9 @@ impl Redis {
     pub fn restart(&mut self) {
         let deadline = Instant::now() + STARTUP_DEADLINE;
         loop {
-            if let Some(child) = spawn_redis_on(&self.ip, self.port, self.dir.path()) {
+            if let Some(child) =
+                spawn_redis_on(&self.ip, self.port, self.dir.path(), self.tls.as_ref())
+            {
                 self.child = child;
                 return;
             }
@@ -88,9 +125,17 @@ impl Redis {
         format!("{}:{}", self.ip, self.port)
     }
 
-    /// A new connection to this server.
+    /// A new connection to this server (over TLS for a TLS server).
     pub fn client(&self) -> Client {
-        Client::connect(&self.addr())
+        match &self.tls {
+            None => Client::connect(&self.addr()),
+            Some(tls) => Client::connect_tls(&self.addr(), tls.client.clone()),
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
     }
 
     /// Sends `DEBUG SLEEP secs` on a new direct connection and returns it (its `+OK` comes when
@@ -120,16 +165,29 @@ impl Redis {
     }
 }
 
-/// Runs redis-server on 127.0.0.1:`port` in `dir`; `None` if it exited at startup (port taken).
-fn spawn_redis(port: u16, dir: &Path) -> Option<Child> {
-    spawn_redis_on("127.0.0.1", port, dir)
-}
-
-fn spawn_redis_on(ip: &str, port: u16, dir: &Path) -> Option<Child> {
+/// Runs redis-server on `ip`:`port` in `dir` (that port speaking TLS only, with `tls`);
+/// `None` if it exited at startup (port taken).
+fn spawn_redis_on(ip: &str, port: u16, dir: &Path, tls: Option<&RedisTls>) -> Option<Child> {
     let program = find_program("redis-server", "redis-server");
     let log = dir.join("redis.log");
-    let child = Command::new(&program)
-        .args(["--port", &port.to_string(), "--bind", ip])
+    let mut command = Command::new(&program);
+    match tls {
+        None => command.args(["--port", &port.to_string()]),
+        Some(tls) => command
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .arg("--tls-cert-file")
+            .arg(&tls.cert)
+            .arg("--tls-key-file")
+            .arg(&tls.key)
+            .arg("--tls-ca-cert-file")
+            .arg(&tls.ca)
+            .args([
+                "--tls-auth-clients",
+                if tls.auth_clients { "yes" } else { "no" },
+            ]),
+    };
+    let child = command
+        .args(["--bind", ip])
         .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
         // Fault tests make a backend slow with DEBUG SLEEP, which Redis 7 refuses by default.
         .args(["--enable-debug-command", "local"])
@@ -142,7 +200,10 @@ fn spawn_redis_on(ip: &str, port: u16, dir: &Path) -> Option<Child> {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
-    let ready = |port| answers_ping_on(ip, port);
+    let ready = |port| match tls {
+        None => answers_ping_on(ip, port),
+        Some(tls) => answers_ping_tls(ip, port, tls),
+    };
     wait_ready_on(child, ip, port, "redis-server", &log, ready)
 }
 
@@ -156,6 +217,21 @@ fn answers_ping_on(ip: &str, port: u16) -> bool {
     let mut pong = [0u8; 7];
     s.set_read_timeout(Some(Duration::from_secs(2))).is_ok()
         && s.write_all(b"PING\r\n").is_ok()
+        && s.read_exact(&mut pong).is_ok()
+        && &pong == b"+PONG\r\n"
+}
+
+/// [`answers_ping_on`] over TLS.
+fn answers_ping_tls(ip: &str, port: u16, tls: &RedisTls) -> bool {
+    let Ok(mut s) = super::tls::tls_connect(&format!("{ip}:{port}"), tls.client.clone(), ip) else {
+        return false;
+    };
+    let mut pong = [0u8; 7];
+    s.sock
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .is_ok()
+        && s.write_all(b"PING\r\n").is_ok()
+        && s.flush().is_ok()
         && s.read_exact(&mut pong).is_ok()
         && &pong == b"+PONG\r\n"
 }

@@ -17,6 +17,8 @@ pub struct Shardis {
     pub addr: SocketAddr,
     /// The admin HTTP listener, as reported by the process.
     pub admin: SocketAddr,
+    /// The `plain_listen` listener, when there is one.
+    pub plain: Option<SocketAddr>,
     child: Child,
     dir: TempDir,
 }
@@ -111,7 +113,7 @@ impl Shardis {
                 );
             }
         };
-        let Some((addr, admin)) = parse_listening_line(&line) else {
+        let Some((addr, admin, plain)) = parse_listening_line(&line) else {
             let _ = child.kill();
             let _ = child.wait();
             panic!("unexpected first stdout line from shardis: {line:?}");
@@ -119,6 +121,7 @@ impl Shardis {
         Shardis {
             addr,
             admin,
+            plain,
             child,
             dir,
         }
@@ -127,6 +130,11 @@ impl Shardis {
     /// A new client connection to the proxy.
     pub fn client(&self) -> Client {
         Client::connect(&self.addr.to_string())
+    }
+
+    /// A new TLS client connection to the proxy's (TLS) listener.
+    pub fn tls_client(&self, config: std::sync::Arc<rustls::ClientConfig>) -> Client {
+        Client::connect_tls(&self.addr.to_string(), config)
     }
 
     /// The process id.
@@ -197,11 +205,15 @@ impl Drop for Shardis {
     }
 }
 
-/// Parses `shardis listening on <addr>, admin on <addr>`.
-fn parse_listening_line(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+/// Parses `shardis listening on <addr>, admin on <addr>[, plain on <addr>]`.
+fn parse_listening_line(line: &str) -> Option<(SocketAddr, SocketAddr, Option<SocketAddr>)> {
     let rest = line.trim().strip_prefix("shardis listening on ")?;
-    let (addr, admin) = rest.split_once(", admin on ")?;
-    Some((addr.parse().ok()?, admin.parse().ok()?))
+    let (addr, rest) = rest.split_once(", admin on ")?;
+    let (admin, plain) = match rest.split_once(", plain on ") {
+        Some((admin, plain)) => (admin, Some(plain.parse().ok()?)),
+        None => (rest, None),
+    };
+    Some((addr.parse().ok()?, admin.parse().ok()?, plain))
 }
 
 /// A shardis TOML config for `backends` (name, "host:port") in one pool "main", with
