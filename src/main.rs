@@ -33,7 +33,7 @@ struct Cli {
     /// [admin] listen.
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
-    /// Worker threads; overrides [server] threads. Default: the number of cores.
+    /// Worker threads; overrides [server] threads. Default: one per two cores (at least one).
     #[arg(long, value_name = "N")]
     threads: Option<NonZeroUsize>,
     /// Log line format (logs go to stderr).
@@ -243,8 +243,7 @@ fn run(cli: &Cli) -> ExitCode {
     let threads = config
         .server
         .threads
-        .or_else(|| std::thread::available_parallelism().ok())
-        .map_or(1, NonZeroUsize::get);
+        .map_or_else(shardis::workers::default_count, NonZeroUsize::get);
     let runtime = match shardis::workers::start(threads) {
         Ok(rt) => rt,
         Err(e) => {

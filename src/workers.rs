@@ -25,6 +25,14 @@ thread_local! {
     static INDEX: Cell<usize> = const { Cell::new(0) };
 }
 
+/// The `threads` default: one worker per two cores, at least one. Measured on 2 cores
+/// (`make bench-load`, README "Scaling"): two workers serve no more than one, because the
+/// proxy shares the cores with its clients and backends, as a sidecar shares its pod's; the
+/// second worker only doubles the backend links. Set `threads` for a dedicated machine.
+pub fn default_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
 /// How many workers serve clients (1 until [`start`]).
 pub fn count() -> usize {
     WORKERS.get().map_or(1, |w| w.len())
