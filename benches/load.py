@@ -196,14 +196,15 @@ def tail(path: Path, lines: int = 20) -> str:
 
 def settled_clients(ports: list[int]) -> list[int]:
     """Backend connection counts once they stop changing (a proxy's links connect in the
-    background after it answers PING: shardis opens one per worker thread), at most 3 s."""
+    background after it answers PING: shardis opens one per worker thread): unchanged over
+    0.6 s, waiting at most 5 s."""
     counts = [connected_clients(p) for p in ports]
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
-        time.sleep(0.1)
+    stable = 0
+    deadline = time.monotonic() + 5
+    while stable < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
         again = [connected_clients(p) for p in ports]
-        if again == counts:
-            break
+        stable = stable + 1 if again == counts else 0
         counts = again
     return counts
 
