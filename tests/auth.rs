@@ -312,29 +312,9 @@ print("ok")
     );
 }
 
-/// tests/compat/node_modules, installed with `npm ci` from the lock file when missing (npm's
-/// registry is reachable here and in CI); `None`, with a note, when it cannot be.
-fn node_modules() -> Option<std::path::PathBuf> {
-    let compat = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat");
-    let modules = compat.join("node_modules");
-    let ready = |m: &std::path::Path| m.join("ioredis").is_dir() && m.join("redis").is_dir();
-    if !ready(&modules) {
-        let installed = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&compat)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !installed || !ready(&modules) {
-            eprintln!("skipped: no node_modules in tests/compat and `npm ci` failed there");
-            return None;
-        }
-    }
-    Some(modules)
-}
-
 #[test]
 fn node_clients_log_in_with_username_and_password() {
-    let Some(modules) = node_modules() else {
+    let Some(modules) = common::ops::node_modules() else {
         return;
     };
     let s = Setup::start(2, &format!("password = {PASSWORD:?}"), USERS);

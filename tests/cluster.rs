@@ -829,3 +829,156 @@ fn sharded_and_plain_pub_sub_reach_subscribers_through_the_slot_owner() {
         Frame::Array(vec![bulk("message"), bulk("plain"), bulk("hi")])
     );
 }
+
+/// Runs `program args` and asserts it succeeded; returns stdout.
+fn run_ok(program: &str, args: &[&str], env: &[(&str, &std::path::Path)]) -> String {
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{program} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// What the issue's check runs: redis-cli, redis-py and Node.js clients, none in cluster
+/// mode, against a 3-primary, 3-replica cluster through shardis: GET/SET, MGET/MSET across
+/// slots, a hash-tagged MULTI/EXEC and EVAL.
+#[test]
+fn real_clients_in_standalone_mode_work_through_shardis() {
+    let cluster = RedisCluster::start();
+    let shardis = start(&cluster, "");
+    let port = shardis.addr.port().to_string();
+    let keys: Vec<String> = cluster
+        .primaries()
+        .iter()
+        .map(|&p| key_on(&cluster, p, "rc"))
+        .collect();
+
+    // redis-cli, one command per invocation, as a shell script would.
+    let cli = |args: &[&str]| {
+        let mut all = vec!["-p", port.as_str(), "--no-raw"];
+        all.extend_from_slice(args);
+        run_ok("redis-cli", &all, &[])
+    };
+    assert_eq!(cli(&["SET", &keys[0], "cli0"]).trim(), "OK");
+    assert_eq!(
+        cli(&["MSET", &keys[1], "cli1", &keys[2], "cli2"]).trim(),
+        "OK"
+    );
+    assert_eq!(
+        cli(&["MGET", &keys[0], &keys[1], &keys[2]]).trim(),
+        "1) \"cli0\"\n2) \"cli1\"\n3) \"cli2\""
+    );
+    assert_eq!(
+        cli(&[
+            "EVAL",
+            "return redis.call('INCRBY', KEYS[1], ARGV[1])",
+            "1",
+            "{cli}.n",
+            "5"
+        ])
+        .trim(),
+        "(integer) 5"
+    );
+    // MULTI/EXEC in one redis-cli session (stdin), on hash-tagged keys.
+    let mut child = std::process::Command::new("redis-cli")
+        .args(["-p", &port])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("redis-cli");
+    std::io::Write::write_all(
+        child.stdin.as_mut().expect("stdin"),
+        b"MULTI\nINCR {cli}.n\nSET {cli}.s x\nEXEC\n",
+    )
+    .expect("write");
+    let out = child.wait_with_output().expect("redis-cli");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("QUEUED") && text.lines().any(|l| l.trim() == "6"),
+        "{text}"
+    );
+
+    // redis-py with its defaults (RESP2) and with RESP3.
+    let has_redis_py = std::process::Command::new("python3")
+        .args(["-c", "import redis"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if has_redis_py {
+        let script = r#"
+import sys, redis
+port, k0, k1, k2 = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+for protocol in (2, 3):
+    r = redis.Redis(host="127.0.0.1", port=port, protocol=protocol)
+    r.set(k0, "py%d" % protocol)
+    assert r.get(k0) == b"py%d" % protocol
+    r.mset({k1: "a", k2: "b"})
+    assert r.mget([k0, k1, k2, "missing"]) == [b"py%d" % protocol, b"a", b"b", None]
+    p = r.pipeline(transaction=True)
+    p.incr("{py}.n")
+    p.set("{py}.s", "x")
+    assert p.execute() == [protocol - 1, True]
+    assert r.eval("return redis.call('GET', KEYS[1])", 1, "{py}.s") == b"x"
+    sha = r.script_load("return ARGV[1]")
+    assert r.evalsha(sha, 0, "z") == b"z"
+    assert sorted(r.scan_iter(match="rc-*")) == sorted([k0.encode(), k1.encode(), k2.encode()])
+print("ok")
+"#;
+        let out = run_ok(
+            "python3",
+            &["-c", script, &port, &keys[0], &keys[1], &keys[2]],
+            &[],
+        );
+        assert_eq!(out.trim(), "ok");
+    } else {
+        eprintln!("skipped redis-py: not installed (python3 -c 'import redis')");
+    }
+
+    // ioredis 5 and node-redis 6 (HELLO 3), in their standalone modes.
+    if let Some(modules) = common::ops::node_modules() {
+        let script = r#"
+const Redis = require("ioredis");
+const { createClient } = require("redis");
+(async () => {
+  const [port, k0, k1, k2] = [Number(process.argv[1]), process.argv[2], process.argv[3], process.argv[4]];
+  const io = new Redis({ host: "127.0.0.1", port, maxRetriesPerRequest: 0 });
+  await io.mset(k0, "io0", k1, "io1", k2, "io2");
+  const got = await io.mget(k0, k1, k2);
+  if (got.join() !== "io0,io1,io2") throw new Error("ioredis MGET " + got);
+  const tx = await io.multi().incr("{io}.n").set("{io}.s", "x").exec();
+  if (tx[0][1] !== 1 || tx[1][1] !== "OK") throw new Error("ioredis EXEC " + JSON.stringify(tx));
+  if ((await io.eval("return redis.call('GET', KEYS[1])", 1, "{io}.s")) !== "x") throw new Error("ioredis EVAL");
+  io.disconnect();
+  const nr = createClient({ socket: { host: "127.0.0.1", port, reconnectStrategy: false } });
+  nr.on("error", () => {});
+  await nr.connect();
+  await nr.set(k0, "nr0");
+  if ((await nr.get(k0)) !== "nr0") throw new Error("node-redis GET");
+  await nr.mSet([[k1, "nr1"], [k2, "nr2"]]);
+  const m = await nr.mGet([k0, k1, k2]);
+  if (m.join() !== "nr0,nr1,nr2") throw new Error("node-redis MGET " + m);
+  const r = await nr.multi().incr("{nr}.n").set("{nr}.s", "y").exec();
+  if (r[0] !== 1 || r[1] !== "OK") throw new Error("node-redis EXEC " + JSON.stringify(r));
+  const e = await nr.eval("return redis.call('GET', KEYS[1])", { keys: ["{nr}.s"] });
+  if (e !== "y") throw new Error("node-redis EVAL " + e);
+  await nr.quit();
+  console.log("ok");
+})().catch((e) => { console.error(e); process.exit(1); });
+"#;
+        let out = run_ok(
+            "node",
+            &["-e", script, &port, &keys[0], &keys[1], &keys[2]],
+            &[("NODE_PATH", modules.as_path())],
+        );
+        assert_eq!(out.trim(), "ok");
+    }
+}

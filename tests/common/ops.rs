@@ -295,3 +295,31 @@ pub fn redis_clients(redis: &Redis) -> usize {
         .filter(|l| !l.contains("cmd=client|list"))
         .count()
 }
+
+/// tests/compat/node_modules, installed with `npm ci` from the lock file when missing (npm's
+/// registry is reachable here and in CI); `None`, with a note, when it cannot be.
+pub fn node_modules() -> Option<std::path::PathBuf> {
+    let compat = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat");
+    let modules = compat.join("node_modules");
+    let ready = |m: &std::path::Path| m.join("ioredis").is_dir() && m.join("redis").is_dir();
+    if !ready(&modules) {
+        // Under a lock, and only if still missing: test binaries run in parallel, and a second
+        // `npm ci` would delete the modules the first one's node process is using.
+        let installed = std::process::Command::new("flock")
+            .args([
+                ".npm-install.lock",
+                "sh",
+                "-c",
+                "[ -d node_modules/ioredis ] && [ -d node_modules/redis ] || \
+                 npm ci --no-audit --no-fund --loglevel=error",
+            ])
+            .current_dir(&compat)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed || !ready(&modules) {
+            eprintln!("skipped: no node_modules in tests/compat and `npm ci` failed there");
+            return None;
+        }
+    }
+    Some(modules)
+}
