@@ -468,7 +468,18 @@ fn start_backend(
         credentials: pool.credentials(b),
         readonly: false,
     };
-    let mut spec = Spec::new(&b.name, &b.address.to_string(), target, pool.timeout);
+    let spec = Spec::new(&b.name, &b.address.to_string(), target, pool.timeout);
+    start_spec(spec, pool, fingerprint, events)
+}
+
+/// Starts a backend from `spec` with `pool`'s health, retry and connection settings (hashed
+/// backends and cluster nodes alike).
+pub(crate) fn start_spec(
+    mut spec: Spec,
+    pool: &PoolConfig,
+    fingerprint: String,
+    events: &mpsc::UnboundedSender<HealthEvent>,
+) -> Arc<Backend> {
     spec.health_interval = pool.health_interval;
     spec.retry_timeout = pool.retry_timeout;
     spec.events = Some(events.clone());

@@ -276,15 +276,6 @@ fn start_node(
         readonly: role == Role::Replica,
     };
     let metrics = BackendMetrics::with_role(&b.name, role.label());
-    let mut spec = Spec::with_metrics(&b.name, &b.name, target, pool.timeout, metrics);
-    spec.health_interval = pool.health_interval;
-    spec.retry_timeout = pool.retry_timeout;
-    spec.events = Some(events.clone());
-    spec.state.set_failure_limit(pool.failure_limit);
-    Backend::start(
-        Arc::new(spec),
-        pool.connections_per_backend.get(),
-        pool.max_exclusive,
-        fingerprint,
-    )
+    let spec = Spec::with_metrics(&b.name, &b.name, target, pool.timeout, metrics);
+    crate::topology::start_spec(spec, pool, fingerprint, events)
 }

@@ -486,4 +486,12 @@ mod tests {
             "ERR unknown command 'foo', with args beginning with: "
         );
     }
+
+    #[test]
+    fn block_option() {
+        let (f, a) = ranges(&["XREAD", "COUNT", "1", "BLOCK", "0", "STREAMS", "s", "$"]);
+        assert!(has_block_option(&f, &a));
+        let (f, a) = ranges(&["XREAD", "STREAMS", "block", "0"]);
+        assert!(!has_block_option(&f, &a));
+    }
 }

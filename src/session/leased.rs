@@ -144,27 +144,3 @@ pub(super) fn has_block_option(frame: &[u8], args: &[Range<usize>]) -> bool {
     }
     false
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ranges(parts: &[&str]) -> (Vec<u8>, Vec<Range<usize>>) {
-        let mut frame = Vec::new();
-        let mut args = Vec::new();
-        for p in parts {
-            let start = frame.len();
-            frame.extend_from_slice(p.as_bytes());
-            args.push(start..frame.len());
-        }
-        (frame, args)
-    }
-
-    #[test]
-    fn block_option() {
-        let (f, a) = ranges(&["XREAD", "COUNT", "1", "BLOCK", "0", "STREAMS", "s", "$"]);
-        assert!(has_block_option(&f, &a));
-        let (f, a) = ranges(&["XREAD", "STREAMS", "block", "0"]);
-        assert!(!has_block_option(&f, &a));
-    }
-}
