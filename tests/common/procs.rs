@@ -165,12 +165,31 @@ impl Redis {
     }
 }
 
-/// Runs redis-server on `ip`:`port` in `dir` (that port speaking TLS only, with `tls`);
-/// `None` if it exited at startup (port taken).
-fn spawn_redis_on(ip: &str, port: u16, dir: &Path, tls: Option<&RedisTls>) -> Option<Child> {
+/// redis-server with what every test server shares: no persistence, DEBUG allowed (fault
+/// tests make a backend slow with DEBUG SLEEP, which Redis 7 refuses by default), its files
+/// and log in `dir`, no stdio. The caller adds its own arguments and spawns it; the log's path
+/// comes back for error messages.
+pub(crate) fn redis_server_command(dir: &Path) -> (Command, PathBuf) {
     let program = find_program("redis-server", "redis-server");
     let log = dir.join("redis.log");
     let mut command = Command::new(&program);
+    command
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .args(["--enable-debug-command", "local"])
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(&log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    (command, log)
+}
+
+/// Runs redis-server on `ip`:`port` in `dir` (that port speaking TLS only, with `tls`);
+/// `None` if it exited at startup (port taken).
+fn spawn_redis_on(ip: &str, port: u16, dir: &Path, tls: Option<&RedisTls>) -> Option<Child> {
+    let (mut command, log) = redis_server_command(dir);
     match tls {
         None => command.args(["--port", &port.to_string()]),
         Some(tls) => command
@@ -188,18 +207,8 @@ fn spawn_redis_on(ip: &str, port: u16, dir: &Path, tls: Option<&RedisTls>) -> Op
     };
     let child = command
         .args(["--bind", ip])
-        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-        // Fault tests make a backend slow with DEBUG SLEEP, which Redis 7 refuses by default.
-        .args(["--enable-debug-command", "local"])
-        .arg("--dir")
-        .arg(dir)
-        .arg("--logfile")
-        .arg(&log)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+        .unwrap_or_else(|e| panic!("spawn redis-server: {e}"));
     let ready = |port| match tls {
         None => answers_ping_on(ip, port),
         Some(tls) => answers_ping_tls(ip, port, tls),

@@ -113,9 +113,8 @@ impl Drop for Node {
 }
 
 fn spawn(port: u16, bus: u16, dir: &Path) -> Option<Child> {
-    let program = find_program("redis-server", "redis-server");
-    let log = dir.join("redis.log");
-    let mut child = Command::new(&program)
+    let (mut command, log) = super::procs::redis_server_command(dir);
+    let mut child = command
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args([
             "--cluster-enabled",
@@ -125,17 +124,8 @@ fn spawn(port: u16, bus: u16, dir: &Path) -> Option<Child> {
         ])
         .args(["--cluster-port", &bus.to_string()])
         .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
-        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-        .args(["--enable-debug-command", "local"])
-        .arg("--dir")
-        .arg(dir)
-        .arg("--logfile")
-        .arg(&log)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+        .unwrap_or_else(|e| panic!("spawn redis-server: {e}"));
     let deadline = Instant::now() + STARTUP_DEADLINE;
     loop {
         if let Ok(Some(_)) = child.try_wait() {
