@@ -352,33 +352,18 @@ fn mutual_tls_required_refuses_a_client_without_a_certificate() {
     assert_eq!(with.cmd_str(&["SET", "m:a", "1"]), ok());
     // Without one: in TLS 1.3 the client's handshake may finish before the server has checked
     // it, so the refusal arrives as an alert on the first read. Either way, never a reply.
-    match tls_connect(&addr, setup.pki.client_config(false), "127.0.0.1") {
-        Err(_) => {}
-        Ok(mut stream) => {
-            let _ = stream.write_all(&Client::encode(&[b"GET", b"m:a"]));
-            let _ = stream.flush();
-            let mut buf = [0u8; 64];
-            let read = stream.read(&mut buf);
-            assert!(
-                matches!(read, Err(_) | Ok(0)),
-                "a client without a certificate was answered: {:?}",
-                read.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
-            );
-        }
-    }
+    let reply = answered(&addr, setup.pki.client_config(false), &[b"GET", b"m:a"]);
+    assert!(
+        reply.is_none(),
+        "a client without a certificate was answered: {reply:?}"
+    );
     // A certificate from another CA: refused too.
     let stranger = Pki::new();
-    let refused_stranger =
-        match tls_connect(&addr, stranger_config(&setup.pki, &stranger), "127.0.0.1") {
-            Err(_) => true,
-            Ok(mut stream) => {
-                let _ = stream.write_all(&Client::encode(&[b"PING"]));
-                let _ = stream.flush();
-                let mut buf = [0u8; 64];
-                matches!(stream.read(&mut buf), Err(_) | Ok(0))
-            }
-        };
-    assert!(refused_stranger, "a certificate of another CA was accepted");
+    let reply = answered(&addr, stranger_config(&setup.pki, &stranger), &[b"PING"]);
+    assert!(
+        reply.is_none(),
+        "a certificate of another CA was accepted: {reply:?}"
+    );
     // The client that was served still is.
     assert_eq!(with.cmd_str(&["GET", "m:a"]), bulk("1"));
     let errors = wait_for(SETTLE, "handshake errors counted", || {
@@ -390,6 +375,23 @@ fn mutual_tls_required_refuses_a_client_without_a_certificate() {
         .filter(|n| *n >= 2.0)
     });
     assert!(errors >= 2.0);
+}
+
+/// What a TLS client with `config` gets for `args` on `addr`: `None` when the handshake or
+/// the first read fails (refused), else the reply bytes as text.
+fn answered(
+    addr: &str,
+    config: std::sync::Arc<rustls::ClientConfig>,
+    args: &[&[u8]],
+) -> Option<String> {
+    let mut stream = tls_connect(addr, config, "127.0.0.1").ok()?;
+    let _ = stream.write_all(&Client::encode(args));
+    let _ = stream.flush();
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Err(_) | Ok(0) => None,
+        Ok(n) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+    }
 }
 
 /// Client settings that trust `server`'s CA (to reach the proxy) but show `stranger`'s client
@@ -440,17 +442,11 @@ fn optional_client_auth_serves_clients_with_and_without_a_certificate() {
     // A certificate that does not verify is still refused.
     let stranger = Pki::new();
     let addr = setup.proxy.addr.to_string();
-    let refused_stranger =
-        match tls_connect(&addr, stranger_config(&setup.pki, &stranger), "127.0.0.1") {
-            Err(_) => true,
-            Ok(mut stream) => {
-                let _ = stream.write_all(&Client::encode(&[b"PING"]));
-                let _ = stream.flush();
-                let mut buf = [0u8; 64];
-                matches!(stream.read(&mut buf), Err(_) | Ok(0))
-            }
-        };
-    assert!(refused_stranger, "a certificate of another CA was accepted");
+    let reply = answered(&addr, stranger_config(&setup.pki, &stranger), &[b"PING"]);
+    assert!(
+        reply.is_none(),
+        "a certificate of another CA was accepted: {reply:?}"
+    );
 }
 
 #[test]
