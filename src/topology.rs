@@ -445,6 +445,9 @@ fn settings(config: &Config, auth: &Arc<Auth>) -> Settings {
         },
         idle_timeout: config.server.client_idle_timeout,
         output_limit: config.server.client_output_limit_bytes,
+        read_ahead: config.server.client_read_ahead_bytes,
+        memory_limit: config.server.client_memory_limit_bytes,
+        max_client_memory: config.server.max_client_memory,
         ..Settings::default()
     };
     settings.allow(&config.server.allow_commands);

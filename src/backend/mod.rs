@@ -223,6 +223,11 @@ pub struct Settings {
     pub idle_timeout: Option<Duration>,
     /// `[server] client_output_limit_bytes`, if on.
     pub output_limit: Option<usize>,
+    /// `[server] client_read_ahead_bytes`, `client_memory_limit_bytes` (if on) and
+    /// `max_client_memory` (if on): see `session::budget`.
+    pub read_ahead: usize,
+    pub memory_limit: Option<usize>,
+    pub max_client_memory: Option<usize>,
     /// Who clients may authenticate as, and what each may do.
     pub auth: Arc<crate::auth::Auth>,
     /// The database the backend connections select: the one clients see.
@@ -243,6 +248,9 @@ impl Default for Settings {
             ),
             idle_timeout: None,
             output_limit: None,
+            read_ahead: limits::CLIENT_READ_AHEAD_BYTES as usize,
+            memory_limit: Some(limits::CLIENT_MEMORY_LIMIT_BYTES as usize),
+            max_client_memory: None,
             auth: Arc::default(),
             db: 0,
         }

@@ -7,6 +7,7 @@ mod address;
 mod cluster;
 mod describe;
 mod json;
+mod memory;
 mod raw;
 mod secret;
 #[cfg(test)]
@@ -28,6 +29,7 @@ use std::time::Duration;
 pub use address::{Address, AddressError};
 pub use cluster::{ClusterConfig, ReadFrom};
 pub use json::{MASK, mask_secrets};
+pub use memory::{cgroup_memory_limit, default_max_client_memory};
 pub use secret::{
     BackendPassword, ClientPassword, MAX_SECRET_FILE, PasswordDigest, Secret, SecretSource,
 };
@@ -49,6 +51,14 @@ pub mod limits {
     pub const MAX_PIPELINE: i64 = 1024;
     /// Default `server.max_request_bytes`: 512 MiB, like Redis' `proto-max-bulk-len`.
     pub const MAX_REQUEST_BYTES: i64 = 512 * 1024 * 1024;
+    /// Default `server.client_read_ahead_bytes`: input read ahead of dispatch per client
+    /// (README, "Memory", says how it was chosen).
+    pub const CLIENT_READ_AHEAD_BYTES: i64 = 1024 * 1024;
+    /// Default `server.client_memory_limit_bytes`: what one client may hold once it holds
+    /// more than its normal bounds, like Redis's pubsub hard limit.
+    pub const CLIENT_MEMORY_LIMIT_BYTES: i64 = 32 * 1024 * 1024;
+    /// Default `server.max_client_memory` when the process has no cgroup memory limit.
+    pub const MAX_CLIENT_MEMORY: u64 = 512 * 1024 * 1024;
     /// Default `server.shutdown_grace_ms`.
     pub const SHUTDOWN_GRACE_MS: i64 = 5000;
     /// Largest `server.threads`.
@@ -126,8 +136,16 @@ pub struct ServerConfig {
     pub max_clients: usize,
     /// Commands in flight per client before the proxy holds its further commands.
     pub max_pipeline: usize,
-    /// Largest single request in bytes, and the most unanswered input read ahead per client.
+    /// Largest single request in bytes.
     pub max_request_bytes: usize,
+    /// Input read ahead of dispatch per client, beyond the request being assembled.
+    pub client_read_ahead_bytes: usize,
+    /// What one client may hold (input, replies, output) once it holds more than its normal
+    /// bounds; more closes it. `None` is off.
+    pub client_memory_limit_bytes: Option<usize>,
+    /// Bytes buffered for all clients together; past it the client holding the most is
+    /// closed. `None` is off.
+    pub max_client_memory: Option<usize>,
     /// How long in-flight requests may finish after a shutdown signal.
     pub shutdown_grace: Duration,
     /// Log commands slower than this; `None` is off.

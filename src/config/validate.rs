@@ -138,6 +138,7 @@ fn server(p: &mut Problems, raw: Option<RawServer>) -> ServerConfig {
             "is a plain listener beside a TLS one: set [server.tls] too, or use server.listen alone",
         );
     }
+    let memory = super::memory::memory(p, &raw);
     let tls = raw.tls.and_then(|t| server_tls(p, t));
     let max = i64::MAX;
     let max_clients = p.int(
@@ -271,6 +272,9 @@ fn server(p: &mut Problems, raw: Option<RawServer>) -> ServerConfig {
         max_clients: to_usize(max_clients),
         max_pipeline: to_usize(max_pipeline),
         max_request_bytes: to_usize(max_request_bytes),
+        client_read_ahead_bytes: memory.read_ahead,
+        client_memory_limit_bytes: memory.client_limit,
+        max_client_memory: memory.max_client_memory,
         shutdown_grace: Duration::from_millis(grace as u64),
         slowlog: (slowlog > 0).then(|| Duration::from_millis(slowlog as u64)),
         threads: NonZeroUsize::new(to_usize(threads)),
