@@ -4,10 +4,11 @@
 //! Bounds: at most `max_pipeline` commands in flight per client, replies are moved to the write
 //! buffer only while it holds less than [`MAX_OUTPUT`], and commands are sent only while the
 //! replies they are expected to bring (by this client's recent reply sizes) fit in
-//! [`MAX_OUTPUT`] too. Input is read ahead of dispatch, up to `max_request_bytes` of unanswered
-//! input, so a client that writes a whole pipeline before it reads a reply (redis-py,
-//! `redis-cli --pipe`, bulk loaders) can always finish writing; a client that writes more than
-//! that without reading is no longer read from until it catches up.
+//! [`MAX_OUTPUT`] too. Input is read ahead of dispatch up to `client_read_ahead_bytes` beyond
+//! the request being assembled. A client that writes a whole pipeline before it reads a reply
+//! (redis-py, bulk loaders) fills both; then one side may grow, up to the client's
+//! `client_memory_limit_bytes`, and every session's holdings count towards
+//! `max_client_memory` (see [`budget`] for which side grows when, and what is counted).
 //!
 //! # Progress
 //! A session never waits while it could act. Before every wait, [`Session::pump`] has:
@@ -24,7 +25,13 @@
 //!   (they arrive on the inbox) or the write buffer is full (writable);
 //! - unread input waits for the socket to be readable, which is listened for whenever the read
 //!   buffer is below its bound; above it, dispatch (and so one of the two events above) must
-//!   drain it first.
+//!   drain it first;
+//! - when the read buffer is at its bound *and* the write buffer full, both wait on the client
+//!   reading (writable) or, if it takes nothing for [`budget::STUCK_AFTER`], on the stuck
+//!   timer, which the wait listens for then: it raises one side's bound (an overdraft), so the
+//!   session can read or dispatch again. The overdraft lasts until the client reads, or until
+//!   the client's budget closes it; while all clients together hold more than
+//!   `max_client_memory`, it stops growing and waits on the same timer, which looks again.
 //!
 //! So backpressure slows a client down but cannot stop it. A blocking command (BLPOP, ...) is
 //! the one deliberate exception: while it waits, nothing more is sent, as Redis runs nothing
@@ -34,6 +41,7 @@
 //! See [`mode`]: normal, transaction (MULTI), subscribed, blocked.
 
 mod bounds;
+mod budget;
 mod cluster;
 mod dispatch;
 pub mod info;
@@ -170,6 +178,8 @@ pub struct Session {
     held: usize,
     /// Who the client is, and what dispatch checks before each command (see [`login`]).
     who: Who,
+    /// What the session holds, and whether it may hold more (see [`budget`]).
+    budget: budget::Budget,
 }
 
 /// Serves one client until it disconnects, sends QUIT, breaks the protocol, or shutdown
@@ -204,6 +214,12 @@ pub async fn run(stream: Stream, ctx: Arc<Context>, id: u64, mut shutdown: watch
             }
             Err(e) => break Err(e),
         }
+        session.account(&rbuf);
+        // Killed (CLIENT KILL, or by `max_client_memory`): checked here too, since a client
+        // that floods keeps the branches before `killed()` ready.
+        if session.evicted.is_some() || client.is_killed() {
+            break Ok(());
+        }
         if eof && session.blocked.is_some() {
             // Gone while blocked: as Redis does, the blocked command is dropped (its
             // exclusive connection is unblocked and goes back to the pool).
@@ -212,9 +228,11 @@ pub async fn run(stream: Stream, ctx: Arc<Context>, id: u64, mut shutdown: watch
         if (session.closing || eof) && session.pending.is_empty() && session.wbuf.is_empty() {
             break Ok(());
         }
-        // Input is read ahead of dispatch up to the request bound, whatever `may_send` says:
-        // a client blocked writing its pipeline must be able to finish before it reads.
-        let can_read = !session.closing && !eof && rbuf.len() < session.input_bound(&parser);
+        // Input is read ahead of dispatch up to its bound, whatever `may_send` says; past it,
+        // a client that writes its pipeline before reading gets an overdraft (see `budget`).
+        let input_full = rbuf.len() >= session.input_bound(&parser);
+        let can_read = !session.closing && !eof && !input_full;
+        session.watch_stuck(!eof && input_full);
         tokio::select! {
             biased;
             Some(msg) = rx.recv() => {
@@ -236,6 +254,11 @@ pub async fn run(stream: Stream, ctx: Arc<Context>, id: u64, mut shutdown: watch
                             t.touch();
                         }
                         clients.received(n as u64);
+                        if session.reads_on() {
+                            // Reading past the read-ahead bound: one read per turn, so a
+                            // client that floods cannot hold the worker.
+                            tokio::task::yield_now().await;
+                        }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => break Err(e),
@@ -244,6 +267,7 @@ pub async fn run(stream: Stream, ctx: Arc<Context>, id: u64, mut shutdown: watch
             ready = stream.writable(), if !session.wbuf.is_empty() => {
                 match ready.and_then(|()| write_front(&stream, &mut session.wbuf)) {
                     Ok(n) => {
+                        session.took(n);
                         if n > 0
                             && let Some(t) = idle.as_mut()
                         {
@@ -260,6 +284,9 @@ pub async fn run(stream: Stream, ctx: Arc<Context>, id: u64, mut shutdown: watch
                     session.evict("idle timeout", "idle_timeout");
                     break Ok(());
                 }
+            }
+            () = budget::stuck_fired(&mut session.budget), if session.budget.armed() => {
+                session.on_stuck(&mut rbuf, &mut parser);
             }
             () = client.killed() => break Ok(()),
             Ok(()) = shutdown.changed() => match *shutdown.borrow_and_update() {
@@ -278,7 +305,7 @@ pub async fn run(stream: Stream, ctx: Arc<Context>, id: u64, mut shutdown: watch
             rbuf = BytesMut::new();
         }
     };
-    match (result, session.evicted) {
+    match (result, session.evicted.or(client.evicted_for())) {
         (Err(e), _) => debug!(client = id, "connection error: {e}"),
         (Ok(()), Some(why)) => info!(client = id, "disconnected by shardis: {why}"),
         _ => {}
@@ -326,6 +353,7 @@ impl Session {
             cluster: None,
             held: 0,
             who: Who::default(),
+            budget: budget::Budget::default(),
         };
         session.check_login();
         (session, rx)
@@ -352,16 +380,21 @@ impl Session {
                 write_front(stream, &mut self.wbuf)?
             };
             sent += wrote;
+            self.took(wrote);
             if fed == 0 && wrote == 0 {
                 return Ok(sent);
             }
         }
     }
 
-    /// How much input may be buffered before the session stops reading: `max_request_bytes`,
-    /// or more while the frame being read needs it.
+    /// How much input may be buffered before the session stops reading:
+    /// `client_read_ahead_bytes`, or the frame being assembled if it is larger; no bound
+    /// during an input overdraft (see [`budget`]).
     fn input_bound(&self, parser: &RequestParser) -> usize {
-        self.table.settings.request.request_bytes.max(parser.want())
+        if self.reads_on() {
+            return usize::MAX;
+        }
+        self.table.settings.read_ahead.max(parser.want())
     }
 
     /// Serves every complete command in `rbuf` (up to `max_pipeline` in flight) and removes
@@ -429,7 +462,7 @@ impl Session {
     fn may_send(&self) -> bool {
         self.blocked.is_none()
             && self.pending.len() < self.table.settings.max_pipeline
-            && self.wbuf.len() < MAX_OUTPUT
+            && self.wbuf.len() < self.output_bound()
             && self.awaiting.saturating_mul(self.reply_estimate) < MAX_OUTPUT
     }
 
@@ -462,7 +495,7 @@ impl Session {
 
     /// Moves complete replies at the front of the queue to the write buffer.
     fn move_ready(&mut self) {
-        while self.wbuf.len() < MAX_OUTPUT {
+        while self.wbuf.len() < self.move_bound() {
             let frame = match self.pending.front() {
                 Some(Pending::Ready(_) | Pending::Push(_)) => self.pending.pop_front(),
                 _ => break,
