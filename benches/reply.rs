@@ -192,7 +192,7 @@ fn ring(n: usize) -> Ring {
         );
     }
     text += "]\n";
-    Ring::new(&Config::parse(&text).expect("bench config").pools[0])
+    Config::parse(&text).expect("bench config").pools[0].ring()
 }
 
 /// An MGET of `keys` distinct keys, parsed.

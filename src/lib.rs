@@ -18,16 +18,17 @@
 //! backends), [`workers`] (thread-per-core runtimes: a session and the backend links it uses
 //! live on one thread).
 
+pub mod acl;
 pub mod admin;
 pub mod auth;
 pub mod backend;
+pub mod clients;
 pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod metrics;
 pub mod net;
 pub mod protocol;
-pub mod pubsub;
 pub mod router;
 pub mod server;
 pub mod session;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use shardis::config::{Config, Overrides};
-use shardis::router::{DistributionKind, HashKind, Ring};
+use shardis::router::{DistributionKind, HashKind};
 use tokio::net::TcpListener;
 
 /// shardis: a sharding Redis proxy. Point Redis clients at it; it spreads keys over several
@@ -175,7 +175,7 @@ fn route(path: &Path, keys: &[String]) -> ExitCode {
     if pool.cluster.is_some() {
         return route_cluster(pool, keys);
     }
-    let ring = Ring::new(pool);
+    let ring = pool.ring();
     for key in keys {
         let backend = &pool.backends[ring.backend_for(key.as_bytes())];
         println!("{key}\t{}\t{}", backend.name, backend.address);

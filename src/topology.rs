@@ -35,11 +35,10 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::auth::Auth;
-use crate::backend::conn::{Target, TargetTls};
+use crate::backend::build;
 use crate::backend::{Backend, Change, HealthEvent, Routing, Settings, Spec, Table};
 use crate::config::{Config, Overrides, PoolConfig};
 use crate::protocol::request::RequestLimits;
-use crate::router::Ring;
 use crate::tls::ServerTls;
 
 /// The routing of one proxy and what it was built from.
@@ -297,36 +296,6 @@ fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     keys
 }
 
-/// Everything that shapes a backend's connections: a backend is kept across a reload only
-/// when this is unchanged.
-pub(crate) fn fingerprint(b: &crate::config::BackendConfig, pool: &PoolConfig) -> String {
-    let tls = pool
-        .tls
-        .as_ref()
-        .map_or("off", |t| t.loaded.digest.as_str());
-    let creds = pool.credentials(b);
-    // The password as a digest: this string is compared, never shown, but need not hold it.
-    let password = creds
-        .password
-        .as_ref()
-        .map(|p| crate::config::PasswordDigest::of(p.expose()));
-    format!(
-        "{} timeout={:?} connect={:?} links={} exclusive={} health={:?} limit={} retry={:?} \
-         user={:?} password={} db={} tls={tls}",
-        b.address,
-        pool.timeout,
-        pool.connect_timeout,
-        pool.connections_per_backend,
-        pool.max_exclusive,
-        pool.health_interval,
-        pool.failure_limit,
-        pool.retry_timeout,
-        creds.username,
-        password.map_or(String::new(), |d| d.fingerprint()),
-        creds.db,
-    )
-}
-
 /// The table for `inner.config`, reusing the backends that have not changed.
 fn build(
     inner: &mut Inner,
@@ -338,7 +307,7 @@ fn build(
         return Table::new(
             String::new(),
             Vec::new(),
-            Ring::new(&PoolConfig::empty()),
+            PoolConfig::empty().ring(),
             Vec::new(),
             Settings::default(),
             config.digest.clone(),
@@ -377,7 +346,7 @@ fn build(
         let mut table = Table::new(
             pool.name.clone(),
             primaries,
-            Ring::new(&PoolConfig::empty()),
+            PoolConfig::empty().ring(),
             slots,
             settings(config, &inner.auth),
             config.digest.clone(),
@@ -398,7 +367,7 @@ fn build(
     let mut keep = std::mem::take(&mut inner.backends);
     let mut backends = Vec::with_capacity(pool.backends.len());
     for b in &pool.backends {
-        let fp = fingerprint(b, pool);
+        let fp = build::fingerprint(b, pool);
         let backend = match keep.remove(&b.name) {
             Some(existing) if existing.fingerprint == fp => existing,
             _ => start_backend(b, pool, listed_host.as_deref(), fp, events),
@@ -424,7 +393,7 @@ fn build(
     Table::new(
         pool.name.clone(),
         backends,
-        Ring::new(&ring_pool),
+        ring_pool.ring(),
         slots,
         settings(config, &inner.auth),
         config.digest.clone(),
@@ -460,59 +429,9 @@ fn start_backend(
     fingerprint: String,
     events: &mpsc::UnboundedSender<HealthEvent>,
 ) -> Arc<Backend> {
-    let target = Target {
-        host: b.address.host.clone(),
-        port: b.address.port,
-        connect_timeout: pool.connect_timeout,
-        tls: tls_for(b, pool, listed_host),
-        credentials: pool.credentials(b),
-        readonly: false,
-    };
+    let target = build::target(b, pool, listed_host, false);
     let spec = Spec::new(&b.name, &b.address.to_string(), target, pool.timeout);
-    start_spec(spec, pool, fingerprint, events)
-}
-
-/// Starts a backend from `spec` with `pool`'s health, retry and connection settings (hashed
-/// backends and cluster nodes alike).
-pub(crate) fn start_spec(
-    mut spec: Spec,
-    pool: &PoolConfig,
-    fingerprint: String,
-    events: &mpsc::UnboundedSender<HealthEvent>,
-) -> Arc<Backend> {
-    spec.health_interval = pool.health_interval;
-    spec.retry_timeout = pool.retry_timeout;
-    spec.events = Some(events.clone());
-    spec.state.set_failure_limit(pool.failure_limit);
-    Backend::start(
-        Arc::new(spec),
-        pool.connections_per_backend.get(),
-        pool.max_exclusive,
-        fingerprint,
-    )
-}
-
-/// TLS to backend `b`: its certificate must be valid for `tls_server_name`, else for the host
-/// in its address (with discovery = "dns", `listed_host`, not the address found).
-pub(crate) fn tls_for(
-    b: &crate::config::BackendConfig,
-    pool: &PoolConfig,
-    listed_host: Option<&str>,
-) -> Option<TargetTls> {
-    let tls = pool.tls.as_ref()?;
-    let host = listed_host.unwrap_or(&b.address.host);
-    let name = match tls.loaded.name_for(host) {
-        Some(name) => name,
-        None => {
-            // Validation refuses such hosts; a name found by discovery is an IP address.
-            warn!(backend = %b.name, "{host:?} is not a name a certificate can be checked against; set tls_server_name");
-            rustls::pki_types::ServerName::try_from(b.address.host.clone()).ok()?
-        }
-    };
-    Some(TargetTls {
-        client: tls.loaded.clone(),
-        name,
-    })
+    build::start(spec, pool, fingerprint, events)
 }
 
 /// Warns, at start and on every reload, about a pool that does not verify its backends.

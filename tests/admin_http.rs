@@ -120,7 +120,7 @@ async fn health_readiness_and_status() {
     admin
         .state
         .clients
-        .insert(shardis::state::Clients::detached(1));
+        .insert(shardis::clients::Clients::detached(1));
     admin.state.add_commands(5);
     let r = get(addr, "/status").await;
     assert_eq!(r.status, 200);

@@ -4,7 +4,7 @@
 //! - exclusive connections: a bounded pool per backend, leased to one session at a time for
 //!   blocking commands and WATCH ([`exclusive`]);
 //! - the pub/sub subscriber connection, one per backend, multiplexing every subscription
-//!   ([`crate::pubsub`]).
+//!   ([`crate::backend::pubsub`]).
 //!
 //! A [`Backend`] owns all three, its health ([`BackendState`]) and its metrics. The routing
 //! table ([`Table`]: the ring and the backends it points at) is built whole and swapped
@@ -14,10 +14,12 @@
 //! replies, when it expects several), in order: the backend's, or an error reply if the
 //! backend is down, too slow, or the connection broke.
 
+pub mod build;
 pub mod conn;
 pub mod exclusive;
 mod link;
 pub mod pipe;
+pub mod pubsub;
 mod state;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -124,7 +126,7 @@ pub struct Backend {
     links: [OnceLock<Box<[mpsc::Sender<Request>]>>; 2],
     connections: usize,
     pub exclusive: Arc<ExclusivePool>,
-    pub hub: OnceLock<Arc<crate::pubsub::Hub>>,
+    pub hub: OnceLock<Arc<crate::backend::pubsub::Hub>>,
     /// What it was built from, so a reload keeps it only when nothing changed.
     pub fingerprint: String,
 }
@@ -201,9 +203,9 @@ impl Backend {
     }
 
     /// The pub/sub hub of this backend, started on first use.
-    pub fn hub(&self) -> &Arc<crate::pubsub::Hub> {
+    pub fn hub(&self) -> &Arc<crate::backend::pubsub::Hub> {
         self.hub
-            .get_or_init(|| crate::pubsub::Hub::start(self.spec.clone()))
+            .get_or_init(|| crate::backend::pubsub::Hub::start(self.spec.clone()))
     }
 }
 
@@ -306,14 +308,7 @@ impl Table {
             .backends
             .iter()
             .map(|b| {
-                let target = conn::Target {
-                    host: b.address.host.clone(),
-                    port: b.address.port,
-                    connect_timeout: pool.connect_timeout,
-                    tls: None,
-                    credentials: pool.credentials(b),
-                    readonly: false,
-                };
+                let target = build::target(b, pool, None, false);
                 let spec = Spec::new(&b.name, &b.address.to_string(), target, pool.timeout);
                 let (backend, rx) = Backend::detached(Arc::new(spec));
                 receivers.push(rx);
@@ -324,7 +319,7 @@ impl Table {
         let table = Table::new(
             pool.name.clone(),
             backends,
-            Ring::new(pool),
+            pool.ring(),
             slots,
             Settings::default(),
             String::new(),

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, mpsc};
 
-use crate::backend::conn::Target;
+use crate::backend::build;
 use crate::backend::{Backend, HealthEvent, Spec};
 use crate::config::{Address, BackendConfig, ClusterConfig, PoolConfig, ReadFrom};
 use crate::metrics::BackendMetrics;
@@ -216,7 +216,7 @@ pub(crate) fn assemble(
         };
         let fp = format!(
             "{} role={}",
-            crate::topology::fingerprint(&config, pool),
+            build::fingerprint(&config, pool),
             role.label()
         );
         let backend = match keep.remove(addr) {
@@ -267,15 +267,8 @@ fn start_node(
     fingerprint: String,
     events: &mpsc::UnboundedSender<HealthEvent>,
 ) -> Arc<Backend> {
-    let target = Target {
-        host: b.address.host.clone(),
-        port: b.address.port,
-        connect_timeout: pool.connect_timeout,
-        credentials: pool.credentials(b),
-        tls: crate::topology::tls_for(b, pool, None),
-        readonly: role == Role::Replica,
-    };
+    let target = build::target(b, pool, None, role == Role::Replica);
     let metrics = BackendMetrics::with_role(&b.name, role.label());
     let spec = Spec::with_metrics(&b.name, &b.name, target, pool.timeout, metrics);
-    crate::topology::start_spec(spec, pool, fingerprint, events)
+    build::start(spec, pool, fingerprint, events)
 }

@@ -11,16 +11,14 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
 use super::layout::Layout;
 use super::{Role, Shared};
-use crate::backend::conn::{self, Target};
+use crate::backend::{build, conn};
 use crate::config::{Address, Config, PoolConfig};
 use crate::protocol::out::Proto;
-use crate::protocol::reply::ReplyScanner;
 use crate::topology::Topology;
 
 /// How often the map is fetched while a node is down or no map could be had.
@@ -201,19 +199,12 @@ async fn query(addr: &str, pool: &PoolConfig) -> Result<Layout, String> {
     let address: Address = addr.parse().map_err(|e| format!("{e}"))?;
     let node = crate::config::BackendConfig {
         name: addr.to_string(),
-        address: address.clone(),
+        address,
         weight: std::num::NonZeroU32::MIN,
         username: None,
         password: None,
     };
-    let target = Target {
-        host: address.host,
-        port: address.port,
-        connect_timeout: pool.connect_timeout,
-        credentials: pool.pool_credentials(),
-        tls: crate::topology::tls_for(&node, pool, None),
-        readonly: false,
-    };
+    let target = build::target(&node, pool, None, false);
     let mut conn = conn::open(&target, Proto::Resp2)
         .await
         .map_err(|e| e.to_string())?;
@@ -230,36 +221,12 @@ async fn query(addr: &str, pool: &PoolConfig) -> Result<Layout, String> {
 
 /// Writes `request` and reads one reply, within `limit`.
 async fn exchange(
-    stream: &mut (impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin),
+    stream: &mut crate::net::Stream,
     request: &[u8],
     limit: Duration,
 ) -> Result<Vec<u8>, String> {
-    let work = async {
-        stream.write_all(request).await.map_err(|e| e.to_string())?;
-        let mut buf = Vec::with_capacity(4096);
-        let mut scanner = ReplyScanner::new();
-        let mut chunk = vec![0u8; 16 * 1024];
-        loop {
-            match scanner.scan(&buf) {
-                Ok(Some(len)) => {
-                    buf.truncate(len);
-                    return Ok(buf);
-                }
-                Ok(None) => {}
-                Err(e) => return Err(format!("reply is not RESP: {e}")),
-            }
-            if buf.len() > MAX_REPLY {
-                return Err("slot map reply too large".into());
-            }
-            match stream.read(&mut chunk).await {
-                Ok(0) => return Err("closed by the node".into()),
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-    };
-    match timeout(limit, work).await {
-        Ok(r) => r,
+    match timeout(limit, conn::exchange(stream, request, MAX_REPLY)).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
         Err(_) => Err(format!("no reply within {} ms", limit.as_millis())),
     }
 }

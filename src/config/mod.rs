@@ -9,12 +9,6 @@ mod describe;
 mod json;
 mod raw;
 mod secret;
-#[cfg(test)]
-mod tests;
-#[cfg(test)]
-mod tests_auth;
-#[cfg(test)]
-mod tests_cluster;
 mod tls;
 mod users;
 mod validate;
@@ -185,8 +179,8 @@ pub struct UserConfig {
 
 impl UserConfig {
     /// The rules, for the ACL compiler.
-    pub fn rules(&self) -> crate::auth::acl::Rules<'_> {
-        crate::auth::acl::Rules {
+    pub fn rules(&self) -> crate::acl::Rules<'_> {
+        crate::acl::Rules {
             commands: &self.commands,
             keys: &self.keys,
             read_keys: &self.read_keys,
@@ -268,6 +262,16 @@ pub struct PoolConfig {
 }
 
 impl PoolConfig {
+    /// The ring that places this pool's keys over its backends, in configuration order.
+    pub fn ring(&self) -> crate::router::Ring {
+        let backends: Vec<(&str, u32)> = self
+            .backends
+            .iter()
+            .map(|b| (b.name.as_str(), b.weight.get()))
+            .collect();
+        crate::router::Ring::from_parts(self.hash, self.hash_tag, self.distribution, &backends)
+    }
+
     /// A pool without backends (the table of a configuration with no pool).
     pub fn empty() -> PoolConfig {
         PoolConfig {
@@ -297,16 +301,16 @@ impl PoolConfig {
     /// The credentials and database of `backend`'s connections: its own username and password
     /// where it sets them, else the pool's.
     /// What the pool's own connections (a cluster pool's slot-map queries) authenticate as.
-    pub fn pool_credentials(&self) -> crate::backend::conn::Credentials {
-        crate::backend::conn::Credentials {
+    pub fn pool_credentials(&self) -> Credentials {
+        Credentials {
             username: self.username.clone(),
             password: self.password.as_ref().map(|p| p.secret.clone()),
             db: self.db,
         }
     }
 
-    pub fn credentials(&self, backend: &BackendConfig) -> crate::backend::conn::Credentials {
-        crate::backend::conn::Credentials {
+    pub fn credentials(&self, backend: &BackendConfig) -> Credentials {
+        Credentials {
             username: backend.username.clone().or_else(|| self.username.clone()),
             password: backend
                 .password
@@ -314,6 +318,30 @@ impl PoolConfig {
                 .or(self.password.as_ref())
                 .map(|p| p.secret.clone()),
             db: self.db,
+        }
+    }
+}
+
+/// What a backend connection authenticates as, and the database it selects. `Debug` does not
+/// show the password.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// The ACL user; `default` when only a password is set (Redis's `requirepass`).
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// Selected after the handshake when not 0.
+    pub db: u32,
+}
+
+impl Credentials {
+    /// The user and password to authenticate with, if any.
+    pub fn auth(&self) -> Option<(&[u8], &[u8])> {
+        match (&self.username, &self.password) {
+            (None, None) => None,
+            (user, password) => Some((
+                user.as_deref().unwrap_or("default").as_bytes(),
+                password.as_ref().map_or(&b""[..], |p| p.expose()),
+            )),
         }
     }
 }
@@ -475,3 +503,10 @@ fn key_path(path: &serde_ignored::Path) -> String {
         | Path::NewtypeVariant { parent } => key_path(parent),
     }
 }
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_auth;
+#[cfg(test)]
+mod tests_cluster;

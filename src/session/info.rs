@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use crate::protocol::parse_version;
 use crate::state::ProxyState;
 
 /// The figures shardis takes from one backend's `INFO` reply.
@@ -19,20 +20,6 @@ pub struct BackendInfo {
     pub db_expires: u64,
     /// `redis_version` as major, minor, patch, if the backend gave a readable one.
     pub redis_version: Option<[u32; 3]>,
-}
-
-/// "7.0.15" as [7, 0, 15]; missing parts are 0.
-fn parse_version(text: &str) -> Option<[u32; 3]> {
-    let mut parts = text.trim().split('.');
-    let mut version = [0u32; 3];
-    for (i, slot) in version.iter_mut().enumerate() {
-        match parts.next() {
-            Some(p) => *slot = p.parse().ok()?,
-            None if i > 0 => break,
-            None => return None,
-        }
-    }
-    Some(version)
 }
 
 /// Which sections `INFO` renders, as a bit set.
@@ -280,7 +267,7 @@ mod tests {
         let s2 = Arc::new(BackendState::new("s2", "127.0.0.1:7002"));
         s1.connection_opened();
         let state = ProxyState::new("d".into(), vec![s1, s2]);
-        state.clients.insert(crate::state::Clients::detached(1));
+        state.clients.insert(crate::clients::Clients::detached(1));
         state.add_commands(7);
         let text = render_info(&state, &[Some(REDIS_7_0), None], INFO_ALL, 0);
         let expected = format!(

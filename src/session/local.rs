@@ -10,10 +10,10 @@ use tokio::time::Instant;
 
 use super::login::{AclSub, NOAUTH_HELLO};
 use super::{ReplyMode, Session};
+use crate::clients::ClientEntry;
 use crate::protocol::command::{COMMANDS, Local, acl};
 use crate::protocol::out::{Out, Proto};
 use crate::protocol::request::parse_int;
-use crate::state::ClientEntry;
 
 const BAD_NAME: &str = "ERR Client names cannot contain spaces, newlines or special characters.";
 

@@ -57,13 +57,13 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::backend::{Inbound, Reply, Routing, Table};
+pub use crate::clients::{ClientEntry, Clients};
 use crate::metrics::Metrics;
 use crate::net::{Stream, read_once, write_front};
 use crate::protocol::out::Proto;
 use crate::protocol::reply::{is_error, put_error};
 use crate::protocol::request::{Request, RequestParser};
 use crate::state::ProxyState;
-pub use crate::state::{ClientEntry, Clients};
 use bounds::{IdleTimer, READ_MIN, ReadSize, idle_fired, reserve_read};
 use login::Who;
 use pending::{MergeEnv, Pending, Then, next_random};

@@ -3,7 +3,9 @@
 use std::ops::Range;
 
 use crate::backend::Table;
-use crate::protocol::command::{Command, Keys};
+use crate::protocol::command::Command;
+pub use crate::protocol::keys::KeySpan;
+use crate::protocol::keys::KeysError;
 use crate::protocol::request::parse_int;
 
 /// Why a command cannot be routed; each becomes a RESP error for the client.
@@ -17,6 +19,24 @@ pub enum RouteError {
     CrossSlot,
     /// Keys of several hash slots, on a cluster pool.
     CrossClusterSlot,
+}
+
+impl From<KeysError> for RouteError {
+    fn from(e: KeysError) -> RouteError {
+        match e {
+            KeysError::WrongArity => RouteError::WrongArity,
+            KeysError::Malformed => RouteError::Malformed,
+        }
+    }
+}
+
+/// Where `cmd`'s keys are in this invocation; `None` for commands without keys.
+pub fn key_span(
+    cmd: &Command,
+    frame: &[u8],
+    args: &[Range<usize>],
+) -> Result<Option<KeySpan>, RouteError> {
+    Ok(crate::protocol::keys::key_span(cmd, frame, args)?)
 }
 
 impl RouteError {
@@ -33,30 +53,6 @@ impl RouteError {
                 "CROSSSLOT Keys in request don't hash to the same slot".to_string()
             }
         }
-    }
-}
-
-/// Positions of a command's keys among its arguments.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeySpan {
-    /// A key before the counted ones (ZUNIONSTORE's destination).
-    pub dest: Option<usize>,
-    pub first: usize,
-    /// Inclusive.
-    pub last: usize,
-    pub step: usize,
-}
-
-impl KeySpan {
-    /// Key argument positions in order.
-    pub fn positions(&self) -> impl Iterator<Item = usize> + use<> {
-        self.dest
-            .into_iter()
-            .chain((self.first..=self.last).step_by(self.step))
-    }
-    /// Number of keys.
-    pub fn count(&self) -> usize {
-        self.dest.is_some() as usize + (self.last - self.first) / self.step + 1
     }
 }
 
@@ -79,124 +75,6 @@ pub fn names_other_db(
         }
     }
     Ok(other)
-}
-
-/// Where `cmd`'s keys are in this invocation; `None` for commands without keys.
-pub fn key_span(
-    cmd: &Command,
-    frame: &[u8],
-    args: &[Range<usize>],
-) -> Result<Option<KeySpan>, RouteError> {
-    let argc = args.len();
-    match cmd.keys {
-        Keys::None => Ok(None),
-        Keys::Range { first, last, step } => {
-            let first = first as usize;
-            let last = if last < 0 {
-                argc as i64 + last as i64
-            } else {
-                last as i64
-            };
-            if first >= argc || last < first as i64 || last as usize >= argc {
-                return Err(RouteError::WrongArity);
-            }
-            let last = last as usize;
-            // MSET-style pairs: the arguments after the keys must come in whole steps.
-            if step > 1 && !(argc - first).is_multiple_of(step as usize) {
-                return Err(RouteError::WrongArity);
-            }
-            Ok(Some(KeySpan {
-                dest: None,
-                first,
-                last,
-                step: step as usize,
-            }))
-        }
-        Keys::Streams => {
-            let at = args
-                .iter()
-                .position(|r| frame[r.clone()].eq_ignore_ascii_case(b"streams"))
-                .ok_or(RouteError::Malformed)?;
-            let rest = argc - at - 1;
-            if rest == 0 || !rest.is_multiple_of(2) {
-                return Err(RouteError::Malformed);
-            }
-            Ok(Some(KeySpan {
-                dest: None,
-                first: at + 1,
-                last: at + rest / 2,
-                step: 1,
-            }))
-        }
-        Keys::Store { key, options } => {
-            let (key, options) = (key as usize, options as usize);
-            if key >= argc {
-                return Err(RouteError::WrongArity);
-            }
-            Ok(Some(KeySpan {
-                dest: store_destination(frame, args, options),
-                first: key,
-                last: key,
-                step: 1,
-            }))
-        }
-        Keys::Counted {
-            count_at,
-            dest,
-            zero,
-        } => {
-            let count_at = count_at as usize;
-            let numkeys = args
-                .get(count_at)
-                .and_then(|r| parse_int(&frame[r.clone()]))
-                .ok_or(RouteError::Malformed)?;
-            if numkeys == 0 && zero {
-                return Ok(None);
-            }
-            if numkeys <= 0 {
-                return Err(RouteError::Malformed);
-            }
-            let last = count_at + numkeys as usize;
-            if last >= argc {
-                return Err(RouteError::Malformed);
-            }
-            Ok(Some(KeySpan {
-                dest: dest.then_some(1),
-                first: count_at + 1,
-                last,
-                step: 1,
-            }))
-        }
-    }
-}
-
-/// The position of the key after the last `STORE` or `STOREDIST` option (the one Redis
-/// writes), reading options from `from` on and skipping the arguments of the others, so a
-/// pattern or count spelled "store" is not taken for the option.
-fn store_destination(frame: &[u8], args: &[Range<usize>], from: usize) -> Option<usize> {
-    let mut dest = None;
-    let mut i = from;
-    while i < args.len() {
-        let arg = &frame[args[i].clone()];
-        let takes = if arg.eq_ignore_ascii_case(b"STORE") || arg.eq_ignore_ascii_case(b"STOREDIST")
-        {
-            if i + 1 < args.len() {
-                dest = Some(i + 1);
-            }
-            1
-        } else if arg.eq_ignore_ascii_case(b"LIMIT") {
-            2
-        } else if arg.eq_ignore_ascii_case(b"BY")
-            || arg.eq_ignore_ascii_case(b"GET")
-            || arg.eq_ignore_ascii_case(b"COUNT")
-        {
-            1
-        } else {
-            0
-        };
-        i += 1 + takes;
-    }
-    dest
 }
 
 /// The one backend that owns every key in `span`, or `CrossSlot`. On a cluster pool, the
@@ -223,146 +101,4 @@ pub fn single_backend(
         }
     }
     Ok(backend)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::command::lookup;
-    use crate::protocol::request::RequestParser;
-
-    fn span_of(input: &[u8]) -> Result<Option<KeySpan>, RouteError> {
-        let mut p = RequestParser::new(1 << 20);
-        p.parse(input).unwrap().unwrap();
-        let (_, cmd) = lookup(&input[p.args()[0].clone()]).unwrap();
-        key_span(cmd, input, p.args())
-    }
-
-    fn keys(parts: &[&str]) -> Vec<u8> {
-        let mut out = format!("*{}\r\n", parts.len());
-        for p in parts {
-            out += &format!("${}\r\n{p}\r\n", p.len());
-        }
-        out.into_bytes()
-    }
-
-    #[test]
-    fn spans() {
-        let s = span_of(&keys(&["GET", "a"])).unwrap().unwrap();
-        assert_eq!(s.positions().collect::<Vec<_>>(), vec![1]);
-        let s = span_of(&keys(&["MSET", "a", "1", "b", "2"]))
-            .unwrap()
-            .unwrap();
-        assert_eq!(s.positions().collect::<Vec<_>>(), vec![1, 3]);
-        assert_eq!(s.count(), 2);
-        let s = span_of(&keys(&["EVAL", "return 1", "2", "k1", "k2", "arg"]))
-            .unwrap()
-            .unwrap();
-        assert_eq!(s.positions().collect::<Vec<_>>(), vec![3, 4]);
-        let s = span_of(&keys(&[
-            "ZUNIONSTORE",
-            "d",
-            "2",
-            "a",
-            "b",
-            "WEIGHTS",
-            "1",
-            "2",
-        ]))
-        .unwrap()
-        .unwrap();
-        assert_eq!(s.positions().collect::<Vec<_>>(), vec![1, 3, 4]);
-        let s = span_of(&keys(&["BITOP", "AND", "d", "a", "b"]))
-            .unwrap()
-            .unwrap();
-        assert_eq!(s.positions().collect::<Vec<_>>(), vec![2, 3, 4]);
-        let s = span_of(&keys(&["BLPOP", "a", "b", "0"])).unwrap().unwrap();
-        assert_eq!(s.positions().collect::<Vec<_>>(), vec![1, 2]);
-        assert_eq!(span_of(&keys(&["PING"])).unwrap(), None);
-    }
-
-    #[test]
-    fn store_destinations() {
-        let positions = |parts: &[&str]| {
-            span_of(&keys(parts))
-                .unwrap()
-                .unwrap()
-                .positions()
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(positions(&["SORT", "k"]), vec![1]);
-        assert_eq!(positions(&["SORT", "k", "ALPHA", "STORE", "d"]), vec![4, 1]);
-        assert_eq!(
-            positions(&["sort", "k", "store", "d1", "STORE", "d2"]),
-            vec![5, 1]
-        );
-        // Option arguments that spell STORE are patterns, counts or members, not options.
-        assert_eq!(
-            positions(&["SORT", "k", "BY", "store", "GET", "STORE"]),
-            vec![1]
-        );
-        assert_eq!(
-            positions(&[
-                "SORT", "k", "LIMIT", "0", "10", "GET", "store", "STORE", "d"
-            ]),
-            vec![8, 1]
-        );
-        assert_eq!(positions(&["SORT", "k", "STORE"]), vec![1]);
-        assert_eq!(
-            positions(&[
-                "GEORADIUS",
-                "k",
-                "15",
-                "37",
-                "200",
-                "km",
-                "COUNT",
-                "5",
-                "STORE",
-                "d"
-            ]),
-            vec![9, 1]
-        );
-        assert_eq!(
-            positions(&[
-                "GEORADIUSBYMEMBER",
-                "k",
-                "STORE",
-                "200",
-                "km",
-                "STOREDIST",
-                "d"
-            ]),
-            vec![6, 1]
-        );
-        assert_eq!(
-            positions(&["GEORADIUSBYMEMBER", "k", "STORE", "200", "km"]),
-            vec![1]
-        );
-    }
-
-    #[test]
-    fn span_errors() {
-        assert_eq!(
-            span_of(&keys(&["MSET", "a", "1", "b"])),
-            Err(RouteError::WrongArity)
-        );
-        assert_eq!(span_of(&keys(&["EVAL", "s", "0"])), Ok(None));
-        for bad in [
-            &["EVAL", "s", "x", "k"][..],
-            &["EVAL", "s", "-1", "k"],
-            &["EVAL", "s", "3", "k"],
-            &["LMPOP", "0", "LEFT"],
-            &["XREAD", "COUNT", "1", "s", "0"],
-            &["XREAD", "STREAMS", "s", "t", "0"],
-        ] {
-            assert_eq!(span_of(&keys(bad)), Err(RouteError::Malformed), "{bad:?}");
-        }
-        let s = span_of(&keys(&[
-            "XREAD", "BLOCK", "0", "STREAMS", "a", "b", "$", "$",
-        ]))
-        .unwrap()
-        .unwrap();
-        assert_eq!(s.positions().collect::<Vec<_>>(), vec![4, 5]);
-    }
 }

@@ -1,7 +1,7 @@
 //! A session's side of pub/sub: the channels and patterns it subscribed, its SUBSCRIBE and
 //! UNSUBSCRIBE replies (counting its own subscriptions, as Redis does), and PUBLISH, whose
 //! receiver count is corrected to count sessions rather than shardis's subscriber connection.
-//! The messages themselves come from the hubs ([`crate::pubsub`]) as push entries.
+//! The messages themselves come from the hubs ([`crate::backend::pubsub`]) as push entries.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -13,9 +13,9 @@ use tokio::time::Instant;
 use super::Session;
 use super::pending::{Pending, Then};
 use crate::backend::Table;
+use crate::backend::pubsub::{Hub, Subscriber};
 use crate::protocol::command::Channels;
 use crate::protocol::out::Out;
-use crate::pubsub::{Hub, Subscriber};
 
 /// Each subscription and the hubs that carry it (kept, so that leaving reaches the same hubs
 /// even after a reload changed the backends).

@@ -1,0 +1,192 @@
+//! The connected clients, by id: what CLIENT LIST, CLIENT KILL and CLIENT UNBLOCK see of each
+//! one, and who each is logged in as. Touched when a client connects, leaves, names itself,
+//! logs in or blocks; never per command.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::net::Stream;
+
+/// The name of the user every client starts as.
+pub const DEFAULT_USER: &str = "default";
+
+/// The connected clients, by id: what CLIENT LIST shows, and the handles CLIENT KILL and
+/// CLIENT UNBLOCK act through. Touched when a client connects, leaves, names itself or blocks,
+/// never per command.
+#[derive(Debug, Default)]
+pub struct Clients {
+    map: Mutex<HashMap<u64, Arc<ClientEntry>>>,
+    count: AtomicUsize,
+}
+
+impl Clients {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<ClientEntry>>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds client `id` connected on `stream`.
+    pub fn register(&self, id: u64, stream: &Stream) -> Arc<ClientEntry> {
+        let show = |a: std::io::Result<std::net::SocketAddr>| {
+            a.map_or_else(|_| "?".into(), |a| a.to_string())
+        };
+        let entry = Arc::new(ClientEntry::new(
+            id,
+            show(stream.peer_addr()),
+            show(stream.local_addr()),
+        ));
+        self.insert(entry.clone());
+        entry
+    }
+
+    /// Adds a client entry made elsewhere (see [`Clients::detached`]).
+    pub fn insert(&self, entry: Arc<ClientEntry>) {
+        if self.lock().insert(entry.id, entry).is_none() {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A client that is not connected to a socket (benches and tests of the data path).
+    pub fn detached(id: u64) -> Arc<ClientEntry> {
+        Arc::new(ClientEntry::new(id, "?".into(), "?".into()))
+    }
+
+    /// Connected clients.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn unregister(&self, id: u64) {
+        if self.lock().remove(&id).is_some() {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<ClientEntry>> {
+        self.lock().get(&id).cloned()
+    }
+
+    /// Every client, by id.
+    pub fn all(&self) -> Vec<Arc<ClientEntry>> {
+        let mut all: Vec<_> = self.lock().values().cloned().collect();
+        all.sort_by_key(|c| c.id);
+        all
+    }
+}
+
+/// One connected client.
+#[derive(Debug)]
+pub struct ClientEntry {
+    pub id: u64,
+    pub addr: String,
+    pub laddr: String,
+    pub created: Instant,
+    name: Mutex<Option<Bytes>>,
+    lib: Mutex<(Option<Bytes>, Option<Bytes>)>,
+    /// Id of the last command + 1 (0: none yet).
+    last_cmd: AtomicUsize,
+    proto: AtomicU8,
+    /// Where a blocking command of this client waits: backend index and the exclusive
+    /// connection's id there.
+    blocked: Mutex<Option<(usize, i64)>>,
+    /// The user it is logged in as (CLIENT LIST's `user=`).
+    user: Mutex<Arc<str>>,
+    killed: AtomicBool,
+    kill: Notify,
+}
+
+impl ClientEntry {
+    fn new(id: u64, addr: String, laddr: String) -> Self {
+        ClientEntry {
+            id,
+            addr,
+            laddr,
+            created: Instant::now(),
+            name: Mutex::new(None),
+            lib: Mutex::new((None, None)),
+            last_cmd: AtomicUsize::new(0),
+            proto: AtomicU8::new(2),
+            blocked: Mutex::new(None),
+            user: Mutex::new(Arc::from(DEFAULT_USER)),
+            killed: AtomicBool::new(false),
+            kill: Notify::new(),
+        }
+    }
+
+    pub fn name(&self) -> Option<Bytes> {
+        self.name.lock().map(|n| n.clone()).unwrap_or_default()
+    }
+    pub fn set_name(&self, name: Option<Bytes>) {
+        if let Ok(mut n) = self.name.lock() {
+            *n = name;
+        }
+    }
+    pub fn lib(&self) -> (Option<Bytes>, Option<Bytes>) {
+        self.lib.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+    pub fn set_lib_name(&self, v: Bytes) {
+        if let Ok(mut l) = self.lib.lock() {
+            l.0 = Some(v);
+        }
+    }
+    pub fn set_lib_ver(&self, v: Bytes) {
+        if let Ok(mut l) = self.lib.lock() {
+            l.1 = Some(v);
+        }
+    }
+    pub fn last_cmd(&self) -> Option<usize> {
+        self.last_cmd.load(Ordering::Relaxed).checked_sub(1)
+    }
+    #[inline]
+    pub fn set_last_cmd(&self, id: usize) {
+        self.last_cmd.store(id + 1, Ordering::Relaxed);
+    }
+    pub fn proto(&self) -> u8 {
+        self.proto.load(Ordering::Relaxed)
+    }
+    pub fn set_proto(&self, v: u8) {
+        self.proto.store(v, Ordering::Relaxed);
+    }
+    pub fn blocked(&self) -> Option<(usize, i64)> {
+        self.blocked.lock().ok().and_then(|b| *b)
+    }
+    pub fn set_blocked(&self, at: Option<(usize, i64)>) {
+        if let Ok(mut b) = self.blocked.lock() {
+            *b = at;
+        }
+    }
+
+    pub fn user(&self) -> Arc<str> {
+        self.user
+            .lock()
+            .map(|u| u.clone())
+            .unwrap_or_else(|_| Arc::from(DEFAULT_USER))
+    }
+    pub fn set_user(&self, user: Arc<str>) {
+        if let Ok(mut u) = self.user.lock() {
+            *u = user;
+        }
+    }
+
+    /// Asks the client's session to close the connection (CLIENT KILL).
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::Relaxed);
+        self.kill.notify_one();
+    }
+
+    /// Whether [`ClientEntry::kill`] was called.
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once [`ClientEntry::kill`] was called.
+    pub async fn killed(&self) {
+        if !self.killed.load(Ordering::Relaxed) {
+            self.kill.notified().await;
+        }
+    }
+}
