@@ -23,7 +23,8 @@ pub use address::{Address, AddressError};
 pub use cluster::{ClusterConfig, ReadFrom};
 pub use json::{MASK, mask_secrets};
 pub use secret::{
-    BackendPassword, ClientPassword, MAX_SECRET_FILE, PasswordDigest, Secret, SecretSource,
+    BackendPassword, ClientPassword, Credentials, MAX_SECRET_FILE, PasswordDigest, Secret,
+    SecretSource,
 };
 
 use crate::router::{DistributionKind, HashKind, HashTag};
@@ -322,30 +323,6 @@ impl PoolConfig {
     }
 }
 
-/// What a backend connection authenticates as, and the database it selects. `Debug` does not
-/// show the password.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Credentials {
-    /// The ACL user; `default` when only a password is set (Redis's `requirepass`).
-    pub username: Option<String>,
-    pub password: Option<Secret>,
-    /// Selected after the handshake when not 0.
-    pub db: u32,
-}
-
-impl Credentials {
-    /// The user and password to authenticate with, if any.
-    pub fn auth(&self) -> Option<(&[u8], &[u8])> {
-        match (&self.username, &self.password) {
-            (None, None) => None,
-            (user, password) => Some((
-                user.as_deref().unwrap_or("default").as_bytes(),
-                password.as_ref().map_or(&b""[..], |p| p.expose()),
-            )),
-        }
-    }
-}
-
 /// Settings given on the command line, which win over the file's (also after a reload).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Overrides {
@@ -425,6 +402,12 @@ impl ConfigError {
 }
 
 impl Config {
+    /// The pool of keys that no route names: the catch-all. One pool is allowed today, and
+    /// it is the catch-all; prefix routes will name others.
+    pub fn catch_all(&self) -> usize {
+        0
+    }
+
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
