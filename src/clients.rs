@@ -10,6 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+use crate::backend::Backend;
 use crate::net::Stream;
 
 /// The name of the user every client starts as.
@@ -90,9 +91,9 @@ pub struct ClientEntry {
     /// Id of the last command + 1 (0: none yet).
     last_cmd: AtomicUsize,
     proto: AtomicU8,
-    /// Where a blocking command of this client waits: backend index and the exclusive
+    /// Where a blocking command of this client waits: the backend, and the exclusive
     /// connection's id there.
-    blocked: Mutex<Option<(usize, i64)>>,
+    blocked: Mutex<Option<(Arc<Backend>, i64)>>,
     /// The user it is logged in as (CLIENT LIST's `user=`).
     user: Mutex<Arc<str>>,
     killed: AtomicBool,
@@ -151,10 +152,13 @@ impl ClientEntry {
     pub fn set_proto(&self, v: u8) {
         self.proto.store(v, Ordering::Relaxed);
     }
-    pub fn blocked(&self) -> Option<(usize, i64)> {
-        self.blocked.lock().ok().and_then(|b| *b)
+    pub fn blocked(&self) -> Option<(Arc<Backend>, i64)> {
+        self.blocked.lock().ok().and_then(|b| b.clone())
     }
-    pub fn set_blocked(&self, at: Option<(usize, i64)>) {
+    pub fn is_blocked(&self) -> bool {
+        self.blocked.lock().is_ok_and(|b| b.is_some())
+    }
+    pub fn set_blocked(&self, at: Option<(Arc<Backend>, i64)>) {
         if let Ok(mut b) = self.blocked.lock() {
             *b = at;
         }

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use crate::backend::{BackendState, Routing};
+use crate::backend::BackendState;
 use crate::clients::Clients;
+use crate::routing::Routing;
 
 /// Where the backends come from: a fixed list (tests, benches) or the live routing table.
 enum Backends {
@@ -67,20 +68,26 @@ impl ProxyState {
             Backends::Live(routing) => routing.load().digest.clone(),
         }
     }
+    /// What `view` makes of the cluster pool's slot map and counters, if a pool is a cluster.
+    fn cluster<T>(&self, view: impl Fn(&crate::cluster::Route) -> T) -> Option<T> {
+        let Backends::Live(routing) = &self.backends else {
+            return None;
+        };
+        routing
+            .load()
+            .pools
+            .iter()
+            .find_map(|p| p.cluster_route().map(&view))
+    }
+
     /// The `cluster` object of `/status`, for a cluster pool.
     pub fn cluster_status(&self) -> Option<serde_json::Value> {
-        match &self.backends {
-            Backends::Fixed { .. } => None,
-            Backends::Live(routing) => routing.load().cluster.as_ref().map(|c| c.status()),
-        }
+        self.cluster(crate::cluster::Route::status)
     }
 
     /// The `# Cluster` section of `INFO`, for a cluster pool.
     pub fn cluster_info(&self) -> Option<String> {
-        match &self.backends {
-            Backends::Fixed { .. } => None,
-            Backends::Live(routing) => routing.load().cluster.as_ref().map(|c| c.info()),
-        }
+        self.cluster(crate::cluster::Route::info)
     }
 
     /// When the configuration in force was loaded.

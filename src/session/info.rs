@@ -132,38 +132,16 @@ pub fn render_info(
         .collect();
     // Writing to a String cannot fail; the results are ignored for that reason.
     if sections & INFO_PROXY != 0 {
-        let _ = write!(out, "# Proxy\r\n");
-        // What clients can count on through the proxy is what the oldest backend has; tools
-        // that check the server version (`INFO server`) read this.
-        if let Some([major, minor, patch]) = infos.iter().filter_map(|i| i.redis_version).min() {
-            let _ = write!(out, "redis_version:{major}.{minor}.{patch}\r\n");
-        }
-        let _ = write!(
-            out,
-            "shardis_version:{}\r\n\
-             uptime_in_seconds:{}\r\n\
-             connected_clients:{}\r\n\
-             total_commands_processed:{}\r\n\
-             backends_up:{}\r\n\
-             backends_total:{}\r\n",
-            env!("CARGO_PKG_VERSION"),
-            state.started.elapsed().as_secs(),
-            state.client_count(),
-            state.commands(),
-            up,
-            backends.len(),
-        );
+        proxy_section(&mut out, state, &infos, up, backends.len());
     }
     if sections & INFO_CLIENTS != 0 {
-        if !out.is_empty() {
-            out.push_str("\r\n");
-        }
+        separate(&mut out);
         // As Redis names them, for tools (and Redis's own tests) that wait on them.
         let blocked = state
             .clients
             .all()
             .iter()
-            .filter(|c| c.blocked().is_some())
+            .filter(|c| c.is_blocked())
             .count();
         let _ = write!(
             out,
@@ -173,9 +151,7 @@ pub fn render_info(
     }
     if sections & INFO_BACKENDS != 0 {
         for (backend, info) in backends.iter().zip(&infos) {
-            if !out.is_empty() {
-                out.push_str("\r\n");
-            }
+            separate(&mut out);
             let _ = write!(
                 out,
                 "# Backend {}\r\n\
@@ -194,15 +170,11 @@ pub fn render_info(
     if sections & INFO_CLUSTER != 0
         && let Some(text) = state.cluster_info()
     {
-        if !out.is_empty() {
-            out.push_str("\r\n");
-        }
+        separate(&mut out);
         out.push_str(&text);
     }
     if sections & INFO_KEYSPACE != 0 {
-        if !out.is_empty() {
-            out.push_str("\r\n");
-        }
+        separate(&mut out);
         out.push_str("# Keyspace\r\n");
         // shardis serves one database; like Redis, an empty keyspace has no db line.
         let keys: u64 = infos.iter().map(|i| i.db_keys).sum();
@@ -212,6 +184,38 @@ pub fn render_info(
         }
     }
     out
+}
+
+/// A blank line between two sections.
+fn separate(out: &mut String) {
+    if !out.is_empty() {
+        out.push_str("\r\n");
+    }
+}
+
+/// `# Proxy`: shardis's own figures, and the Redis version clients can count on.
+fn proxy_section(out: &mut String, state: &ProxyState, infos: &[BackendInfo], up: usize, n: usize) {
+    let _ = write!(out, "# Proxy\r\n");
+    // What clients can count on through the proxy is what the oldest backend has; tools that
+    // check the server version (`INFO server`) read this.
+    if let Some([major, minor, patch]) = infos.iter().filter_map(|i| i.redis_version).min() {
+        let _ = write!(out, "redis_version:{major}.{minor}.{patch}\r\n");
+    }
+    let _ = write!(
+        out,
+        "shardis_version:{}\r\n\
+         uptime_in_seconds:{}\r\n\
+         connected_clients:{}\r\n\
+         total_commands_processed:{}\r\n\
+         backends_up:{}\r\n\
+         backends_total:{}\r\n",
+        env!("CARGO_PKG_VERSION"),
+        state.started.elapsed().as_secs(),
+        state.client_count(),
+        state.commands(),
+        up,
+        n,
+    );
 }
 
 #[cfg(test)]

@@ -22,8 +22,15 @@
 //! changes, the table is rebuilt (and, since placement follows names, keys move).
 //!
 //! A cluster pool (`kind = "cluster"`) has no listed backends: its nodes come from the slot
-//! map that [`crate::cluster::refresh`] fetches, and each new map is put in force here, like a
-//! reload, keeping the nodes that stay.
+//! map that `topology/cluster.rs` keeps current, and each new map is put in force here, like a reload,
+//! keeping the nodes that stay.
+//!
+//! Each pool has its own state (`PoolState`, in `topology/pools.rs`): its backends by name, the addresses
+//! DNS discovery found, and a cluster pool's slot map and refresh task.
+
+mod cluster;
+mod pools;
+mod watch;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -35,11 +42,12 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::auth::Auth;
-use crate::backend::build;
-use crate::backend::{Backend, Change, HealthEvent, Routing, Settings, Spec, Table};
-use crate::config::{Config, Overrides, PoolConfig};
-use crate::protocol::request::RequestLimits;
+use crate::backend::{Backend, HealthEvent};
+use crate::cluster::Layout;
+use crate::config::{Config, Overrides};
+use crate::routing::Routing;
 use crate::tls::ServerTls;
+use pools::PoolState;
 
 /// The routing of one proxy and what it was built from.
 pub struct Topology {
@@ -52,20 +60,27 @@ pub struct Topology {
     server_tls: Option<Arc<ArcSwap<ServerTls>>>,
     inner: Mutex<Inner>,
     events: mpsc::UnboundedSender<HealthEvent>,
-    /// The cluster pool's refresh trigger and counters (idle for a hashed pool).
-    cluster: Arc<crate::cluster::Shared>,
 }
 
 struct Inner {
     config: Config,
     /// The users of `config` (kept across rebuilds, replaced by a reload).
     auth: Arc<Auth>,
-    /// The backends in force, by name.
-    backends: HashMap<String, Arc<Backend>>,
-    /// With discovery = "dns": the addresses the pool's host name resolved to last.
-    discovered: Vec<std::net::SocketAddr>,
-    /// With kind = "cluster": the slot map in force, once one was fetched.
-    layout: Option<Arc<crate::cluster::Layout>>,
+    /// Each pool's state, by name.
+    pools: HashMap<String, PoolState>,
+}
+
+impl Inner {
+    /// The table for the configuration and pool states in force, swapped into `routing`.
+    fn swap_table(&mut self, routing: &Routing, events: &mpsc::UnboundedSender<HealthEvent>) {
+        let Inner {
+            config,
+            auth,
+            pools,
+        } = self;
+        let table = pools::table(config, auth, pools, events);
+        routing.swap(table);
+    }
 }
 
 impl Topology {
@@ -82,36 +97,33 @@ impl Topology {
             .tls
             .as_ref()
             .map(|t| Arc::new(ArcSwap::new(t.loaded.clone())));
-        let discovered = discover(&config).await.unwrap_or_default();
+        let mut states = HashMap::new();
+        for pool in &config.pools {
+            let mut state = PoolState::new();
+            state.discovered = watch::discover(pool).await.unwrap_or_default();
+            state.layout = crate::cluster::refresh::initial(pool, &state.cluster)
+                .await
+                .map(Arc::new);
+            states.insert(pool.name.clone(), state);
+        }
         let auth = Arc::new(Auth::new(&config, None));
-        let cluster = crate::cluster::Shared::new();
-        let layout = crate::cluster::refresh::initial(&config, &cluster)
-            .await
-            .map(Arc::new);
-        let mut inner = Inner {
-            auth,
-            config,
-            backends: HashMap::new(),
-            discovered,
-            layout,
-        };
-        let table = build(&mut inner, &events, &cluster);
-        crate::metrics::config_info(&inner.config.digest, None);
+        let table = pools::table(&config, &auth, &mut states, &events);
+        crate::metrics::config_info(&config.digest, None);
         let topology = Arc::new(Topology {
             path,
             overrides,
             routing: Arc::new(Routing::new(table)),
             server_tls,
-            inner: Mutex::new(inner),
+            inner: Mutex::new(Inner {
+                config,
+                auth,
+                pools: states,
+            }),
             events,
-            cluster: cluster.clone(),
         });
-        tokio::spawn(watch_health(Arc::downgrade(&topology), rx));
-        tokio::spawn(refresh_dns(Arc::downgrade(&topology)));
-        tokio::spawn(crate::cluster::refresh::run(
-            Arc::downgrade(&topology),
-            cluster,
-        ));
+        tokio::spawn(watch::watch_health(Arc::downgrade(&topology), rx));
+        tokio::spawn(watch::refresh_dns(Arc::downgrade(&topology)));
+        topology.start_refreshes();
         topology
     }
 
@@ -134,9 +146,78 @@ impl Topology {
         self.lock().config.clone()
     }
 
+    /// Every backend in force, of every pool.
+    fn backends(&self) -> Vec<Arc<Backend>> {
+        let inner = self.lock();
+        inner
+            .pools
+            .values()
+            .flat_map(|p| p.backends.values().cloned())
+            .collect()
+    }
+
+    /// Starts the slot-map task of every cluster pool that has none.
+    fn start_refreshes(self: &Arc<Self>) {
+        let mut inner = self.lock();
+        let Inner { config, pools, .. } = &mut *inner;
+        for pool in config.pools.iter().filter(|p| p.cluster.is_some()) {
+            if let Some(state) = pools.get_mut(&pool.name)
+                && !state.refreshing
+            {
+                state.refreshing = true;
+                tokio::spawn(cluster::refresh(
+                    Arc::downgrade(self),
+                    pool.name.clone(),
+                    state.cluster.clone(),
+                ));
+            }
+        }
+    }
+
+    /// The slot-map task of `pool` ended (the pool is gone or no longer a cluster).
+    fn refresh_stopped(&self, pool: &str) {
+        if let Some(state) = self.lock().pools.get_mut(pool) {
+            state.refreshing = false;
+        }
+    }
+
+    /// Asks every cluster pool for its slot map again (a node went down: maybe a failover).
+    fn request_cluster_refresh(&self) {
+        for state in self.lock().pools.values() {
+            state.cluster.request_refresh();
+        }
+    }
+
+    /// Whether a health change of backend `name` rebuilds the table: it is in a pool with
+    /// `auto_eject`.
+    fn ejects(&self, name: &str) -> bool {
+        let inner = self.lock();
+        inner.config.pools.iter().any(|p| {
+            p.auto_eject
+                && inner
+                    .pools
+                    .get(&p.name)
+                    .is_some_and(|s| s.backends.contains_key(name))
+        })
+    }
+
+    /// Records the addresses discovery found for `pool`; returns whether they changed.
+    fn discovered(&self, pool: &str, found: Vec<std::net::SocketAddr>) -> bool {
+        let mut inner = self.lock();
+        let Some(state) = inner.pools.get_mut(pool) else {
+            return false;
+        };
+        if state.discovered == found {
+            return false;
+        }
+        info!(pool, "discovery: {} addresses now: {found:?}", found.len());
+        state.discovered = found;
+        true
+    }
+
     /// Re-reads the configuration file and applies it; on any problem the configuration in
     /// force stays and every problem is returned (and logged).
-    pub fn reload(&self) -> Result<serde_json::Value, Vec<String>> {
+    pub fn reload(self: &Arc<Self>) -> Result<serde_json::Value, Vec<String>> {
         let result = match &self.path {
             None => Err(vec![
                 "no configuration file to reload: shardis was started with --backend".to_string(),
@@ -169,43 +250,32 @@ impl Topology {
     }
 
     /// Puts a validated configuration in force; returns what changed.
-    pub fn apply(&self, config: Config) -> serde_json::Value {
+    pub fn apply(self: &Arc<Self>, config: Config) -> serde_json::Value {
         let mut inner = self.lock();
-        if config.pools.first().map(|p| (&p.discovery, &p.backends))
-            != inner
-                .config
-                .pools
-                .first()
-                .map(|p| (&p.discovery, &p.backends))
-        {
-            // Another name to discover: its addresses come with the next DNS refresh.
-            inner.discovered.clear();
+        // Pools that are gone lose their state; a pool whose name to discover changed finds
+        // its addresses with the next DNS refresh.
+        inner
+            .pools
+            .retain(|name, _| config.pools.iter().any(|p| &p.name == name));
+        for pool in &config.pools {
+            let old = inner.config.pools.iter().find(|p| p.name == pool.name);
+            if old.map(|p| (&p.discovery, &p.backends)) != Some((&pool.discovery, &pool.backends))
+                && let Some(state) = inner.pools.get_mut(&pool.name)
+            {
+                state.discovered.clear();
+            }
         }
         let auth = Arc::new(Auth::new(&config, Some(&inner.auth)));
         let old_auth = std::mem::replace(&mut inner.auth, auth.clone());
         let old = std::mem::replace(&mut inner.config, config);
-        let before: Vec<(String, String)> = inner
-            .backends
-            .iter()
-            .map(|(n, b)| (n.clone(), b.fingerprint.clone()))
-            .collect();
-        let table = build(&mut inner, &self.events, &self.cluster);
-        let after = &inner.backends;
-        let mut added = Vec::new();
-        let mut changed = Vec::new();
-        let mut kept = Vec::new();
-        for (name, b) in after {
-            match before.iter().find(|(n, _)| n == name) {
-                None => added.push(name.clone()),
-                Some((_, fp)) if *fp != b.fingerprint => changed.push(name.clone()),
-                Some(_) => kept.push(name.clone()),
-            }
-        }
-        let removed: Vec<String> = before
-            .iter()
-            .filter(|(n, _)| !after.contains_key(n))
-            .map(|(n, _)| n.clone())
-            .collect();
+        let before = fingerprints(&inner.pools, old.pools.len() > 1);
+        let Inner {
+            config,
+            auth: users,
+            pools,
+        } = &mut *inner;
+        let table = pools::table(config, users, pools, &self.events);
+        let after = fingerprints(&inner.pools, inner.config.pools.len() > 1);
         let restart = restart_required(&old, &inner.config);
         for key in &restart {
             warn!("{key} changed in the file; it takes effect only after a restart");
@@ -223,49 +293,94 @@ impl Topology {
         // After the swap, so that no session can log in to a removed user after its sessions
         // were closed (one that was mid-command re-checks its user with its next command).
         old_auth.revoke(&auth);
-        // New seeds or settings: fetch the slot map again (nothing happens for a hashed pool).
-        self.cluster.request_refresh();
-        for list in [&mut added, &mut changed, &mut kept] {
-            list.sort();
+        // New seeds or settings: fetch the slot maps again (nothing happens for a hashed pool).
+        for state in inner.pools.values() {
+            state.cluster.request_refresh();
         }
-        json!({
-            "digest": inner.config.digest,
-            "previous_digest": old.digest,
-            "added": added,
-            "removed": removed,
-            "changed": changed,
-            "kept": kept,
-            "restart_required": restart,
-        })
+        let digest = inner.config.digest.clone();
+        drop(inner);
+        self.start_refreshes();
+        let mut report = changes(&before, &after);
+        report["digest"] = json!(digest);
+        report["previous_digest"] = json!(old.digest);
+        report["restart_required"] = json!(restart);
+        report
     }
 
-    /// Rebuilds the table (after a health change, for auto_eject).
+    /// Rebuilds the table (after a health change with auto_eject, or a new set of addresses
+    /// from discovery).
     fn rebuild(&self) {
-        let mut inner = self.lock();
-        let table = build(&mut inner, &self.events, &self.cluster);
-        self.routing.swap(table);
+        self.lock().swap_table(&self.routing, &self.events);
     }
 
-    /// The cluster slot map in force, if the pool is a cluster and one was fetched.
-    pub(crate) fn layout(&self) -> Option<Arc<crate::cluster::Layout>> {
-        self.lock().layout.clone()
+    /// The slot map in force of cluster pool `pool`, if one was fetched.
+    pub(crate) fn layout(&self, pool: &str) -> Option<Arc<Layout>> {
+        self.lock().pools.get(pool).and_then(|p| p.layout.clone())
     }
 
-    /// Puts in force the slot map `next` makes of the current one (when it makes one) and
-    /// rebuilds the table; returns whether it did.
+    /// Puts in force the slot map `next` makes of `pool`'s current one (when it makes one)
+    /// and rebuilds the table; returns whether it did.
     pub(crate) fn update_layout(
         &self,
-        next: impl FnOnce(Option<&crate::cluster::Layout>) -> Option<crate::cluster::Layout>,
+        pool: &str,
+        next: impl FnOnce(Option<&Layout>) -> Option<Layout>,
     ) -> bool {
         let mut inner = self.lock();
-        let Some(layout) = next(inner.layout.as_deref()) else {
+        let Some(state) = inner.pools.get_mut(pool) else {
             return false;
         };
-        inner.layout = Some(Arc::new(layout));
-        let table = build(&mut inner, &self.events, &self.cluster);
-        self.routing.swap(table);
+        let Some(layout) = next(state.layout.as_deref()) else {
+            return false;
+        };
+        state.layout = Some(Arc::new(layout));
+        inner.swap_table(&self.routing, &self.events);
         true
     }
+}
+
+/// Every backend in force with its fingerprint, named `pool/backend` when there are several
+/// pools.
+fn fingerprints(pools: &HashMap<String, PoolState>, qualified: bool) -> Vec<(String, String)> {
+    let mut all = Vec::new();
+    for (pool, state) in pools {
+        for (name, b) in &state.backends {
+            let shown = if qualified {
+                format!("{pool}/{name}")
+            } else {
+                name.clone()
+            };
+            all.push((shown, b.fingerprint.clone()));
+        }
+    }
+    all
+}
+
+/// The backends a reload added, removed, changed and kept, each list sorted.
+fn changes(before: &[(String, String)], after: &[(String, String)]) -> serde_json::Value {
+    let mut added = Vec::new();
+    let mut changed = Vec::new();
+    let mut kept = Vec::new();
+    for (name, fp) in after {
+        match before.iter().find(|(n, _)| n == name) {
+            None => added.push(name.clone()),
+            Some((_, old)) if old != fp => changed.push(name.clone()),
+            Some(_) => kept.push(name.clone()),
+        }
+    }
+    let mut removed: Vec<String> = before
+        .iter()
+        .filter(|(n, _)| !after.iter().any(|(a, _)| a == n))
+        .map(|(n, _)| n.clone())
+        .collect();
+    for list in [&mut added, &mut changed, &mut kept, &mut removed] {
+        list.sort();
+    }
+    json!({
+        "added": added,
+        "removed": removed,
+        "changed": changed,
+        "kept": kept,
+    })
 }
 
 /// Settings a reload cannot change in the running process.
@@ -296,144 +411,6 @@ fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     keys
 }
 
-/// The table for `inner.config`, reusing the backends that have not changed.
-fn build(
-    inner: &mut Inner,
-    events: &mpsc::UnboundedSender<HealthEvent>,
-    cluster: &Arc<crate::cluster::Shared>,
-) -> Table {
-    let config = &inner.config;
-    let Some(pool) = config.pools.first() else {
-        return Table::new(
-            String::new(),
-            Vec::new(),
-            PoolConfig::empty().ring(),
-            Vec::new(),
-            Settings::default(),
-            config.digest.clone(),
-        );
-    };
-    // With discovery = "dns", the backends are the addresses the one listed name resolves to.
-    let listed: Vec<crate::config::BackendConfig> = match pool.discovery {
-        crate::config::Discovery::Static => pool.backends.clone(),
-        crate::config::Discovery::Dns => {
-            let weight = pool.backends.first().map(|b| b.weight);
-            inner
-                .discovered
-                .iter()
-                .filter_map(|addr| {
-                    Some(crate::config::BackendConfig {
-                        name: addr.to_string(),
-                        address: addr.to_string().parse().ok()?,
-                        weight: weight?,
-                        username: None,
-                        password: None,
-                    })
-                })
-                .collect()
-        }
-    };
-    if let Some(c) = &pool.cluster {
-        let (primaries, route) = crate::cluster::assemble(
-            pool,
-            c,
-            inner.layout.as_ref(),
-            &mut inner.backends,
-            events,
-            cluster,
-        );
-        let slots = (0..primaries.len()).collect();
-        let mut table = Table::new(
-            pool.name.clone(),
-            primaries,
-            PoolConfig::empty().ring(),
-            slots,
-            settings(config, &inner.auth),
-            config.digest.clone(),
-        );
-        table.cluster = Some(Box::new(route));
-        return table;
-    }
-    // With discovery = "dns", a backend's certificate is checked against the name listed,
-    // not the address found.
-    let listed_host = match pool.discovery {
-        crate::config::Discovery::Static => None,
-        crate::config::Discovery::Dns => pool.backends.first().map(|b| b.address.host.clone()),
-    };
-    let pool = &PoolConfig {
-        backends: listed,
-        ..pool.clone()
-    };
-    let mut keep = std::mem::take(&mut inner.backends);
-    let mut backends = Vec::with_capacity(pool.backends.len());
-    for b in &pool.backends {
-        let fp = build::fingerprint(b, pool);
-        let backend = match keep.remove(&b.name) {
-            Some(existing) if existing.fingerprint == fp => existing,
-            _ => start_backend(b, pool, listed_host.as_deref(), fp, events),
-        };
-        inner.backends.insert(b.name.clone(), backend.clone());
-        backends.push(backend);
-    }
-    // In the ring: every backend, or with auto_eject those not down (all, if all are down:
-    // an empty ring would serve nothing at all).
-    let mut slots: Vec<usize> = (0..backends.len())
-        .filter(|&i| !(pool.auto_eject && backends[i].state.is_down()))
-        .collect();
-    if slots.is_empty() {
-        slots = (0..backends.len()).collect();
-    }
-    for (i, b) in backends.iter().enumerate() {
-        b.state.set_ejected(!slots.contains(&i));
-    }
-    let ring_pool = PoolConfig {
-        backends: slots.iter().map(|&i| pool.backends[i].clone()).collect(),
-        ..pool.clone()
-    };
-    Table::new(
-        pool.name.clone(),
-        backends,
-        ring_pool.ring(),
-        slots,
-        settings(config, &inner.auth),
-        config.digest.clone(),
-    )
-}
-
-/// The limits sessions read from the table.
-fn settings(config: &Config, auth: &Arc<Auth>) -> Settings {
-    let mut settings = Settings {
-        max_pipeline: config.server.max_pipeline,
-        slowlog: config.server.slowlog,
-        max_subscriber_output: config.server.max_subscriber_output_bytes,
-        max_keys_reply: config.server.max_keys_reply,
-        request: RequestLimits {
-            request_bytes: config.server.max_request_bytes,
-            inline_bytes: config.server.max_inline_bytes,
-            args: config.server.max_multibulk_length,
-        },
-        idle_timeout: config.server.client_idle_timeout,
-        output_limit: config.server.client_output_limit_bytes,
-        ..Settings::default()
-    };
-    settings.allow(&config.server.allow_commands);
-    settings.auth = auth.clone();
-    settings.db = config.pools.first().map_or(0, |p| p.db);
-    settings
-}
-
-fn start_backend(
-    b: &crate::config::BackendConfig,
-    pool: &PoolConfig,
-    listed_host: Option<&str>,
-    fingerprint: String,
-    events: &mpsc::UnboundedSender<HealthEvent>,
-) -> Arc<Backend> {
-    let target = build::target(b, pool, listed_host, false);
-    let spec = Spec::new(&b.name, &b.address.to_string(), target, pool.timeout);
-    build::start(spec, pool, fingerprint, events)
-}
-
 /// Warns, at start and on every reload, about a pool that does not verify its backends.
 fn warn_insecure(config: &Config) {
     for pool in &config.pools {
@@ -448,107 +425,6 @@ fn warn_insecure(config: &Config) {
                  tls_ca instead",
                 pool.name
             );
-        }
-    }
-}
-
-/// With discovery = "dns": the addresses the pool's host name resolves to now (sorted).
-async fn discover(config: &Config) -> Option<Vec<std::net::SocketAddr>> {
-    let pool = config.pools.first()?;
-    if pool.discovery != crate::config::Discovery::Dns {
-        return None;
-    }
-    let b = pool.backends.first()?;
-    match crate::backend::conn::resolve(&b.address.host, b.address.port).await {
-        Ok(mut addrs) => {
-            addrs.sort();
-            addrs.dedup();
-            Some(addrs)
-        }
-        Err(e) => {
-            warn!("discovery: cannot resolve {}: {e}", b.address);
-            None
-        }
-    }
-}
-
-/// Every `dns_refresh_ms`: backends whose name resolves to other addresses move to them, and
-/// with discovery = "dns" the backends follow the name's addresses.
-async fn refresh_dns(topology: std::sync::Weak<Topology>) {
-    loop {
-        let Some(t) = topology.upgrade() else { return };
-        let (config, backends) = {
-            let inner = t.lock();
-            (
-                inner.config.clone(),
-                inner.backends.values().cloned().collect::<Vec<_>>(),
-            )
-        };
-        drop(t);
-        let Some(every) = config.pools.first().and_then(|p| p.dns_refresh) else {
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            continue;
-        };
-        tokio::time::sleep(every).await;
-        if let Some(found) = discover(&config).await {
-            let Some(t) = topology.upgrade() else { return };
-            let changed = {
-                let mut inner = t.lock();
-                let changed = inner.discovered != found;
-                if changed {
-                    info!("discovery: {} addresses now: {found:?}", found.len());
-                    inner.discovered = found;
-                }
-                changed
-            };
-            if changed {
-                t.rebuild();
-            }
-            continue;
-        }
-        for b in backends {
-            let target = &b.spec.target;
-            if target.host.parse::<std::net::IpAddr>().is_ok() {
-                continue;
-            }
-            let Ok(mut now) = crate::backend::conn::resolve(&target.host, target.port).await else {
-                continue;
-            };
-            now.sort();
-            let moved = {
-                let mut last = b.spec.resolved.lock().unwrap_or_else(|e| e.into_inner());
-                let moved = !last.is_empty() && *last != now;
-                *last = now;
-                moved
-            };
-            if moved {
-                info!(backend = %b.spec.name, "{} resolves to other addresses: moving its connections", target.host);
-                b.spec.moved();
-            }
-        }
-    }
-}
-
-/// Acts on health changes: with auto_eject, a change of a backend in the ring rebuilds it.
-async fn watch_health(
-    topology: std::sync::Weak<Topology>,
-    mut events: mpsc::UnboundedReceiver<HealthEvent>,
-) {
-    while let Some(event) = events.recv().await {
-        let Some(t) = topology.upgrade() else { return };
-        if event.change == Change::Down {
-            // A cluster node down may be failing over: learn the new primary soon.
-            t.cluster.request_refresh();
-        }
-        let eject = t.lock().config.pools.first().is_some_and(|p| p.auto_eject);
-        if eject {
-            match event.change {
-                Change::Down => {
-                    warn!(backend = %event.backend, "ejected from the ring: its keys go to the other backends until it is up")
-                }
-                Change::Up => info!(backend = %event.backend, "back in the ring"),
-            }
-            t.rebuild();
         }
     }
 }

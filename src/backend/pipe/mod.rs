@@ -11,17 +11,19 @@
 //! gets an error reply: a reply can never be matched to the wrong request.
 
 use std::collections::VecDeque;
-use std::io;
+
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep};
 
-use super::{Inbound, ReplyTo, Request, Spec};
-use crate::metrics::BackendErrorKind;
-use crate::net::{Stream, read_once, write_front};
-use crate::protocol::reply::{ReplyScanner, is_push};
+mod read;
+
+use super::{BackendError, Inbound, ReplyTo, Request, Spec};
+use crate::net::{Stream, write_front};
+use crate::protocol::reply::ReplyScanner;
+use read::read_replies;
 
 /// Requests taken from the queue per wake-up, written together.
 const BATCH: usize = 512;
@@ -42,7 +44,7 @@ pub enum End {
     Shutdown,
     /// The backend's name resolves to other addresses; everything sent was answered.
     Moved,
-    Failed(BackendErrorKind, String),
+    Failed(BackendError),
 }
 
 /// What a connection needs to know about its backend.
@@ -68,6 +70,33 @@ struct InFlight {
     blocking: bool,
 }
 
+/// One open connection being served: its buffers, the requests written and not yet answered,
+/// and what the loop of [`serve`] decides on. Each event of the loop is one method.
+struct Pipe<'a> {
+    info: &'a PipeInfo<'a>,
+    sock: &'a Stream,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    inflight: VecDeque<InFlight>,
+    /// Requests at the front of `inflight` that can no longer time out (answered or blocking).
+    settled: usize,
+    batch: Vec<Request>,
+    scanner: ReplyScanner,
+    /// Bytes of the front request's earlier replies, when it expects several.
+    partial: usize,
+    /// Senders remain: more requests may come.
+    rx_open: bool,
+    last_read: Instant,
+    /// A `CLIENT UNBLOCK` sent for a departed owner, until its reply is in.
+    unblocking: Option<mpsc::UnboundedReceiver<Inbound>>,
+    /// Where a health check's PONG goes, and whether one is in flight.
+    health_tx: mpsc::UnboundedSender<Inbound>,
+    pinging: bool,
+    /// The address moved: take no more requests (they wait in the queue for the next
+    /// connection), finish those sent, then end.
+    moving: bool,
+}
+
 /// Serves one open connection until it fails, or until every sender is gone and nothing is in
 /// flight. Every request still waiting when it fails gets an error reply.
 pub async fn serve(
@@ -76,172 +105,250 @@ pub async fn serve(
     rx: &mut mpsc::Receiver<Request>,
     mut moves: Option<&mut tokio::sync::watch::Receiver<u64>>,
 ) -> End {
-    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
-    let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
-    let mut inflight: VecDeque<InFlight> = VecDeque::with_capacity(256);
-    // Requests at the front of `inflight` that can no longer time out (answered or blocking).
-    let mut settled = 0usize;
-    let mut batch: Vec<Request> = Vec::with_capacity(BATCH);
-    let mut scanner = ReplyScanner::new();
-    // Bytes of the front request's earlier replies, when it expects several.
-    let mut partial = 0usize;
-    let mut rx_open = true;
-    let mut last_read = Instant::now();
+    let (health_tx, mut health_rx) = mpsc::unbounded_channel::<Inbound>();
+    let mut pipe = Pipe {
+        info,
+        sock,
+        rbuf: BytesMut::with_capacity(READ_CHUNK),
+        wbuf: BytesMut::with_capacity(READ_CHUNK),
+        inflight: VecDeque::with_capacity(256),
+        settled: 0,
+        batch: Vec::with_capacity(BATCH),
+        scanner: ReplyScanner::new(),
+        partial: 0,
+        rx_open: true,
+        last_read: Instant::now(),
+        unblocking: None,
+        health_tx,
+        pinging: false,
+        moving: false,
+    };
+    // The earliest deadline of a request in flight, when one is set.
     let timer = sleep(Duration::ZERO);
     tokio::pin!(timer);
     let mut armed = false;
-    // A `CLIENT UNBLOCK` sent for a departed owner, until its reply is in.
-    let mut unblocking: Option<mpsc::UnboundedReceiver<Inbound>> = None;
-    // Health checks: the PING in flight, if any, and when the next one is due.
-    let (health_tx, mut health_rx) = mpsc::unbounded_channel::<Inbound>();
-    let mut pinging = false;
     let health_timer = sleep(info.health.unwrap_or(Duration::MAX / 4));
     tokio::pin!(health_timer);
-    let timeout = info.spec.timeout;
-    // The address moved: take no more requests (they wait in the queue for the next
-    // connection), finish those sent, then end.
-    let mut moving = false;
 
     let end = loop {
-        if !rx_open && inflight.is_empty() && unblocking.is_none() {
-            break End::Shutdown;
+        if let Some(end) = pipe.finished() {
+            break end;
         }
-        if moving && inflight.is_empty() && wbuf.is_empty() {
-            break End::Moved;
-        }
-        let can_take =
-            rx_open && !moving && inflight.len() < MAX_INFLIGHT && wbuf.len() < MAX_WRITE_BUFFER;
-        tokio::select! {
+        let can_take = pipe.can_take();
+        let step: Result<Option<Instant>, End> = tokio::select! {
             biased;
-            ready = sock.readable() => {
-                if let Err(e) = ready {
-                    break End::Failed(BackendErrorKind::Closed, e.to_string());
-                }
-                match read_replies(info, sock, &mut rbuf, &mut scanner, &mut inflight, &mut partial, &mut settled) {
-                    Ok(true) => {
-                        last_read = Instant::now();
-                        if let Some(every) = info.health {
-                            health_timer.as_mut().reset(last_read + every);
-                        }
+            ready = sock.readable() => match ready {
+                Err(e) => Err(End::Failed(e.into())),
+                Ok(()) => pipe.read().map(|read| {
+                    if let (true, Some(every)) = (read, info.health) {
+                        health_timer.as_mut().reset(pipe.last_read + every);
                     }
-                    Ok(false) => {}
-                    Err(end) => break end,
-                }
+                    None
+                }),
+            },
+            ready = sock.writable(), if !pipe.wbuf.is_empty() => {
+                ready.map_err(|e| End::Failed(e.into())).and_then(|()| pipe.write()).map(|()| None)
             }
-            ready = sock.writable(), if !wbuf.is_empty() => {
-                if let Err(e) = ready.and_then(|()| write_front(sock, &mut wbuf)) {
-                    break End::Failed(BackendErrorKind::Closed, e.to_string());
-                }
-            }
-            n = rx.recv_many(&mut batch, BATCH), if can_take => {
-                if n == 0 {
-                    rx_open = false;
-                    if let (Some((id, link)), Some(head)) = (info.unblock, inflight.front())
-                        && head.blocking
-                    {
-                        unblocking = Some(send_unblock(id, link));
-                    }
-                    continue;
-                }
-                if batch.len() < BATCH && !inflight.is_empty() {
-                    // Busy connection: let the sessions that can run now queue their requests
-                    // too, so one write carries them all (what an event loop like twemproxy's
-                    // gets for free). An idle one writes at once: a lone client should not
-                    // wait for a trip through the scheduler.
-                    tokio::task::yield_now().await;
-                    while batch.len() < BATCH {
-                        match rx.try_recv() {
-                            Ok(req) => batch.push(req),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                let now = Instant::now();
-                if inflight.is_empty() {
-                    // Time without reads while nothing was asked does not count.
-                    last_read = now;
-                }
-                info.spec.state.add_inflight(batch.len());
-                for req in batch.drain(..) {
-                    wbuf.extend_from_slice(&req.frame);
-                    inflight.push_back(InFlight {
-                        reply: Some(req.reply),
-                        sent: now,
-                        left: req.replies.max(1),
-                        blocking: req.blocking,
-                    });
-                }
-                if !armed {
-                    timer.as_mut().reset(now + timeout);
-                    armed = true;
-                }
-                if let Err(e) = write_front(sock, &mut wbuf) {
-                    break End::Failed(BackendErrorKind::Closed, e.to_string());
-                }
-            }
-            () = &mut health_timer, if info.health.is_some() && !pinging && rx_open => {
+            n = rx.recv_many(&mut pipe.batch, BATCH), if can_take => pipe.take(n, rx).await,
+            () = &mut health_timer, if info.health.is_some() && !pipe.pinging && pipe.rx_open => {
                 let now = Instant::now();
                 if let Some(every) = info.health {
                     health_timer.as_mut().reset(now + every);
                 }
-                if inflight.is_empty() {
-                    // Idle for a whole interval: ask the backend whether it still answers.
-                    pinging = true;
-                    last_read = now;
-                    info.spec.state.add_inflight(1);
-                    wbuf.extend_from_slice(PING);
-                    inflight.push_back(InFlight {
-                        reply: Some(ReplyTo { tx: health_tx.clone(), seq: 0, part: 0 }),
-                        sent: now,
-                        left: 1,
-                        blocking: false,
-                    });
-                    if !armed {
-                        timer.as_mut().reset(now + timeout);
-                        armed = true;
-                    }
-                    if let Err(e) = write_front(sock, &mut wbuf) {
-                        break End::Failed(BackendErrorKind::Closed, e.to_string());
-                    }
-                }
+                pipe.ping(now)
             }
             Some(answer) = health_rx.recv() => {
-                pinging = false;
-                // A timeout was counted when it happened; any other answer than PONG is a failure.
-                if let Inbound::Reply(r) = answer
-                    && &r.frame[..] != b"+PONG\r\n"
-                    && r.frame != info.spec.timeout_reply
-                {
-                    let text = String::from_utf8_lossy(&r.frame).trim_end().to_string();
-                    info.spec.failed(BackendErrorKind::Health, &format!("health check failed: {text}"));
-                }
+                pipe.checked(answer);
+                Ok(None)
             }
-            Some(_) = recv_unblock(&mut unblocking), if unblocking.is_some() => unblocking = None,
-            Ok(()) = changed(&mut moves), if moves.is_some() && !moving => moving = true,
+            Some(_) = recv_unblock(&mut pipe.unblocking), if pipe.unblocking.is_some() => {
+                pipe.unblocking = None;
+                Ok(None)
+            }
+            Ok(()) = changed(&mut moves), if moves.is_some() && !pipe.moving => {
+                pipe.moving = true;
+                Ok(None)
+            }
             () = &mut timer, if armed => {
-                match check_deadlines(info, &mut inflight, &mut settled, last_read) {
-                    Ok(Some(next)) => timer.as_mut().reset(next),
-                    Ok(None) => armed = false,
-                    Err(end) => break end,
+                armed = false;
+                pipe.deadlines()
+            }
+        };
+        match step {
+            Err(end) => break end,
+            // A deadline to watch: the first one set arms the timer (the deadline step sets
+            // the next one itself).
+            Ok(Some(at)) if !armed => {
+                timer.as_mut().reset(at);
+                armed = true;
+            }
+            Ok(_) => {}
+        }
+    };
+    pipe.abandon(&end);
+    end
+}
+
+impl Pipe<'_> {
+    /// Whether the connection is done: every sender gone and nothing owed, or its address
+    /// moved and everything sent was answered.
+    fn finished(&self) -> Option<End> {
+        if !self.rx_open && self.inflight.is_empty() && self.unblocking.is_none() {
+            return Some(End::Shutdown);
+        }
+        if self.moving && self.inflight.is_empty() && self.wbuf.is_empty() {
+            return Some(End::Moved);
+        }
+        None
+    }
+
+    /// Whether more requests may be taken from the queue: within the bounds of what is in
+    /// flight and waiting to be written.
+    fn can_take(&self) -> bool {
+        self.rx_open
+            && !self.moving
+            && self.inflight.len() < MAX_INFLIGHT
+            && self.wbuf.len() < MAX_WRITE_BUFFER
+    }
+
+    /// The socket is readable: hands the replies read to their requests.
+    fn read(&mut self) -> Result<bool, End> {
+        let read = read_replies(
+            self.info,
+            self.sock,
+            &mut self.rbuf,
+            &mut self.scanner,
+            &mut self.inflight,
+            &mut self.partial,
+            &mut self.settled,
+        )?;
+        if read {
+            self.last_read = Instant::now();
+        }
+        Ok(read)
+    }
+
+    /// Writes what the socket takes.
+    fn write(&mut self) -> Result<(), End> {
+        write_front(self.sock, &mut self.wbuf).map_err(|e| End::Failed(e.into()))?;
+        Ok(())
+    }
+
+    /// `n` requests were taken from the queue (0: every sender is gone): writes them with
+    /// those that can join them at once, in one syscall. Returns their deadline.
+    async fn take(
+        &mut self,
+        n: usize,
+        rx: &mut mpsc::Receiver<Request>,
+    ) -> Result<Option<Instant>, End> {
+        if n == 0 {
+            self.rx_open = false;
+            if let (Some((id, link)), Some(head)) = (self.info.unblock, self.inflight.front())
+                && head.blocking
+            {
+                self.unblocking = Some(send_unblock(id, link));
+            }
+            return Ok(None);
+        }
+        if self.batch.len() < BATCH && !self.inflight.is_empty() {
+            // Busy connection: let the sessions that can run now queue their requests
+            // too, so one write carries them all (what an event loop like twemproxy's
+            // gets for free). An idle one writes at once: a lone client should not
+            // wait for a trip through the scheduler.
+            tokio::task::yield_now().await;
+            while self.batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(req) => self.batch.push(req),
+                    Err(_) => break,
                 }
             }
         }
-    };
+        let now = Instant::now();
+        if self.inflight.is_empty() {
+            // Time without reads while nothing was asked does not count.
+            self.last_read = now;
+        }
+        self.info.spec.state.add_inflight(self.batch.len());
+        for req in self.batch.drain(..) {
+            self.wbuf.extend_from_slice(&req.frame);
+            self.inflight.push_back(InFlight {
+                reply: Some(req.reply),
+                sent: now,
+                left: req.replies.max(1),
+                blocking: req.blocking,
+            });
+        }
+        self.write()?;
+        Ok(Some(now + self.info.spec.timeout))
+    }
 
-    if !inflight.is_empty() {
-        let reply = match &end {
-            End::Failed(BackendErrorKind::Timeout, _) => info.spec.timeout_reply.clone(),
-            End::Failed(_, msg) => error_reply(info, &format!("connection lost: {msg}")),
+    /// A health check is due: when the connection was idle a whole interval, asks the
+    /// backend whether it still answers. Returns the PING's deadline.
+    fn ping(&mut self, now: Instant) -> Result<Option<Instant>, End> {
+        if !self.inflight.is_empty() {
+            return Ok(None);
+        }
+        self.pinging = true;
+        self.last_read = now;
+        self.info.spec.state.add_inflight(1);
+        self.wbuf.extend_from_slice(PING);
+        self.inflight.push_back(InFlight {
+            reply: Some(ReplyTo {
+                tx: self.health_tx.clone(),
+                seq: 0,
+                part: 0,
+            }),
+            sent: now,
+            left: 1,
+            blocking: false,
+        });
+        self.write()?;
+        Ok(Some(now + self.info.spec.timeout))
+    }
+
+    /// A health check's answer: anything but PONG is a failure (a timeout was counted when
+    /// it happened).
+    fn checked(&mut self, answer: Inbound) {
+        self.pinging = false;
+        if let Inbound::Reply(r) = answer
+            && &r.frame[..] != b"+PONG\r\n"
+            && r.frame != self.info.spec.timeout_reply
+        {
+            let text = String::from_utf8_lossy(&r.frame).trim_end().to_string();
+            self.info.spec.failed(&BackendError::Health(text));
+        }
+    }
+
+    /// The deadline timer fired: answers the requests past theirs. Returns the next one.
+    fn deadlines(&mut self) -> Result<Option<Instant>, End> {
+        check_deadlines(
+            self.info,
+            &mut self.inflight,
+            &mut self.settled,
+            self.last_read,
+        )
+    }
+
+    /// The connection ended with requests still waiting: each gets an error reply.
+    fn abandon(&mut self, end: &End) {
+        if self.inflight.is_empty() {
+            return;
+        }
+        let info = self.info;
+        let reply = match end {
+            End::Failed(BackendError::Timeout(_) | BackendError::Stalled(_)) => {
+                info.spec.timeout_reply.clone()
+            }
+            End::Failed(e) => error_reply(info, &format!("connection lost: {e}")),
             End::Shutdown | End::Moved => error_reply(info, "shutting down"),
         };
-        info.spec.state.sub_inflight(inflight.len());
-        for pending in inflight.drain(..) {
+        info.spec.state.sub_inflight(self.inflight.len());
+        for pending in self.inflight.drain(..) {
             if let Some(to) = pending.reply {
                 to.send(reply.clone());
             }
         }
     }
-    end
 }
 
 /// `-ERR backend NAME (ADDRESS) WHAT`.
@@ -272,10 +379,8 @@ fn check_deadlines(
         if let Some(to) = req.reply.take() {
             to.send(info.spec.timeout_reply.clone());
         }
-        info.spec.failed(
-            BackendErrorKind::Timeout,
-            &format!("no reply within {} ms", timeout.as_millis()),
-        );
+        info.spec
+            .failed(&BackendError::Timeout(timeout.as_millis()));
         *settled += 1;
     }
     let Some(head) = inflight.front() else {
@@ -286,122 +391,11 @@ fn check_deadlines(
     if !head.blocking {
         let stalled_since = last_read.max(head.sent);
         if stalled_since + hard <= now {
-            return Err(End::Failed(
-                BackendErrorKind::Timeout,
-                format!("nothing read for {} ms", hard.as_millis()),
-            ));
+            return Err(End::Failed(BackendError::Stalled(hard.as_millis())));
         }
         next = Some(next.map_or(stalled_since + hard, |n| n.min(stalled_since + hard)));
     }
     Ok(next)
-}
-
-/// Reads what the socket has and hands every complete reply to its request, in order.
-/// Returns whether anything was read.
-fn read_replies(
-    info: &PipeInfo<'_>,
-    sock: &Stream,
-    rbuf: &mut BytesMut,
-    scanner: &mut ReplyScanner,
-    inflight: &mut VecDeque<InFlight>,
-    partial: &mut usize,
-    settled: &mut usize,
-) -> Result<bool, End> {
-    let mut any = false;
-    // A bounded number of reads per wake-up: a backend streaming a large reply goes back
-    // through the select (and tokio's cooperative budget) instead of holding the worker.
-    for _ in 0..READS_PER_WAKE {
-        if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
-            // Grow with the buffered partial reply, so a large reply is copied O(log n) times.
-            rbuf.reserve(READ_CHUNK.max(rbuf.len()));
-        }
-        let spare = rbuf.capacity() - rbuf.len();
-        match read_once(sock, rbuf) {
-            Ok(0) => {
-                return Err(End::Failed(
-                    BackendErrorKind::Closed,
-                    "closed by backend".into(),
-                ));
-            }
-            Ok(n) => {
-                any = true;
-                deliver(info, rbuf, scanner, inflight, partial, settled)?;
-                if n < spare {
-                    return Ok(any);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(any),
-            Err(e) => return Err(End::Failed(BackendErrorKind::Closed, e.to_string())),
-        }
-    }
-    Ok(any)
-}
-
-fn deliver(
-    info: &PipeInfo<'_>,
-    rbuf: &mut BytesMut,
-    scanner: &mut ReplyScanner,
-    inflight: &mut VecDeque<InFlight>,
-    partial: &mut usize,
-    settled: &mut usize,
-) -> Result<(), End> {
-    let now = Instant::now();
-    let mut done = 0;
-    let metrics = &info.spec.metrics;
-    let result = loop {
-        let len = match scanner.scan(&rbuf[*partial..]) {
-            Ok(Some(len)) => len,
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(End::Failed(BackendErrorKind::Protocol, e.to_string())),
-        };
-        if is_push(&rbuf[*partial..]) {
-            // Out-of-band data no request asked for (shardis enables no tracking): drop it.
-            drop_range(rbuf, *partial, len);
-            continue;
-        }
-        let Some(head) = inflight.front_mut() else {
-            break Err(End::Failed(
-                BackendErrorKind::Protocol,
-                "reply without a request".into(),
-            ));
-        };
-        head.left -= 1;
-        if head.left > 0 {
-            *partial += len;
-            continue;
-        }
-        let frame_len = *partial + len;
-        *partial = 0;
-        let Some(pending) = inflight.pop_front() else {
-            break Ok(());
-        };
-        *settled = settled.saturating_sub(1);
-        match pending.reply {
-            Some(to) => {
-                metrics.record(now.saturating_duration_since(pending.sent));
-                to.send(rbuf.split_to(frame_len).freeze());
-            }
-            // Answered already (timed out): the late reply is dropped.
-            None => rbuf.advance(frame_len),
-        }
-        done += 1;
-    };
-    if done > 0 {
-        info.spec.state.sub_inflight(done);
-        info.spec.succeeded();
-    }
-    result
-}
-
-/// Removes `len` bytes at `at` from the buffer (a push in the middle of a multi-reply request).
-fn drop_range(rbuf: &mut BytesMut, at: usize, len: usize) {
-    if at == 0 {
-        rbuf.advance(len);
-    } else {
-        let mut tail = rbuf.split_off(at);
-        tail.advance(len);
-        rbuf.extend_from_slice(&tail);
-    }
 }
 
 /// Sends `CLIENT UNBLOCK id` on a shared link; the returned inbox gets its reply.
