@@ -2,20 +2,13 @@
 //! metric a dashboard or alert uses exists in `shardis::metrics`, the ports and paths agree with
 //! each other, and the Kubernetes ConfigMap embeds config/k8s-sidecar.toml byte for byte.
 
-use std::collections::BTreeSet;
-use std::fs;
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::collections::BTreeSet;
+
+use common::manifests::{assert_known_metrics, metric_names, path, read};
 use shardis::metrics::ALL_METRICS;
 use yaml_rust2::{Yaml, YamlLoader};
-
-fn path(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
-
-fn read(rel: &str) -> String {
-    fs::read_to_string(path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
 
 fn yaml(rel: &str) -> Vec<Yaml> {
     YamlLoader::load_from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
@@ -28,40 +21,6 @@ fn toml(rel: &str) -> toml::Table {
 fn str_of<'a>(y: &'a Yaml, what: &str) -> &'a str {
     y.as_str()
         .unwrap_or_else(|| panic!("{what}: expected a string, got {y:?}"))
-}
-
-/// Every `shardis_[a-z_]+` in `text`, with the `_bucket`/`_sum`/`_count` series suffixes removed.
-fn metric_names(text: &str) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    let mut rest = text;
-    while let Some(at) = rest.find("shardis_") {
-        let tail = &rest[at..];
-        let len = "shardis_".len()
-            + tail["shardis_".len()..]
-                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
-                .unwrap_or(tail.len() - "shardis_".len());
-        let name = &tail[..len];
-        let base = ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|s| name.strip_suffix(s))
-            .unwrap_or(name);
-        if len > "shardis_".len() {
-            names.insert(base.to_owned());
-        }
-        rest = &tail[len..];
-    }
-    names
-}
-
-fn assert_known_metrics(rel: &str, text: &str) -> BTreeSet<String> {
-    let used = metric_names(text);
-    for name in &used {
-        assert!(
-            ALL_METRICS.contains(&name.as_str()),
-            "{rel} uses {name}, which src/metrics.rs does not export"
-        );
-    }
-    used
 }
 
 fn port_of(listen: &str) -> &str {
