@@ -29,6 +29,7 @@ pub mod net;
 pub mod protocol;
 pub mod pubsub;
 pub mod router;
+pub mod script;
 pub mod server;
 pub mod session;
 pub mod state;
