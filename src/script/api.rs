@@ -290,6 +290,10 @@ unsafe fn args(l: *mut lua_State) -> Result<Vec<Vec<u8>>, &'static str> {
     }
 }
 
+/// Redis 7.0's `may-replicate` commands: a read-only script may not call them. The command
+/// table does not carry that flag, so they are named here.
+const MAY_REPLICATE: [&str; 6] = ["eval", "evalsha", "fcall", "pfcount", "publish", "spublish"];
+
 /// What `redis.call` does before sending: the checks Redis's `scriptCall` makes.
 fn check(run: &RunCtx<'_>, argv: &[Vec<u8>]) -> Result<bool, &'static str> {
     let cmd = command::lookup(&argv[0]).and_then(|(_, c)| match c.kind {
@@ -307,7 +311,8 @@ fn check(run: &RunCtx<'_>, argv: &[Vec<u8>]) -> Result<bool, &'static str> {
     if cmd.flags & flag::NOSCRIPT != 0 {
         return Err("This Redis command is not allowed from script");
     }
-    if run.read_only && cmd.flags & (flag::WRITE | flag::MAY_REPLICATE) != 0 {
+    let may_replicate = cmd.flags & flag::MAY_REPLICATE != 0 || MAY_REPLICATE.contains(&cmd.name);
+    if run.read_only && (cmd.flags & flag::WRITE != 0 || may_replicate) {
         return Err("Write commands are not allowed from read-only scripts.");
     }
     Ok(cmd.flags & flag::WRITE != 0)
@@ -384,6 +389,17 @@ pub const HOOK_EVERY: c_int = 100_000;
 /// it fires on every line so that a `pcall` cannot swallow the stop.
 pub unsafe extern "C-unwind" fn hook(l: *mut lua_State, _ar: *mut ffi::lua_Debug) {
     let Some(run) = ctx() else { return };
+    if run.stopped.is_some() {
+        // Not inside Redis's error handler: the error it is building must come out whole.
+        // SAFETY: `ar` is the hook's activation record.
+        let in_handler = unsafe {
+            ffi::lua_getinfo(l, c"S".as_ptr(), _ar) != 0
+                && std::ffi::CStr::from_ptr((*_ar).source).to_bytes() == b"@err_handler_def"
+        };
+        if in_handler {
+            return;
+        }
+    }
     if run.stopped.is_none() {
         if run.kill.load(Ordering::Relaxed) {
             run.stopped = Some(Stop::Killed);

@@ -333,8 +333,16 @@ impl Engine {
                     return done.unwrap_or_else(|_| error_bytes("ERR script engine failure"));
                 }
                 Some(req) = rx.recv() => {
-                    let reply = dispatch.call(req.command).await;
-                    let _ = req.reply.send(reply);
+                    // A script stopped by its deadline does not wait for its last call: the
+                    // call's future is dropped (Dispatch implementations are cancel-safe).
+                    tokio::select! {
+                        reply = dispatch.call(req.command) => {
+                            let _ = req.reply.send(reply);
+                        }
+                        done = &mut handle => {
+                            return done.unwrap_or_else(|_| error_bytes("ERR script engine failure"));
+                        }
+                    }
                 }
             }
         }

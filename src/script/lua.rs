@@ -106,6 +106,21 @@ pub unsafe fn raise(l: *mut lua_State) -> ! {
 /// # Safety
 /// As for [`raise`]: `msg` is copied into Lua and dropped first.
 pub unsafe fn raise_msg(l: *mut lua_State, msg: String) -> ! {
+    if let Some(rest) = msg.strip_prefix('\0')
+        && let Some((n, extra)) = rest.split_once('\0')
+    {
+        let n: c_int = n.parse().unwrap_or(0);
+        // SAFETY: the text is copied into Lua (and stays on the stack) before the Rust
+        // string is dropped; luaL_argerror then raises.
+        unsafe {
+            ffi::lua_checkstack(l, 4);
+            push_bytes(l, extra.as_bytes());
+            drop(msg);
+            let p = ffi::lua_tolstring(l, -1, std::ptr::null_mut());
+            ffi::luaL_argerror(l, n, p);
+            raise(l)
+        }
+    }
     unsafe {
         ffi::lua_checkstack(l, 3);
         ffi::luaL_where(l, 1);
@@ -116,10 +131,13 @@ pub unsafe fn raise_msg(l: *mut lua_State, msg: String) -> ! {
     }
 }
 
-/// `luaL_argerror`'s text: "bad argument #N to 'NAME' (EXTRA)".
-pub fn arg_error(n: c_int, name: &str, extra: &str) -> String {
-    format!("bad argument #{n} to '{name}' ({extra})")
+/// An argument error, raised by [`raise_msg`] through `luaL_argerror` so that the message
+/// names the function as Lua sees it ("bad argument #N to 'NAME' (EXTRA)", `'?'` when it was
+/// called through `pcall`). Encoded in the message: NUL, N, NUL, EXTRA.
+pub fn arg_error(n: c_int, _name: &str, extra: &str) -> String {
+    format!("\0{n}\0{extra}")
 }
+
 
 /// The name of the type of the value at `idx`.
 ///

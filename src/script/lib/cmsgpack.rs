@@ -153,10 +153,10 @@ unsafe extern "C-unwind" fn pack(l: *mut lua_State) -> c_int {
     unsafe {
         let nargs = ffi::lua_gettop(l);
         if nargs == 0 {
-            lua::raise_msg(l, "bad argument #0 to 'pack' (MessagePack pack needs input.)".into());
+            lua::raise_msg(l, lua::arg_error(0, "pack", "MessagePack pack needs input."));
         }
         if ffi::lua_checkstack(l, nargs + 4) == 0 {
-            lua::raise_msg(l, "bad argument #0 to 'pack' (Too many arguments for MessagePack pack.)".into());
+            lua::raise_msg(l, lua::arg_error(0, "pack", "Too many arguments for MessagePack pack."));
         }
         let mut out = Vec::new();
         for i in 1..=nargs {

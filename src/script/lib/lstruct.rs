@@ -157,6 +157,9 @@ fn get_int(data: &[u8], endian: Endian, signed: bool, size: usize) -> f64 {
 unsafe fn pack(l: *mut lua_State) -> Result<Vec<u8>, String> {
     unsafe {
         let f = lua::check_bytes(l, 1, "pack")?;
+        // struct 0.2 pushes a nil to mark the end of the arguments: a missing one reads
+        // as nil.
+        ffi::lua_pushnil(l);
         let mut fmt = Fmt { s: f, pos: 0 };
         let mut h = Header::new();
         let mut arg = 2;
