@@ -10,10 +10,12 @@ use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use super::convert;
+use super::call::{args, call, pcall};
 use super::lua::{self, ffi, lua_State, push_bytes, push_error_table, set_field, to_bytes};
-use super::{Call, CallError, Protocol};
-use crate::protocol::command::{self, Kind, flag};
+use super::random::{math_random, math_randomseed};
+use super::sandbox::{rawset, redis_pcall, setmetatable};
+use super::{Call, Protocol};
+use crate::protocol::command;
 
 /// Redis's `REDIS_VERSION` and `REDIS_VERSION_NUM` as scripts see them (the version whose
 /// scripting this engine reproduces).
@@ -77,7 +79,7 @@ pub fn current_resp() -> Option<Protocol> {
 }
 
 /// The running script's context, if a script runs on this thread.
-fn ctx<'a>() -> Option<&'a mut RunCtx<'a>> {
+pub(super) fn ctx<'a>() -> Option<&'a mut RunCtx<'a>> {
     let p = CTX.with(|c| c.get());
     // SAFETY: set by `CtxGuard` from a live `&mut RunCtx` for exactly the duration of the
     // run, on this thread; the C functions run nested inside that borrow.
@@ -85,7 +87,7 @@ fn ctx<'a>() -> Option<&'a mut RunCtx<'a>> {
 }
 
 /// Raises Redis's error table for `text` (see [`push_error_table`]).
-unsafe fn raise_error(l: *mut lua_State, text: &str) -> ! {
+pub(super) unsafe fn raise_error(l: *mut lua_State, text: &str) -> ! {
     unsafe {
         push_error_table(l, text.as_bytes());
         lua::raise(l)
@@ -153,228 +155,6 @@ pub unsafe fn register(l: *mut lua_State) {
     }
 }
 
-/// `G.__index`: reading an undeclared global.
-pub unsafe extern "C-unwind" fn nonexistent_global(l: *mut lua_State) -> c_int {
-    unsafe {
-        let name = to_bytes(l, 2).map(|b| String::from_utf8_lossy(b).into_owned());
-        let msg = format!(
-            "Script attempted to access nonexistent global variable '{}'",
-            name.as_deref().unwrap_or("(null)")
-        );
-        lua::raise_msg(l, msg)
-    }
-}
-
-/// `__newindex` of a read-only table (raised with the script's position, as the VM does).
-pub unsafe extern "C-unwind" fn readonly_newindex(l: *mut lua_State) -> c_int {
-    unsafe { lua::raise_msg(l, "Attempt to modify a readonly table".to_string()) }
-}
-
-/// The error `lua_rawset` and `lua_setmetatable` raise on a read-only table: no position.
-unsafe fn raise_readonly(l: *mut lua_State) -> ! {
-    unsafe {
-        push_bytes(l, b"Attempt to modify a readonly table");
-        lua::raise(l)
-    }
-}
-
-unsafe fn check_table_arg(l: *mut lua_State, n: c_int, fname: &str) {
-    unsafe {
-        if ffi::lua_type(l, n) != ffi::LUA_TTABLE {
-            let msg = lua::arg_error(
-                n,
-                fname,
-                &format!("table expected, got {}", lua::type_name(l, n)),
-            );
-            lua::raise_msg(l, msg)
-        }
-    }
-}
-
-unsafe extern "C-unwind" fn rawset(l: *mut lua_State) -> c_int {
-    unsafe {
-        check_table_arg(l, 1, "rawset");
-        for n in [2, 3] {
-            if ffi::lua_type(l, n) == ffi::LUA_TNONE {
-                lua::raise_msg(l, lua::arg_error(n, "rawset", "value expected"));
-            }
-        }
-        if super::state::is_protected(l, 1) {
-            raise_readonly(l);
-        }
-        ffi::lua_settop(l, 3);
-        ffi::lua_rawset(l, 1);
-    }
-    1
-}
-
-unsafe extern "C-unwind" fn setmetatable(l: *mut lua_State) -> c_int {
-    unsafe {
-        let t = ffi::lua_type(l, 2);
-        check_table_arg(l, 1, "setmetatable");
-        if t != ffi::LUA_TNIL && t != ffi::LUA_TTABLE {
-            lua::raise_msg(l, lua::arg_error(2, "setmetatable", "nil or table expected"));
-        }
-        if super::state::is_protected(l, 1) {
-            raise_readonly(l);
-        }
-        if ffi::luaL_getmetafield(l, 1, c"__metatable".as_ptr()) != 0 {
-            lua::raise_msg(l, "cannot change a protected metatable".to_string());
-        }
-        ffi::lua_settop(l, 2);
-        ffi::lua_setmetatable(l, 1);
-    }
-    1
-}
-
-/// Redis's `pcall`: an error that is a table with an `err` string is returned as that string.
-unsafe extern "C-unwind" fn redis_pcall(l: *mut lua_State) -> c_int {
-    unsafe {
-        let argc = ffi::lua_gettop(l);
-        if argc == 0 {
-            lua::raise_msg(l, lua::arg_error(1, "pcall", "value expected"));
-        }
-        ffi::lua_pushboolean(l, 1);
-        ffi::lua_insert(l, 1);
-        if ffi::lua_pcall(l, argc - 1, ffi::LUA_MULTRET, 0) != 0 {
-            ffi::lua_remove(l, 1);
-            if ffi::lua_type(l, -1) == ffi::LUA_TTABLE {
-                ffi::lua_getfield_(l, -1, c"err".as_ptr());
-                if ffi::lua_isstring(l, -1) != 0 {
-                    ffi::lua_replace(l, -2);
-                } else {
-                    ffi::lua_pop(l, 1);
-                }
-            }
-            ffi::lua_pushboolean(l, 0);
-            ffi::lua_insert(l, 1);
-        }
-        ffi::lua_gettop(l)
-    }
-}
-
-unsafe extern "C-unwind" fn call(l: *mut lua_State) -> c_int {
-    unsafe { generic_call(l, true) }
-}
-
-unsafe extern "C-unwind" fn pcall(l: *mut lua_State) -> c_int {
-    unsafe { generic_call(l, false) }
-}
-
-/// The arguments of a `redis.*` call as Redis reads them: numbers as `%.17g`, strings as
-/// they are; anything else is refused.
-unsafe fn args(l: *mut lua_State) -> Result<Vec<Vec<u8>>, &'static str> {
-    unsafe {
-        let argc = ffi::lua_gettop(l);
-        if argc == 0 {
-            return Err("Please specify at least one argument for this redis lib call");
-        }
-        let mut out = Vec::with_capacity(argc as usize);
-        for j in 1..=argc {
-            if ffi::lua_type(l, j) == ffi::LUA_TNUMBER {
-                out.push(lua::fmt_g(ffi::lua_tonumber(l, j), 17).into_bytes());
-            } else {
-                match to_bytes(l, j) {
-                    Some(s) => out.push(s.to_vec()),
-                    None => break,
-                }
-            }
-        }
-        let complete = out.len() == argc as usize;
-        ffi::lua_pop(l, argc);
-        if complete {
-            Ok(out)
-        } else {
-            Err("Lua redis lib command arguments must be strings or integers")
-        }
-    }
-}
-
-/// Redis 7.0's `may-replicate` commands: a read-only script may not call them. The command
-/// table does not carry that flag, so they are named here.
-const MAY_REPLICATE: [&str; 6] = ["eval", "evalsha", "fcall", "pfcount", "publish", "spublish"];
-
-/// What `redis.call` does before sending: the checks Redis's `scriptCall` makes.
-fn check(run: &RunCtx<'_>, argv: &[Vec<u8>]) -> Result<bool, &'static str> {
-    let cmd = command::lookup(&argv[0]).and_then(|(_, c)| match c.kind {
-        Kind::Container if argv.len() >= 2 => {
-            command::lookup_sub(c.name, &argv[1].to_ascii_lowercase()).map(|(_, s)| s)
-        }
-        _ => Some(c),
-    });
-    let Some(cmd) = cmd else {
-        return Err("Unknown Redis command called from script");
-    };
-    if !cmd.arity_ok(argv.len()) {
-        return Err("Wrong number of args calling Redis command from script");
-    }
-    if cmd.flags & flag::NOSCRIPT != 0 {
-        return Err("This Redis command is not allowed from script");
-    }
-    let may_replicate = cmd.flags & flag::MAY_REPLICATE != 0 || MAY_REPLICATE.contains(&cmd.name);
-    if run.read_only && (cmd.flags & flag::WRITE != 0 || may_replicate) {
-        return Err("Write commands are not allowed from read-only scripts.");
-    }
-    Ok(cmd.flags & flag::WRITE != 0)
-}
-
-/// `redis.call` (`raise`) and `redis.pcall`.
-unsafe fn generic_call(l: *mut lua_State, raise: bool) -> c_int {
-    unsafe {
-        let Some(run) = ctx() else {
-            raise_error(l, "redis.call/pcall can only be called inside a script invocation");
-        };
-        let outcome = match args(l) {
-            Err(e) => Err(e.to_string()),
-            Ok(argv) => match check(run, &argv) {
-                Err(e) => Err(e.to_string()),
-                Ok(write) => {
-                    if write {
-                        run.wrote.store(true, Ordering::Relaxed);
-                    }
-                    let proto = run.resp;
-                    match run.call.call(argv, proto, run.deadline) {
-                        Ok(reply) => Ok(reply),
-                        Err(CallError::Timeout) => {
-                            run.stopped = Some(Stop::TimedOut);
-                            arm_stop_hook(l);
-                            Err(timeout_text(run.timeout_ms))
-                        }
-                        Err(CallError::Failed(msg)) => Err(msg),
-                    }
-                }
-            },
-        };
-        match outcome {
-            Err(msg) => {
-                push_error_table(l, msg.as_bytes());
-                drop(msg);
-                ffi::lua_pushboolean(l, 1);
-                set_field(l, -2, c"ignore_error_stats_update");
-                if raise {
-                    lua::raise(l);
-                }
-                1
-            }
-            Ok(reply) => {
-                let parsed = convert::push_reply(l, &reply);
-                drop(reply);
-                match parsed {
-                    Ok(true) if raise => lua::raise(l),
-                    Ok(_) => 1,
-                    Err(convert::BadReply) => {
-                        push_error_table(l, b"Invalid reply from the backend");
-                        if raise {
-                            lua::raise(l);
-                        }
-                        1
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// The error a script stopped by `script_timeout_ms` gets.
 pub fn timeout_text(ms: u64) -> String {
     format!("Script timed out after {ms} ms (script_timeout_ms) and was stopped")
@@ -423,7 +203,7 @@ pub unsafe extern "C-unwind" fn hook(l: *mut lua_State, _ar: *mut ffi::lua_Debug
     }
 }
 
-unsafe fn arm_stop_hook(l: *mut lua_State) {
+pub(super) unsafe fn arm_stop_hook(l: *mut lua_State) {
     unsafe {
         ffi::lua_sethook(l, Some(hook), ffi::LUA_MASKLINE | ffi::LUA_MASKCOUNT, 1);
     }
@@ -477,7 +257,10 @@ unsafe extern "C-unwind" fn status_reply(l: *mut lua_State) -> c_int {
 unsafe extern "C-unwind" fn set_repl(l: *mut lua_State) -> c_int {
     unsafe {
         if ctx().is_none() {
-            raise_error(l, "redis.set_repl can only be called inside a script invocation");
+            raise_error(
+                l,
+                "redis.set_repl can only be called inside a script invocation",
+            );
         }
         if ffi::lua_gettop(l) != 1 {
             raise_error(l, "redis.set_repl() requires two arguments.");
@@ -496,7 +279,10 @@ unsafe extern "C-unwind" fn set_repl(l: *mut lua_State) -> c_int {
 unsafe extern "C-unwind" fn acl_check_cmd(l: *mut lua_State) -> c_int {
     unsafe {
         let Some(run) = ctx() else {
-            raise_error(l, "redis.acl_check_cmd can only be called inside a script invocation");
+            raise_error(
+                l,
+                "redis.acl_check_cmd can only be called inside a script invocation",
+            );
         };
         let allowed = match args(l) {
             Err(e) => Err(e),
@@ -549,7 +335,10 @@ unsafe extern "C-unwind" fn log(l: *mut lua_State) -> c_int {
 unsafe extern "C-unwind" fn setresp(l: *mut lua_State) -> c_int {
     unsafe {
         let Some(run) = ctx() else {
-            raise_error(l, "redis.setresp can only be called inside a script invocation");
+            raise_error(
+                l,
+                "redis.setresp can only be called inside a script invocation",
+            );
         };
         if ffi::lua_gettop(l) != 1 {
             raise_error(l, "redis.setresp() requires one argument.");
@@ -576,94 +365,4 @@ unsafe extern "C-unwind" fn debug(_l: *mut lua_State) -> c_int {
 unsafe extern "C-unwind" fn replicate_commands(l: *mut lua_State) -> c_int {
     unsafe { ffi::lua_pushboolean(l, 1) };
     1
-}
-
-/// Redis's `redisLrand48`: the 48-bit linear congruential generator of `lrand48`, one
-/// sequence per engine as Redis keeps one per process, never reseeded between scripts.
-pub fn lrand48(state: &AtomicU64) -> i32 {
-    const A: u64 = 0x5_DEEC_E66D;
-    const MASK: u64 = (1 << 48) - 1;
-    let mut cur = state.load(Ordering::Relaxed);
-    loop {
-        let next = (cur.wrapping_mul(A).wrapping_add(0xB)) & MASK;
-        match state.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return (next >> 17) as i32,
-            Err(now) => cur = now,
-        }
-    }
-}
-
-/// The generator's state at start and after `srand48(seed)`.
-pub const RAND_INIT: u64 = 0x1234_ABCD_330E;
-
-pub fn srand48(state: &AtomicU64, seed: i32) {
-    state.store(((seed as u32 as u64) << 16) | 0x330E, Ordering::Relaxed);
-}
-
-/// `luaL_checkint`.
-unsafe fn check_int(l: *mut lua_State, n: c_int, fname: &str) -> Result<c_int, String> {
-    unsafe { lua::check_number(l, n, fname).map(|v| v as i64 as c_int) }
-}
-
-unsafe extern "C-unwind" fn math_random(l: *mut lua_State) -> c_int {
-    unsafe {
-        let Some(run) = ctx() else {
-            lua::raise_msg(l, "math.random can only be called inside a script invocation".into());
-        };
-        const MAX: f64 = i32::MAX as f64;
-        let r = f64::from(lrand48(run.rand) % i32::MAX) / MAX;
-        let result = match ffi::lua_gettop(l) {
-            0 => Ok(r),
-            1 => check_int(l, 1, "random").and_then(|u| {
-                if 1 <= u {
-                    Ok((r * f64::from(u)).floor() + 1.0)
-                } else {
-                    Err(lua::arg_error(1, "random", "interval is empty"))
-                }
-            }),
-            2 => check_int(l, 1, "random").and_then(|lo| {
-                check_int(l, 2, "random").and_then(|u| {
-                    if lo <= u {
-                        Ok((r * (f64::from(u) - f64::from(lo) + 1.0)).floor() + f64::from(lo))
-                    } else {
-                        Err(lua::arg_error(2, "random", "interval is empty"))
-                    }
-                })
-            }),
-            _ => Err("wrong number of arguments".to_string()),
-        };
-        match result {
-            Ok(v) => {
-                ffi::lua_pushnumber(l, v);
-                1
-            }
-            Err(e) => lua::raise_msg(l, e),
-        }
-    }
-}
-
-unsafe extern "C-unwind" fn math_randomseed(l: *mut lua_State) -> c_int {
-    unsafe {
-        let Some(run) = ctx() else {
-            lua::raise_msg(l, "math.randomseed can only be called inside a script invocation".into());
-        };
-        match check_int(l, 1, "randomseed") {
-            Ok(seed) => srand48(run.rand, seed),
-            Err(e) => lua::raise_msg(l, e),
-        }
-    }
-    0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lrand48_matches_redis_first_draw() {
-        // A fresh redis-server answers EVAL "return math.random(100)" 0 with 40.
-        let s = AtomicU64::new(RAND_INIT);
-        let r = f64::from(lrand48(&s) % i32::MAX) / f64::from(i32::MAX);
-        assert_eq!((r * 100.0).floor() + 1.0, 40.0);
-    }
 }

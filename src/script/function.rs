@@ -96,6 +96,9 @@ pub struct Registrations {
 
 /// `redis.register_function(name, callback)` or
 /// `redis.register_function{function_name=..., callback=..., flags={...}, description=...}`.
+///
+/// # Safety
+/// Called by Lua only.
 pub unsafe extern "C-unwind" fn register_function(l: *mut lua_State) -> c_int {
     unsafe {
         let outcome = read_args(l).and_then(|r| {
@@ -161,7 +164,9 @@ unsafe fn string_at(l: *mut lua_State, idx: c_int) -> Option<String> {
 unsafe fn read_named(l: *mut lua_State) -> Result<Registered, &'static str> {
     unsafe {
         if ffi::lua_type(l, 1) != ffi::LUA_TTABLE {
-            return Err("calling redis.register_function with a single argument is only applicable to Lua table (representing named arguments).");
+            return Err(
+                "calling redis.register_function with a single argument is only applicable to Lua table (representing named arguments).",
+            );
         }
         let mut name = None;
         let mut description = None;
@@ -194,7 +199,9 @@ unsafe fn read_named(l: *mut lua_State) -> Result<Registered, &'static str> {
                 }
                 Some(b"flags") => {
                     if ffi::lua_type(l, -1) != ffi::LUA_TTABLE {
-                        Err("flags argument to redis.register_function must be a table representing function flags")
+                        Err(
+                            "flags argument to redis.register_function must be a table representing function flags",
+                        )
                     } else {
                         read_flags(l).map(|f| fl = f).ok_or("unknown flag given")
                     }
@@ -245,7 +252,10 @@ unsafe fn read_flags(l: *mut lua_State) -> Option<u32> {
             }
             let found = if ffi::lua_type(l, -1) == ffi::LUA_TSTRING {
                 let s = to_bytes(l, -1).unwrap_or_default();
-                flags::NAMES.iter().find(|(n, _)| n.as_bytes() == s).map(|(_, b)| *b)
+                flags::NAMES
+                    .iter()
+                    .find(|(n, _)| n.as_bytes() == s)
+                    .map(|(_, b)| *b)
             } else {
                 None
             };
@@ -298,9 +308,18 @@ mod tests {
             .unwrap();
         assert_eq!(m.name, "mylib");
         assert_eq!(m.code_start, 16);
-        assert_eq!(parse_library(b"return 1").unwrap_err(), "Missing library metadata");
-        assert_eq!(parse_library(b"#!lua name=x").unwrap_err(), "Invalid library metadata");
-        assert_eq!(parse_library(b"#!lua\n").unwrap_err(), "Library name was not given");
+        assert_eq!(
+            parse_library(b"return 1").unwrap_err(),
+            "Missing library metadata"
+        );
+        assert_eq!(
+            parse_library(b"#!lua name=x").unwrap_err(),
+            "Invalid library metadata"
+        );
+        assert_eq!(
+            parse_library(b"#!lua\n").unwrap_err(),
+            "Library name was not given"
+        );
         assert_eq!(
             parse_library(b"#!lua name=a name=b\n").unwrap_err(),
             "Invalid metadata value, name argument was given multiple times"
@@ -309,7 +328,10 @@ mod tests {
             parse_library(b"#!lua foo=bar\n").unwrap_err(),
             "Invalid metadata value given: foo=bar"
         );
-        assert_eq!(parse_library(b"#!js name=x\n").unwrap_err(), "Engine 'js' not found");
+        assert_eq!(
+            parse_library(b"#!js name=x\n").unwrap_err(),
+            "Engine 'js' not found"
+        );
     }
 
     #[test]

@@ -88,8 +88,14 @@ pub unsafe fn push_error_table(l: *mut lua_State, text: &[u8]) {
 
 /// `sdstrim(s, "\r\n")`: strips CR and LF from both ends.
 fn trim_crlf(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(s.len());
-    let end = s.iter().rposition(|&b| b != b'\r' && b != b'\n').map_or(start, |e| e + 1);
+    let start = s
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|&b| b != b'\r' && b != b'\n')
+        .map_or(start, |e| e + 1);
     &s[start..end.max(start)]
 }
 
@@ -138,7 +144,6 @@ pub fn arg_error(n: c_int, _name: &str, extra: &str) -> String {
     format!("\0{n}\0{extra}")
 }
 
-
 /// The name of the type of the value at `idx`.
 ///
 /// # Safety
@@ -183,7 +188,11 @@ pub unsafe fn check_number(l: *mut lua_State, n: c_int, fname: &str) -> Result<f
 ///
 /// # Safety
 /// As for [`to_bytes`].
-pub unsafe fn check_bytes<'a>(l: *mut lua_State, n: c_int, fname: &str) -> Result<&'a [u8], String> {
+pub unsafe fn check_bytes<'a>(
+    l: *mut lua_State,
+    n: c_int,
+    fname: &str,
+) -> Result<&'a [u8], String> {
     unsafe {
         to_bytes(l, n).ok_or_else(|| {
             arg_error(
@@ -211,13 +220,21 @@ pub unsafe fn register(l: *mut lua_State, funcs: &[(&CStr, CFn)]) {
 /// C's `%.{prec}g`.
 pub fn fmt_g(n: f64, prec: usize) -> String {
     if n.is_nan() {
-        return if n.is_sign_negative() { "-nan".into() } else { "nan".into() };
+        return if n.is_sign_negative() {
+            "-nan".into()
+        } else {
+            "nan".into()
+        };
     }
     if n.is_infinite() {
         return if n < 0.0 { "-inf".into() } else { "inf".into() };
     }
     if n == 0.0 {
-        return if n.is_sign_negative() { "-0".into() } else { "0".into() };
+        return if n.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
     let prec = prec.max(1);
     // The exponent after rounding to `prec` significant digits decides the style.
@@ -255,7 +272,7 @@ mod tests {
         assert_eq!(fmt_g(0.0001, 14), "0.0001");
         assert_eq!(fmt_g(0.00001, 14), "1e-05");
         assert_eq!(fmt_g(-0.0, 14), "-0");
-        assert_eq!(fmt_g(3.14, 14), "3.14");
+        assert_eq!(fmt_g(2.5, 14), "2.5");
         assert_eq!(fmt_g(100.0, 14), "100");
     }
 

@@ -17,7 +17,11 @@ pub enum Target<'a> {
     /// An EVAL script: its body and sha.
     Script { body: &'a [u8], sha: &'a str },
     /// A function of a library loaded in this state: its registry reference and flags.
-    Function { name: &'a str, func_ref: c_int, flags: u32 },
+    Function {
+        name: &'a str,
+        func_ref: c_int,
+        flags: u32,
+    },
 }
 
 /// How one run goes.
@@ -50,9 +54,11 @@ fn error_reply(msg: &str) -> Vec<u8> {
 /// Compiles an EVAL body into `registry["f_<sha>"]` unless it is there; returns the flags
 /// (`None`: no shebang) or the error reply.
 fn compile(st: &mut State, body: &[u8], sha: &str) -> Result<Option<u32>, Vec<u8>> {
-    let (script_flags, skip) = function::shebang(body).map_err(|e| error_reply(&format!("ERR {e}")))?;
+    let (script_flags, skip) =
+        function::shebang(body).map_err(|e| error_reply(&format!("ERR {e}")))?;
     let l = st.l;
-    let name = std::ffi::CString::new(format!("f_{sha}")).map_err(|_| error_reply("ERR bad sha"))?;
+    let name =
+        std::ffi::CString::new(format!("f_{sha}")).map_err(|_| error_reply("ERR bad sha"))?;
     // SAFETY: plain stack work on a state this thread owns.
     unsafe {
         ffi::lua_getfield_(l, ffi::LUA_REGISTRYINDEX, name.as_ptr());
@@ -62,10 +68,20 @@ fn compile(st: &mut State, body: &[u8], sha: &str) -> Result<Option<u32>, Vec<u8
             return Ok(script_flags);
         }
         let code = &body[skip..];
-        if ffi::luaL_loadbuffer(l, code.as_ptr() as *const _, code.len(), c"@user_script".as_ptr()) != 0 {
-            let msg = to_bytes(l, -1).map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+        if ffi::luaL_loadbuffer(
+            l,
+            code.as_ptr() as *const _,
+            code.len(),
+            c"@user_script".as_ptr(),
+        ) != 0
+        {
+            let msg = to_bytes(l, -1)
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
             ffi::lua_pop(l, 1);
-            return Err(error_reply(&format!("ERR Error compiling script (new function): {msg}")));
+            return Err(error_reply(&format!(
+                "ERR Error compiling script (new function): {msg}"
+            )));
         }
         ffi::lua_setfield(l, ffi::LUA_REGISTRYINDEX, name.as_ptr());
     }
@@ -99,14 +115,23 @@ pub fn run(st: &mut State, target: &Target<'_>, p: &Params<'_>, call: &mut dyn C
         rand: p.rand,
         loading: None,
     };
-    let mut prot = Protected { target, params: p, resp: &mut resp, out: Vec::new() };
+    let mut prot = Protected {
+        target,
+        params: p,
+        resp: &mut resp,
+        out: Vec::new(),
+    };
     let status;
     {
         let _guard = CtxGuard::set(&mut run_ctx);
         // SAFETY: `prot` outlives the protected call; the hook reads the context set above.
         unsafe {
             ffi::lua_sethook(st.l, Some(api::hook), ffi::LUA_MASKCOUNT, api::HOOK_EVERY);
-            status = ffi::lua_cpcall(st.l, protected_run, &mut prot as *mut Protected<'_> as *mut c_void);
+            status = ffi::lua_cpcall(
+                st.l,
+                protected_run,
+                &mut prot as *mut Protected<'_> as *mut c_void,
+            );
             ffi::lua_sethook(st.l, None, 0, 0);
         }
         // Memory errors leave the message on the stack.
@@ -121,7 +146,7 @@ pub fn run(st: &mut State, target: &Target<'_>, p: &Params<'_>, call: &mut dyn C
     unsafe {
         ffi::lua_cpcall(st.l, state::scrub, std::ptr::null_mut());
         ffi::lua_settop(st.l, 0);
-        if st.runs % 50 == 0 {
+        if st.runs.is_multiple_of(50) {
             ffi::lua_gc(st.l, ffi::LUA_GCSTEP, 50);
         }
     }
@@ -171,10 +196,14 @@ unsafe extern "C-unwind" fn protected_run(l: *mut lua_State) -> c_int {
         };
         let resp = api_resp();
         *prot.resp = resp;
-        let render = Render { client: prot.params.client, script: resp };
+        let render = Render {
+            client: prot.params.client,
+            script: resp,
+        };
         if err != 0 {
             if ffi::lua_type(l, -1) != ffi::LUA_TTABLE {
-                let msg = to_bytes(l, -1).map(|b| String::from_utf8_lossy(&b[..b.len().min(100)]).into_owned());
+                let msg = to_bytes(l, -1)
+                    .map(|b| String::from_utf8_lossy(&b[..b.len().min(100)]).into_owned());
                 let text = format!(
                     "ERR Error running script {funcname}, {}\n",
                     msg.as_deref().unwrap_or("execution failure")
@@ -211,10 +240,15 @@ unsafe fn push_array(l: *mut lua_State, items: &[bytes::Bytes]) {
 /// Runs a FUNCTION LOAD body in `st` with only the load-time API visible (`redis` with
 /// `register_function`, `log`, the log levels and the version), as Redis does; returns what
 /// it registered or Redis's error text.
-pub fn load_library(st: &mut State, code: &[u8], call: &mut dyn Call, deadline: Instant) -> Result<Registrations, String> {
+pub fn load_library(
+    st: &mut State,
+    code: &[u8],
+    call: &mut dyn Call,
+    deadline: Instant,
+) -> Result<Registrations, String> {
     let kill = AtomicBool::new(false);
     let wrote = AtomicBool::new(false);
-    let rand = AtomicU64::new(api::RAND_INIT);
+    let rand = AtomicU64::new(super::random::RAND_INIT);
     let mut regs = Registrations::default();
     let outcome;
     {
@@ -235,7 +269,11 @@ pub fn load_library(st: &mut State, code: &[u8], call: &mut dyn Call, deadline: 
         // SAFETY: `job` outlives the protected call.
         unsafe {
             ffi::lua_sethook(st.l, Some(api::hook), ffi::LUA_MASKCOUNT, api::HOOK_EVERY);
-            let status = ffi::lua_cpcall(st.l, protected_load, &mut job as *mut LoadJob<'_> as *mut c_void);
+            let status = ffi::lua_cpcall(
+                st.l,
+                protected_load,
+                &mut job as *mut LoadJob<'_> as *mut c_void,
+            );
             ffi::lua_sethook(st.l, None, 0, 0);
             ffi::lua_settop(st.l, 0);
             if status != 0 {
@@ -270,8 +308,16 @@ unsafe extern "C-unwind" fn protected_load(l: *mut lua_State) -> c_int {
     unsafe {
         let job = &mut *(ffi::lua_touserdata(l, 1) as *mut LoadJob<'_>);
         ffi::lua_settop(l, 0);
-        if ffi::luaL_loadbuffer(l, job.code.as_ptr() as *const _, job.code.len(), c"@user_function".as_ptr()) != 0 {
-            let msg = to_bytes(l, -1).map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+        if ffi::luaL_loadbuffer(
+            l,
+            job.code.as_ptr() as *const _,
+            job.code.len(),
+            c"@user_function".as_ptr(),
+        ) != 0
+        {
+            let msg = to_bytes(l, -1)
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
             job.error = Some(format!("Error compiling function: {msg}"));
             return 0;
         }
@@ -287,7 +333,10 @@ unsafe extern "C-unwind" fn protected_load(l: *mut lua_State) -> c_int {
                 m.extend_from_slice(to_bytes(l, -1).unwrap_or_default());
                 m
             };
-            job.error = Some(format!("Error registering functions: {}", String::from_utf8_lossy(&msg)));
+            job.error = Some(format!(
+                "Error registering functions: {}",
+                String::from_utf8_lossy(&msg)
+            ));
         }
     }
     0

@@ -32,7 +32,10 @@ unsafe extern "C" fn allocate(
         let books = &mut *(ud as *mut Alloc);
         if nsize == 0 {
             if !ptr.is_null() && osize != 0 {
-                std::alloc::dealloc(ptr as *mut u8, Layout::from_size_align_unchecked(osize, ALIGN));
+                std::alloc::dealloc(
+                    ptr as *mut u8,
+                    Layout::from_size_align_unchecked(osize, ALIGN),
+                );
                 books.used = books.used.saturating_sub(osize);
             }
             return std::ptr::null_mut();
@@ -87,7 +90,15 @@ pub const LOAD_API: &CStr = c"shardis.load_api";
 /// Library tables that scripts see read-only, as Redis 7.0 makes every table reachable from
 /// the globals read-only.
 const LIBS: [&CStr; 9] = [
-    c"string", c"table", c"math", c"coroutine", c"redis", c"cjson", c"bit", c"struct", c"cmsgpack",
+    c"string",
+    c"table",
+    c"math",
+    c"coroutine",
+    c"redis",
+    c"cjson",
+    c"bit",
+    c"struct",
+    c"cmsgpack",
 ];
 
 /// The error handler Redis installs (`__redis__err__handler`): it turns an error into a table
@@ -152,7 +163,14 @@ unsafe extern "C-unwind" fn setup(l: *mut lua_State) -> c_int {
         open(l, ffi::luaopen_debug, c"debug");
         lib::open_all(l);
         // What Redis keeps out of the globals: its deny list and deprecated builtins.
-        for name in [c"dofile", c"loadfile", c"print", c"getfenv", c"setfenv", c"newproxy"] {
+        for name in [
+            c"dofile",
+            c"loadfile",
+            c"print",
+            c"getfenv",
+            c"setfenv",
+            c"newproxy",
+        ] {
             ffi::lua_pushnil(l);
             ffi::lua_setfield(l, ffi::LUA_GLOBALSINDEX, name.as_ptr());
         }
@@ -182,8 +200,14 @@ unsafe fn load_api(l: *mut lua_State) {
         ffi::lua_createtable(l, 0, 8);
         ffi::lua_getfield_(l, ffi::LUA_GLOBALSINDEX, c"redis".as_ptr());
         for name in [
-            c"register_function", c"log", c"LOG_DEBUG", c"LOG_VERBOSE", c"LOG_NOTICE",
-            c"LOG_WARNING", c"REDIS_VERSION", c"REDIS_VERSION_NUM",
+            c"register_function",
+            c"log",
+            c"LOG_DEBUG",
+            c"LOG_VERBOSE",
+            c"LOG_NOTICE",
+            c"LOG_WARNING",
+            c"REDIS_VERSION",
+            c"REDIS_VERSION_NUM",
         ] {
             ffi::lua_getfield_(l, -1, name.as_ptr());
             ffi::lua_setfield(l, -3, name.as_ptr());
@@ -204,7 +228,7 @@ unsafe fn load_api(l: *mut lua_State) {
 unsafe fn error_metatable(l: *mut lua_State) {
     unsafe {
         ffi::lua_createtable(l, 0, 1);
-        ffi::lua_pushcclosure(l, api::nonexistent_global, 0);
+        ffi::lua_pushcclosure(l, super::sandbox::nonexistent_global, 0);
         ffi::lua_setfield(l, -2, c"__index".as_ptr());
         ffi::lua_setmetatable(l, -2);
     }
@@ -284,7 +308,7 @@ unsafe fn push_proxy(l: *mut lua_State, idx: c_int) {
         ffi::lua_createtable(l, 0, 3);
         ffi::lua_pushvalue(l, idx);
         ffi::lua_setfield(l, -2, c"__index".as_ptr());
-        ffi::lua_pushcclosure(l, api::readonly_newindex, 0);
+        ffi::lua_pushcclosure(l, super::sandbox::readonly_newindex, 0);
         ffi::lua_setfield(l, -2, c"__newindex".as_ptr());
         ffi::lua_pushboolean(l, 0);
         ffi::lua_setfield(l, -2, c"__metatable".as_ptr());

@@ -101,7 +101,11 @@ unsafe extern "C-unwind" fn tohex(l: *mut lua_State) -> c_int {
         match r {
             Ok((mut b, n)) => {
                 let n = if n == i32::MIN { i32::MIN + 1 } else { n };
-                let digits: &[u8; 16] = if n < 0 { b"0123456789ABCDEF" } else { b"0123456789abcdef" };
+                let digits: &[u8; 16] = if n < 0 {
+                    b"0123456789ABCDEF"
+                } else {
+                    b"0123456789abcdef"
+                };
                 let n = n.unsigned_abs().min(8) as usize;
                 let mut buf = [0u8; 8];
                 for i in (0..n).rev() {

@@ -9,7 +9,10 @@ use super::super::lua::{self, ffi, lua_State, push_bytes};
 const MAX_NESTING: c_int = 16;
 
 fn int64_equivalent(n: f64) -> bool {
-    !n.is_infinite() && !n.is_nan() && n >= -9_223_372_036_854_775_808.0 && n < 9_223_372_036_854_775_808.0 && (n as i64) as f64 == n
+    !n.is_infinite()
+        && !n.is_nan()
+        && (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&n)
+        && (n as i64) as f64 == n
 }
 
 fn encode_len(out: &mut Vec<u8>, n: usize, fix: u8, fix_max: usize, b16: u8, b32: u8) {
@@ -92,7 +95,11 @@ unsafe fn is_array(l: *mut lua_State) -> bool {
         while ffi::lua_next(l, -2) != 0 {
             ffi::lua_pop(l, 1);
             let n = ffi::lua_tonumber(l, -1);
-            if ffi::lua_type(l, -1) != ffi::LUA_TNUMBER || n <= 0.0 || n.is_infinite() || (n as c_int) as f64 != n {
+            if ffi::lua_type(l, -1) != ffi::LUA_TNUMBER
+                || n <= 0.0
+                || n.is_infinite()
+                || (n as c_int) as f64 != n
+            {
                 ffi::lua_pop(l, 1);
                 return false;
             }
@@ -112,7 +119,11 @@ unsafe fn encode(l: *mut lua_State, out: &mut Vec<u8>, level: c_int) -> Result<(
         }
         match t {
             ffi::LUA_TSTRING => encode_bytes(out, lua::to_bytes(l, -1).unwrap_or_default()),
-            ffi::LUA_TBOOLEAN => out.push(if ffi::lua_toboolean(l, -1) != 0 { 0xc3 } else { 0xc2 }),
+            ffi::LUA_TBOOLEAN => out.push(if ffi::lua_toboolean(l, -1) != 0 {
+                0xc3
+            } else {
+                0xc2
+            }),
             ffi::LUA_TNUMBER => encode_number(out, ffi::lua_tonumber(l, -1)),
             ffi::LUA_TTABLE => {
                 if ffi::lua_checkstack(l, 3) == 0 {
@@ -153,10 +164,16 @@ unsafe extern "C-unwind" fn pack(l: *mut lua_State) -> c_int {
     unsafe {
         let nargs = ffi::lua_gettop(l);
         if nargs == 0 {
-            lua::raise_msg(l, lua::arg_error(0, "pack", "MessagePack pack needs input."));
+            lua::raise_msg(
+                l,
+                lua::arg_error(0, "pack", "MessagePack pack needs input."),
+            );
         }
         if ffi::lua_checkstack(l, nargs + 4) == 0 {
-            lua::raise_msg(l, lua::arg_error(0, "pack", "Too many arguments for MessagePack pack."));
+            lua::raise_msg(
+                l,
+                lua::arg_error(0, "pack", "Too many arguments for MessagePack pack."),
+            );
         }
         let mut out = Vec::new();
         for i in 1..=nargs {
@@ -184,7 +201,11 @@ struct Cur<'a> {
 
 impl Cur<'_> {
     fn need(&self, n: usize) -> Result<(), Bad> {
-        if self.s.len() < n { Err(Bad::Eof) } else { Ok(()) }
+        if self.s.len() < n {
+            Err(Bad::Eof)
+        } else {
+            Ok(())
+        }
     }
 
     fn take(&mut self, n: usize) -> Result<&[u8], Bad> {
@@ -195,7 +216,10 @@ impl Cur<'_> {
     }
 
     fn be(&mut self, n: usize) -> Result<u64, Bad> {
-        Ok(self.take(n)?.iter().fold(0u64, |a, &b| (a << 8) | u64::from(b)))
+        Ok(self
+            .take(n)?
+            .iter()
+            .fold(0u64, |a, &b| (a << 8) | u64::from(b)))
     }
 }
 
@@ -221,8 +245,12 @@ unsafe fn decode(l: *mut lua_State, c: &mut Cur<'_>) -> Result<(), Bad> {
             0xc2 => ffi::lua_pushboolean(l, 0),
             0xca => num(l, f64::from(f32::from_bits(c.be(4)? as u32))),
             0xcb => num(l, f64::from_bits(c.be(8)?)),
-            0xd9 | 0xda | 0xdb => {
-                let n = c.be(match tag { 0xd9 => 1, 0xda => 2, _ => 4 })? as usize;
+            0xd9..=0xdb => {
+                let n = c.be(match tag {
+                    0xd9 => 1,
+                    0xda => 2,
+                    _ => 4,
+                })? as usize;
                 let s = c.take(n)?;
                 push_bytes(l, s);
             }
@@ -275,7 +303,12 @@ unsafe fn map(l: *mut lua_State, c: &mut Cur<'_>, n: usize) -> Result<(), Bad> {
     }
 }
 
-unsafe fn unpack_full(l: *mut lua_State, limit: i64, offset: i64, fname: &str) -> Result<c_int, String> {
+unsafe fn unpack_full(
+    l: *mut lua_State,
+    limit: i64,
+    offset: i64,
+    fname: &str,
+) -> Result<c_int, String> {
     unsafe {
         let s = lua::check_bytes(l, 1, fname)?;
         let len = s.len() as i64;
@@ -291,8 +324,14 @@ unsafe fn unpack_full(l: *mut lua_State, limit: i64, offset: i64, fname: &str) -
                 offset as c_int, len as c_int
             ));
         }
-        let limit = if decode_all { i64::from(c_int::MAX) } else { limit };
-        let mut c = Cur { s: &s[offset as usize..] };
+        let limit = if decode_all {
+            i64::from(c_int::MAX)
+        } else {
+            limit
+        };
+        let mut c = Cur {
+            s: &s[offset as usize..],
+        };
         let mut cnt: c_int = 0;
         while !c.s.is_empty() && i64::from(cnt) < limit {
             match decode(l, &mut c) {

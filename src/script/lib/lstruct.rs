@@ -22,7 +22,10 @@ struct Header {
 
 impl Header {
     fn new() -> Header {
-        Header { endian: Endian::Little, align: 1 }
+        Header {
+            endian: Endian::Little,
+            align: 1,
+        }
     }
 }
 
@@ -363,7 +366,11 @@ pub unsafe fn open(l: *mut lua_State) {
     unsafe {
         lua::register(
             l,
-            &[(c"pack", b_pack as lua::CFn), (c"unpack", b_unpack), (c"size", b_size)],
+            &[
+                (c"pack", b_pack as lua::CFn),
+                (c"unpack", b_unpack),
+                (c"size", b_size),
+            ],
         );
     }
 }
