@@ -732,6 +732,92 @@ fn corpus() -> Vec<Case> {
 
 fn library_corpus() -> Vec<Case> {
     vec![
+        case(
+            "cmsgpack wide strings and tables",
+            "local big = {} for i = 1, 20 do big[i] = i end local m = {} for i = 1, 20 do m['k' .. i] = i end return {#cmsgpack.pack(string.rep('y', 300)), cmsgpack.pack(big), #cmsgpack.pack(m), cmsgpack.unpack(cmsgpack.pack(m)).k7}",
+            &[],
+            &[],
+        ),
+        case(
+            "cjson bad keys",
+            "return {pcall(cjson.encode, {[true] = 1})}",
+            &[],
+            &[],
+        ),
+        case(
+            "cjson numeric keys",
+            "return cjson.encode({[-1] = 'a', [1.5] = 'b'})",
+            &[],
+            &[],
+        ),
+        case(
+            "cjson config",
+            "return {cjson.encode_max_depth(), cjson.decode_max_depth(), cjson.encode_number_precision(), cjson.encode_sparse_array(), cjson.encode_invalid_numbers(), cjson.decode_invalid_numbers(), cjson._NAME, cjson._VERSION}",
+            &[],
+            &[],
+        ),
+        case(
+            "cjson invalid numbers",
+            "return {pcall(cjson.encode, 1/0)}",
+            &[],
+            &[],
+        ),
+        case(
+            "cjson unicode escapes",
+            "return {cjson.decode('\"\\ud83d\\ude00\"'), pcall(cjson.decode, '\"\\ud800\"'), pcall(cjson.decode, '\"\\q\"')}",
+            &[],
+            &[],
+        ),
+        case(
+            "struct offsets and padding",
+            "local a, b, n = struct.unpack('>!4 b i', struct.pack('>!4 b i', 7, 9)) local c, n2 = struct.unpack('B', 'xyz', 2) return {a, b, n, c, n2, struct.pack('bxb', 1, 2)}",
+            &[],
+            &[],
+        ),
+        case(
+            "struct c0 and bad option",
+            "local s, n = struct.unpack('b c0', struct.pack('b c0', 3, 'abc')) return {s, n, pcall(struct.pack, 'q', 1)}",
+            &[],
+            &[],
+        ),
+        case(
+            "large numbers to integers",
+            "return {2^53, -2^53, 2^63, -2^63, 1e300, 0/0}",
+            &[],
+            &[],
+        ),
+        case(
+            "error_reply with newlines",
+            "return redis.error_reply('BAD line one\\nline two')",
+            &[],
+            &[],
+        ),
+        case(
+            "status_reply with newlines",
+            "return redis.status_reply('fine\\r\\nnow')",
+            &[],
+            &[],
+        ),
+        case(
+            "pcall error table fields",
+            "local e = redis.pcall('incr', 's') return {e.err, tostring(e.ignore_error_stats_update)}",
+            &[],
+            &[],
+        ),
+        case("error from a number", "error(42)", &[], &[]),
+        case(
+            "error with level 2",
+            "local function f() error('from caller', 2) end\nf()",
+            &[],
+            &[],
+        ),
+        case("string library errors", "return string.rep()", &[], &[]),
+        case(
+            "string.format with a number",
+            "return string.format('%d %s %q', 3.0, 1/3, 'a\\nb')",
+            &[],
+            &[],
+        ),
         // cjson.
         case(
             "cjson encode scalars",
