@@ -126,6 +126,10 @@ impl Engine {
         if let Ok(mut m) = self.inner.scripts.write() {
             m.clear();
         }
+        // Idle states hold the compiled scripts: drop them too.
+        if let Ok(mut idle) = self.inner.idle.lock() {
+            idle.clear();
+        }
     }
 
     /// FUNCTION LOAD [REPLACE]: checks the library by running its body on a fresh state; on

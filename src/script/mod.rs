@@ -95,6 +95,19 @@
 //! - `pcall()` with no argument raises "bad argument #1 to 'pcall' (value expected)".
 //! - Function flags other than `no-writes` (`allow-oom`, `allow-stale`, `no-cluster`,
 //!   `allow-cross-slot-keys`) are read and kept but change nothing here.
+//! - A reply from [`Dispatch`] that is not one well-formed RESP frame, or nests deeper than
+//!   1,000 levels, becomes the script error `ERR Invalid reply from the backend`.
+//!
+//! # Limits and duties of the caller
+//! - The stop is checked every 100,000 Lua instructions (as Redis's hook), so a spinning
+//!   script stops within about a millisecond past its deadline; one long call into a C
+//!   library function (a huge `string.rep`) is not interrupted until it returns.
+//! - `Dispatch::call` futures must be cancel-safe: when a script is stopped while it waits,
+//!   the future of its last call is dropped.
+//! - A memory error raised by the Lua API while a Rust value is alive in a C function skips
+//!   that value's destructor (a bounded leak); the state that hit its limit is then dropped.
+//! - Each state keeps the scripts it compiled (as Redis does); [`Engine::flush_scripts`]
+//!   forgets the bodies and drops the idle states with them.
 
 mod api;
 mod bridge;
