@@ -19,7 +19,9 @@
 //! (proxy-wide counters and backend health), [`admin`] (HTTP: /metrics, /healthz, /readyz,
 //! /status and the /admin API), [`control`] (what the /admin API acts on), [`metrics`] (metric
 //! names and handles), [`tls`] (rustls on the client listener and to the backends), [`workers`]
-//! (thread-per-core runtimes: a session and the backend links it uses live on one thread).
+//! (thread-per-core runtimes: a session and the backend links it uses live on one thread),
+//! [`script`] (an embedded Lua 5.1 that runs scripts as Redis does, for scripts whose keys span
+//! backends).
 
 pub mod acl;
 pub mod admin;
@@ -34,6 +36,7 @@ pub mod net;
 pub mod protocol;
 pub mod router;
 pub mod routing;
+pub mod script;
 pub mod server;
 pub mod session;
 pub mod state;
