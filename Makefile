@@ -34,7 +34,7 @@ SUITE_ARGS ?=
 FUZZ_SECONDS ?= 600
 FUZZ_TARGETS ?=
 
-.PHONY: help deps build test demo demo-stop bench bench-load compat redis-suite fuzz
+.PHONY: help deps build test demo demo-stop bench bench-load compat redis-suite fuzz model
 
 help: ## list the targets
 	@echo "shardis make targets:"
@@ -90,6 +90,14 @@ compat: deps build ## ioredis, node-redis, redis-py batteries: direct redis vs s
 # Builds nothing: run `make build` first, or point SHARDIS_BIN at a binary.
 redis-suite: deps ## Redis's own test suite against shardis (SUITE_ARGS='--target direct|twemproxy ...')
 	scripts/redis-suite.sh --shardis-bin "$(SHARDIS_BIN)" $(SUITE_ARGS)
+
+# MODEL_BOUND picks the exhaustive run's bound: tiny (seconds), small (the default), medium.
+MODEL_BOUND ?= small
+
+model: ## check the rebalancing protocol exhaustively, then that every mutation is caught
+	$(PYTHON) scripts/rebalance_model.py --bound $(MODEL_BOUND) --expect ok --no-trace
+	$(PYTHON) scripts/rebalance_model.py --scenario proposal --expect ok
+	$(PYTHON) scripts/rebalance_model.py --mutations --no-trace
 
 fuzz: ## fuzz the request, reply and config parsers (cargo-fuzz on stable, FUZZ_SECONDS each)
 	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh $(FUZZ_TARGETS)
