@@ -63,11 +63,14 @@ BOUNDS = {
     # small: `make model`'s default: adds a MIGRATE fault and a crash with restart.
     "small": dict(keys=[(1, 2)], ops=(0, 1), crashes=1, restart_ops=0, abandons=1, cuts=0,
                   migfails=1, lease_ttl=1, finishers=(0,), sweepers=(0,)),
-    # medium: two moving keys (one from the decider), both slots may finish and sweep, a
-    # cut-off; no crash.
+    # medium: two moving keys (one from the decider, so two losing backends), a cut-off.
     "medium": dict(keys=[(1, 2), (0, 2)], ops=(0, 1), crashes=0, restart_ops=0, abandons=1,
-                   cuts=1, migfails=1, lease_ttl=1, finishers=(0, 1), sweepers=(0, 1)),
-    # large: two client instances, crash and cut-off (long: hours in CPython; use pypy3).
+                   cuts=1, migfails=1, lease_ttl=1, finishers=(0,), sweepers=(0,)),
+    # roles: both slots may finish and sweep (concurrent finishers and sweepers).
+    "roles": dict(keys=[(1, 2)], ops=(0, 1), crashes=0, restart_ops=0, abandons=1, cuts=0,
+                  migfails=1, lease_ttl=1, finishers=(0, 1), sweepers=(0, 1)),
+    # large: two client instances, crash and cut-off (not finished here: over 10 million
+    # states; needs a machine with more memory than a 24 GiB one shared with builds).
     "large": dict(keys=[(1, 2), (0, 2)], ops=(1, 1), crashes=1, restart_ops=0, abandons=1,
                   cuts=1, migfails=1, lease_ttl=1, finishers=(0, 1), sweepers=(0, 1)),
 }
