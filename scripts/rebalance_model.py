@@ -251,7 +251,8 @@ class Model:
 
             # crash: requests already on the wire stay deliverable
             if glob[2] > 0:
-                nb = tuple(tuple(sorted((c[0], False, c[2]) if c[0] == inc else c for c in row))
+                nb = tuple(tuple(sorted((c[0], False, c[2], c[3]) if c[0] == inc else c
+                                        for c in row))
                            for row in bconns)
                 out.append(("%s crashes" % tag,
                             with_inst(i, (inc, False, view, None, (False,) * NB, 0, None, 0, 0, False, 0),
@@ -323,7 +324,7 @@ class Model:
                     if j >= 0:
                         c = bconns[x][j]
                         nb = self.set_tuple(bconns, x, tuple(sorted(
-                            bconns[x][:j] + ((c[0], False, c[2]),) + bconns[x][j + 1:])))
+                            bconns[x][:j] + ((c[0], False, c[2], c[3]),) + bconns[x][j + 1:])))
                         out.append(("%s gives up waiting on b%d (timeout; the request stays on "
                                     "the wire)" % (tag, x),
                                     with_inst(i, upd(op=None, conns=self.set_tuple(conns, x, False)),
@@ -407,7 +408,9 @@ class Model:
                             continue
                         nb = list(bconns)
                         if "no-fence" not in self.mut:
-                            nb[x] = tuple(c for c in bconns[x] if acks[x] >> c[0] & 1)
+                            # spare acked instances, and connections opened after the record
+                            # here said preparing (id > F: their handshake read it)
+                            nb[x] = tuple(c for c in bconns[x] if acks[x] >> c[0] & 1 or c[3])
                         killed = len(bconns[x]) - len(nb[x])
                         out.append(("%s fences b%d: CLIENT KILL %d connection(s) of instances "
                                     "that did not ack" % (tag, x, killed),
@@ -449,7 +452,10 @@ class Model:
         """Open a connection; its handshake reads the record copy there (fenced design)."""
         rec, bconns = S[1], S[3]
         inc, view, conns = st[0], st[2], st[4]
-        nb = self.set_tuple(bconns, x, tuple(sorted(bconns[x] + ((inc, True, None),))))
+        # fresh: opened after this backend's record copy said preparing or later; the fence
+        # spares such connections (docs/rebalancing.md 8.4, "id > F")
+        fresh = rec[x] >= PREP
+        nb = self.set_tuple(bconns, x, tuple(sorted(bconns[x] + ((inc, True, None, fresh),))))
         nview = view
         if self.design == "fenced" and "no-handshake" not in self.mut:
             nview = max(view, rec[x])
@@ -521,7 +527,7 @@ class Model:
 
     def execute(self, S, x, j, c):
         data, rec, acks, bconns, live, lease, prog, truth, newseen, insts, glob = S
-        inc, n, (q, req) = c
+        inc, _cur, (q, req), _fresh = c
         kind, k, val, old_ring, part = req
         o, nw = self.keys[k]
         who = "b%d runs %s from i%d" % (x, self.req_str(req), inc)
@@ -725,7 +731,7 @@ class Model:
 
     def set_conn(self, bconns, x, j, infl):
         c = bconns[x][j]
-        row = bconns[x][:j] + ((c[0], c[1], infl),) + bconns[x][j + 1:]
+        row = bconns[x][:j] + ((c[0], c[1], infl, c[3]),) + bconns[x][j + 1:]
         return self.set_tuple(bconns, x, row)
 
     @staticmethod
