@@ -114,21 +114,9 @@ pub fn builder() -> Result<PrometheusBuilder, MetricsError> {
 /// Registers the HELP text of every metric with the current recorder (global, or a local one
 /// inside `metrics::with_local_recorder`).
 pub fn describe() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_histogram!(
-        COMMAND_DURATION_SECONDS,
-        Unit::Seconds,
-        "Time from reading a client command to having its reply ready, by command."
-    );
-    describe_counter!(
-        COMMANDS_TOTAL,
-        "Client commands answered, by command and result (ok or error)."
-    );
-    describe_histogram!(
-        BACKEND_REQUEST_DURATION_SECONDS,
-        Unit::Seconds,
-        "Time from writing a request to a backend to reading its reply, by backend."
-    );
+    use metrics::{describe_counter, describe_gauge};
+    // The latency histograms and commands_total are described where they are rendered
+    // (local.rs).
     describe_gauge!(
         BACKEND_UP,
         "1 while at least one connection to the backend is established, else 0."
@@ -241,6 +229,7 @@ pub fn config_info(digest: &str, previous: Option<&str>) {
 }
 
 mod handles;
+pub mod local;
 
 pub use handles::{BackendErrorKind, BackendMetrics, ClientMetrics, CommandMetrics, Metrics};
 
