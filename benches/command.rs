@@ -1,16 +1,16 @@
 //! Cost of the per-command routing steps before any I/O: the command table lookup by name (mixed
 //! case, as clients send it), where the keys are (`key_span`), and which backend owns them
-//! (`single_backend`), with a 4-backend ketama ring, fnv1a_64 and hash tag "{}".
+//! (`Table::route_span`), with a 4-backend ketama ring, fnv1a_64 and hash tag "{}".
 
 use std::hint::black_box;
 use std::ops::Range;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use shardis::backend::Table;
 use shardis::config::Config;
 use shardis::protocol::command::lookup;
+use shardis::protocol::keys::key_span;
 use shardis::protocol::request::{Request, RequestParser};
-use shardis::session::route::{key_span, single_backend};
+use shardis::routing::Table;
 
 /// Names as clients send them: redis-cli and most libraries use upper case, some lower.
 const NAMES: &[&str] = &[
@@ -169,11 +169,11 @@ fn backends(c: &mut Criterion) {
     ];
     let untagged = keys(2, false);
     assert_ne!(
-        ring.backend_for(untagged[0].as_bytes()),
-        ring.backend_for(untagged[1].as_bytes()),
+        ring.pools[0].owner(untagged[0].as_bytes()),
+        ring.pools[0].owner(untagged[1].as_bytes()),
         "the cross-slot case should stop at its second key"
     );
-    let mut group = c.benchmark_group("single_backend");
+    let mut group = c.benchmark_group("route_span");
     group.throughput(Throughput::Elements(1));
     for (name, p) in &cases {
         let (_, cmd) = lookup(&p.frame[p.args[0].clone()]).expect("known command");
@@ -181,7 +181,10 @@ fn backends(c: &mut Criterion) {
             .expect("valid")
             .expect("has keys");
         group.bench_with_input(BenchmarkId::from_parameter(name), p, |b, p| {
-            b.iter(|| single_backend(&ring, black_box(&p.frame), black_box(&p.args), &span))
+            b.iter(|| {
+                ring.route_span(cmd, black_box(&p.frame), black_box(&p.args), &span, 0)
+                    .is_ok()
+            })
         });
     }
     group.finish();
@@ -203,7 +206,7 @@ fn backends(c: &mut Criterion) {
                     return None;
                 }
                 let span = key_span(cmd, frame, args).ok()??;
-                single_backend(&ring, frame, args, &span).ok()
+                ring.route_span(cmd, frame, args, &span, 0).ok()
             })
         });
     }

@@ -11,13 +11,15 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use shardis::backend::{Inbound, Request, Routing, Table};
+use shardis::backend::{Inbound, Request};
+use shardis::clients::Clients;
 use shardis::config::Config;
 use shardis::metrics::Metrics;
 use shardis::protocol::command;
 use shardis::protocol::request::RequestParser;
+use shardis::routing::{Routing, Table};
 use shardis::session::{Context, Session};
-use shardis::state::{Clients, ProxyState};
+use shardis::state::ProxyState;
 use tokio::sync::mpsc;
 
 const BACKENDS: usize = 4;

@@ -13,9 +13,9 @@ use std::ops::Range;
 use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use redis_protocol::resp2::decode::decode_range;
-use shardis::backend::Table;
 use shardis::config::Config;
 use shardis::protocol::command::{Merge, lookup};
+use shardis::protocol::keys::key_span;
 use shardis::protocol::out::Proto;
 use shardis::protocol::reply::{
     ReplyScanner, array_elements, put_array_len, put_bulk, put_error, put_integer, put_null,
@@ -23,8 +23,8 @@ use shardis::protocol::reply::{
 };
 use shardis::protocol::request::{Request, RequestParser};
 use shardis::router::Ring;
+use shardis::routing::Table;
 use shardis::session::pending::{Fanout, MergeEnv};
-use shardis::session::route::key_span;
 use shardis::state::ProxyState;
 
 fn encode(c: &mut Criterion) {
@@ -192,7 +192,7 @@ fn ring(n: usize) -> Ring {
         );
     }
     text += "]\n";
-    Ring::new(&Config::parse(&text).expect("bench config").pools[0])
+    Config::parse(&text).expect("bench config").pools[0].ring()
 }
 
 /// An MGET of `keys` distinct keys, parsed.

@@ -47,7 +47,7 @@ fn config_text(n: usize, dist: DistributionKind, tag: Option<&str>) -> String {
 
 fn ring(n: usize, dist: DistributionKind, tag: Option<&str>) -> Ring {
     let config = Config::parse(&config_text(n, dist, tag)).expect("bench config");
-    Ring::new(&config.pools[0])
+    config.pools[0].ring()
 }
 
 fn hashes(c: &mut Criterion) {
@@ -163,7 +163,7 @@ fn builds(c: &mut Criterion) {
             group.bench_with_input(
                 BenchmarkId::new(dist.name(), n),
                 &config.pools[0],
-                |b, pool| b.iter(|| Ring::new(black_box(pool))),
+                |b, pool| b.iter(|| black_box(pool).ring()),
             );
         }
     }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use shardis::config::{Config, Overrides};
-use shardis::router::{DistributionKind, HashKind, Ring};
+use shardis::router::{DistributionKind, HashKind};
 use tokio::net::TcpListener;
 
 /// shardis: a sharding Redis proxy. Point Redis clients at it; it spreads keys over several
@@ -186,13 +186,14 @@ fn route(path: &Path, keys: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let Some(pool) = config.pools.first() else {
+    // The pool of every key until prefix routes name others.
+    let Some(pool) = config.pools.get(config.catch_all()) else {
         return ExitCode::FAILURE;
     };
     if pool.cluster.is_some() {
         return route_cluster(pool, keys);
     }
-    let ring = Ring::new(pool);
+    let ring = pool.ring();
     for key in keys {
         let backend = &pool.backends[ring.backend_for(key.as_bytes())];
         println!("{key}\t{}\t{}", backend.name, backend.address);
@@ -234,30 +235,10 @@ fn route_cluster(pool: &shardis::config::PoolConfig, keys: &[String]) -> ExitCod
 
 fn run(cli: &Cli) -> ExitCode {
     map_large_buffers();
-    let config = match (&cli.config, cli.backends.is_empty()) {
-        (Some(path), _) => Config::load(path).map_err(|e| format!("{}: {e}", path.display())),
-        (None, false) => Config::from_backends(&cli.backends).map_err(|e| e.to_string()),
-        (None, true) => {
-            Err("nothing to proxy: give --config FILE or --backend HOST:PORT (see --help)".into())
-        }
+    let (config, overrides) = match configure(cli) {
+        Ok(c) => c,
+        Err(code) => return code,
     };
-    let mut config = match config {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("shardis: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let overrides = Overrides {
-        listen: cli.listen,
-        admin: cli.admin,
-        threads: cli.threads,
-    };
-    overrides.apply(&mut config);
-    if let Err(e) = init_logging(cli) {
-        eprintln!("shardis: bad --log-level: {e}");
-        return ExitCode::from(2);
-    }
     let threads = config
         .server
         .threads
@@ -291,50 +272,9 @@ fn run(cli: &Cli) -> ExitCode {
                 None
             }
         };
-        let listener = match TcpListener::bind(config.server.listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("shardis: cannot listen on {}: {e}", config.server.listen);
-                return ExitCode::FAILURE;
-            }
+        let Some((listener, plain, admin)) = bind(&config, threads).await else {
+            return ExitCode::FAILURE;
         };
-        let plain = match config.server.plain_listen {
-            None => None,
-            Some(addr) => match TcpListener::bind(addr).await {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    eprintln!("shardis: cannot listen on {addr} (plain_listen): {e}");
-                    return ExitCode::FAILURE;
-                }
-            },
-        };
-        let admin = match TcpListener::bind(config.admin.listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!(
-                    "shardis: cannot listen on {} (admin): {e}",
-                    config.admin.listen
-                );
-                return ExitCode::FAILURE;
-            }
-        };
-        let (addr, admin_addr) = (local(&listener), local(&admin));
-        // The first stdout line is a contract with scripts and tests: they read the ports here
-        // (", plain on ADDR" is added only with plain_listen).
-        let plain_addr = plain
-            .as_ref()
-            .map_or(String::new(), |l| format!(", plain on {}", local(l)));
-        println!("shardis listening on {addr}, admin on {admin_addr}{plain_addr}");
-        let _ = std::io::stdout().flush();
-        let tls = if config.server.tls.is_some() {
-            " (TLS)"
-        } else {
-            ""
-        };
-        tracing::info!(
-            threads,
-            "listening on {addr}{tls}, admin on {admin_addr}{plain_addr}"
-        );
         let path = cli.config.clone();
         shardis::server::serve(
             config, path, overrides, listener, plain, admin, prometheus, shutdown, reloads,
@@ -343,6 +283,71 @@ fn run(cli: &Cli) -> ExitCode {
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// The configuration to run (from the file or `--backend` flags, with the command line's
+/// overrides applied) and the overrides, after setting up logging; or the exit code.
+fn configure(cli: &Cli) -> Result<(Config, Overrides), ExitCode> {
+    let config = match (&cli.config, cli.backends.is_empty()) {
+        (Some(path), _) => Config::load(path).map_err(|e| format!("{}: {e}", path.display())),
+        (None, false) => Config::from_backends(&cli.backends).map_err(|e| e.to_string()),
+        (None, true) => {
+            Err("nothing to proxy: give --config FILE or --backend HOST:PORT (see --help)".into())
+        }
+    };
+    let mut config = config.map_err(|e| {
+        eprintln!("shardis: {e}");
+        ExitCode::from(2)
+    })?;
+    let overrides = Overrides {
+        listen: cli.listen,
+        admin: cli.admin,
+        threads: cli.threads,
+    };
+    overrides.apply(&mut config);
+    if let Err(e) = init_logging(cli) {
+        eprintln!("shardis: bad --log-level: {e}");
+        return Err(ExitCode::from(2));
+    }
+    Ok((config, overrides))
+}
+
+/// Binds the client listener, the plain one if any, and the admin one, and prints the first
+/// stdout line; `None` (after saying why) when one cannot be bound.
+async fn bind(
+    config: &Config,
+    threads: usize,
+) -> Option<(TcpListener, Option<TcpListener>, TcpListener)> {
+    let listen = |addr: std::net::SocketAddr, what: &'static str| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|e| eprintln!("shardis: cannot listen on {addr}{what}: {e}"))
+            .ok()
+    };
+    let listener = listen(config.server.listen, "").await?;
+    let plain = match config.server.plain_listen {
+        None => None,
+        Some(addr) => Some(listen(addr, " (plain_listen)").await?),
+    };
+    let admin = listen(config.admin.listen, " (admin)").await?;
+    let (addr, admin_addr) = (local(&listener), local(&admin));
+    // The first stdout line is a contract with scripts and tests: they read the ports here
+    // (", plain on ADDR" is added only with plain_listen).
+    let plain_addr = plain
+        .as_ref()
+        .map_or(String::new(), |l| format!(", plain on {}", local(l)));
+    println!("shardis listening on {addr}, admin on {admin_addr}{plain_addr}");
+    let _ = std::io::stdout().flush();
+    let tls = if config.server.tls.is_some() {
+        " (TLS)"
+    } else {
+        ""
+    };
+    tracing::info!(
+        threads,
+        "listening on {addr}{tls}, admin on {admin_addr}{plain_addr}"
+    );
+    Some((listener, plain, admin))
 }
 
 fn local(listener: &TcpListener) -> String {

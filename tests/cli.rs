@@ -9,7 +9,6 @@ use std::process::{Command, Output};
 use common::ops::{NAMES, backends, http_get, start_redises, status};
 use common::{Frame, Shardis, TempDir, free_port, shardis_config};
 use shardis::config::Config;
-use shardis::router::Ring;
 
 fn shardis(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_shardis"))
@@ -240,7 +239,7 @@ fn backend_flags_run_a_proxy_without_a_file() {
     ]);
     // Each backend is named by its address, in one default ketama pool.
     let expected = Config::from_backends(&[a.clone(), b.clone()]).expect("config");
-    let ring = Ring::new(&expected.pools[0]);
+    let ring = expected.pools[0].ring();
     let mut c = proxy.client();
     for i in 0..20 {
         let key = format!("k{i}");

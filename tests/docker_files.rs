@@ -1,21 +1,14 @@
 //! The deployment files under docker/ cannot rot silently: every YAML and JSON file parses, every
-//! metric a dashboard or alert uses exists in `shardis::metrics`, the ports and paths agree with
-//! each other, and the Kubernetes ConfigMap embeds config/k8s-sidecar.toml byte for byte.
+//! metric a dashboard or alert uses exists in `shardis::metrics`, and the ports and paths agree
+//! with each other. The Kubernetes manifests (docker/k8s) have their own tests in tests/k8s.rs.
+
+mod common;
 
 use std::collections::BTreeSet;
-use std::fs;
-use std::path::{Path, PathBuf};
 
+use common::manifests::{assert_known_metrics, metric_names, path, read};
 use shardis::metrics::ALL_METRICS;
 use yaml_rust2::{Yaml, YamlLoader};
-
-fn path(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
-
-fn read(rel: &str) -> String {
-    fs::read_to_string(path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
 
 fn yaml(rel: &str) -> Vec<Yaml> {
     YamlLoader::load_from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
@@ -28,40 +21,6 @@ fn toml(rel: &str) -> toml::Table {
 fn str_of<'a>(y: &'a Yaml, what: &str) -> &'a str {
     y.as_str()
         .unwrap_or_else(|| panic!("{what}: expected a string, got {y:?}"))
-}
-
-/// Every `shardis_[a-z_]+` in `text`, with the `_bucket`/`_sum`/`_count` series suffixes removed.
-fn metric_names(text: &str) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    let mut rest = text;
-    while let Some(at) = rest.find("shardis_") {
-        let tail = &rest[at..];
-        let len = "shardis_".len()
-            + tail["shardis_".len()..]
-                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
-                .unwrap_or(tail.len() - "shardis_".len());
-        let name = &tail[..len];
-        let base = ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|s| name.strip_suffix(s))
-            .unwrap_or(name);
-        if len > "shardis_".len() {
-            names.insert(base.to_owned());
-        }
-        rest = &tail[len..];
-    }
-    names
-}
-
-fn assert_known_metrics(rel: &str, text: &str) -> BTreeSet<String> {
-    let used = metric_names(text);
-    for name in &used {
-        assert!(
-            ALL_METRICS.contains(&name.as_str()),
-            "{rel} uses {name}, which src/metrics.rs does not export"
-        );
-    }
-    used
 }
 
 fn port_of(listen: &str) -> &str {
@@ -214,81 +173,6 @@ fn compose_services_mounts_and_config_agree() {
             "backend {address} is no compose service"
         );
     }
-}
-
-#[test]
-fn k8s_sidecar_embeds_the_config_file_verbatim() {
-    let docs = yaml("docker/k8s/sidecar.yaml");
-    let kind = |k: &str| {
-        docs.iter()
-            .find(|d| d["kind"].as_str() == Some(k))
-            .unwrap_or_else(|| panic!("no {k} in sidecar.yaml"))
-    };
-    let config_map = kind("ConfigMap");
-    let embedded = str_of(&config_map["data"]["shardis.toml"], "shardis.toml");
-    assert_eq!(embedded, read("config/k8s-sidecar.toml"));
-
-    let config = toml("config/k8s-sidecar.toml");
-    assert_eq!(config["server"]["listen"].as_str(), Some("127.0.0.1:6380"));
-    let admin_port = port_of(config["admin"]["listen"].as_str().unwrap()).to_owned();
-    assert_eq!(admin_port, "9121");
-
-    let deployment = kind("Deployment");
-    let pod = &deployment["spec"]["template"];
-    let annotations = &pod["metadata"]["annotations"];
-    assert_eq!(
-        str_of(&annotations["prometheus.io/scrape"], "scrape"),
-        "true"
-    );
-    assert_eq!(
-        str_of(&annotations["prometheus.io/port"], "port"),
-        admin_port
-    );
-    assert_eq!(
-        str_of(&annotations["prometheus.io/path"], "path"),
-        "/metrics"
-    );
-
-    let spec = &pod["spec"];
-    let containers: Vec<&Yaml> = ["initContainers", "containers"]
-        .iter()
-        .flat_map(|k| spec[*k].as_vec().into_iter().flatten())
-        .collect();
-    assert!(containers.iter().any(|c| c["name"].as_str() == Some("app")));
-    let shardis = containers
-        .iter()
-        .find(|c| c["name"].as_str() == Some("shardis"))
-        .expect("a shardis container");
-    let admin_port_name = shardis["ports"]
-        .as_vec()
-        .unwrap()
-        .iter()
-        .find(|p| p["containerPort"].as_i64().map(|n| n.to_string()) == Some(admin_port.clone()))
-        .map(|p| str_of(&p["name"], "port name"))
-        .expect("the admin port is declared");
-    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
-        let get = &shardis[probe]["httpGet"];
-        assert_eq!(str_of(&get["path"], probe), path);
-        assert_eq!(str_of(&get["port"], probe), admin_port_name);
-    }
-
-    // The config is mounted where the container's arguments look for it.
-    let args: Vec<_> = shardis["args"]
-        .as_vec()
-        .unwrap()
-        .iter()
-        .map(|a| str_of(a, "arg"))
-        .collect();
-    let mount = &shardis["volumeMounts"][0];
-    let expected = format!("{}/shardis.toml", str_of(&mount["mountPath"], "mountPath"));
-    assert_eq!(args, ["--config", expected.as_str()]);
-    let volume = spec["volumes"]
-        .as_vec()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == mount["name"])
-        .expect("the mounted volume exists");
-    assert_eq!(volume["configMap"]["name"], config_map["metadata"]["name"]);
 }
 
 #[test]

@@ -101,7 +101,11 @@ pub async fn route(
         Endpoint::Metrics => match &admin.prometheus {
             Some(handle) => {
                 crate::metrics::client_buffered(admin.state.clients.buffered());
-                Response::with_type(200, PROMETHEUS_TEXT, handle.render().into_bytes())
+                Response::with_type(
+                    200,
+                    PROMETHEUS_TEXT,
+                    crate::metrics::local::render(handle).into_bytes(),
+                )
             }
             None => Response::text(404, "metrics are not enabled\n"),
         },

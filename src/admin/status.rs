@@ -203,7 +203,7 @@ mod tests {
     #[test]
     fn status_reports_every_backend() {
         let st = state();
-        st.clients.insert(crate::state::Clients::detached(1));
+        st.clients.insert(crate::clients::Clients::detached(1));
         st.add_commands(42);
         let r = status(&st);
         assert_eq!(r.status, 200);

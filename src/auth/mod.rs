@@ -1,13 +1,11 @@
 //! Client authentication and ACLs: the users clients may authenticate as (from `[server]
-//! password` and `[[users]]`), their compiled permissions ([`acl`]), password checks in
+//! password` and `[[users]]`), their compiled permissions ([`crate::acl`]), password checks in
 //! constant time, and the registry of who is logged in as whom, so that a reload can close
 //! the sessions of a user it removed or disabled.
 //!
 //! An [`Auth`] is built from each configuration and travels in the routing table
-//! ([`crate::backend::Settings`]), so sessions see a reload with their next command, lock-free.
+//! ([`crate::routing::Settings`]), so sessions see a reload with their next command, lock-free.
 //! The session side (AUTH, HELLO AUTH, the per-command check) is in `session/login.rs`.
-
-pub mod acl;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -17,12 +15,11 @@ use std::time::Duration;
 use metrics::Counter;
 use tracing::info;
 
+use crate::acl::{self, Acl, Reason};
+use crate::clients::ClientEntry;
+pub use crate::clients::DEFAULT_USER;
 use crate::config::{Config, MAX_AUTH_DELAY, PasswordDigest, UserConfig};
-use crate::state::ClientEntry;
-use acl::{Acl, Reason};
 
-/// The name of the user every client starts as.
-pub const DEFAULT_USER: &str = "default";
 /// The `user` label of failed AUTHs that named no configured user.
 pub const UNKNOWN_USER: &str = "unknown";
 

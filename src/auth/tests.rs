@@ -139,7 +139,7 @@ commands = ["+@all"]
 "#,
     );
     let old = Auth::new(&before, None);
-    let clients: Vec<Arc<ClientEntry>> = (1..=4).map(crate::state::Clients::detached).collect();
+    let clients: Vec<Arc<ClientEntry>> = (1..=4).map(crate::clients::Clients::detached).collect();
     let logins: Vec<Login> = ["a", "b", "c", "d"]
         .iter()
         .zip(&clients)

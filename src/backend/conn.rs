@@ -23,10 +23,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::config::Secret;
+pub use crate::config::Credentials;
 use crate::metrics::BackendErrorKind;
 use crate::net::Stream;
 use crate::protocol::out::Proto;
+use crate::protocol::parse_version;
 use crate::protocol::reply::{ReplyScanner, is_error};
 use crate::tls::ClientTls;
 
@@ -56,30 +57,6 @@ pub struct Target {
 pub struct TargetTls {
     pub client: Arc<ClientTls>,
     pub name: ServerName<'static>,
-}
-
-/// What a backend connection authenticates as, and the database it selects. `Debug` does not
-/// show the password.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Credentials {
-    /// The ACL user; `default` when only a password is set (Redis's `requirepass`).
-    pub username: Option<String>,
-    pub password: Option<Secret>,
-    /// Selected after the handshake when not 0.
-    pub db: u32,
-}
-
-impl Credentials {
-    /// The user and password to authenticate with, if any.
-    fn auth(&self) -> Option<(&[u8], &[u8])> {
-        match (&self.username, &self.password) {
-            (None, None) => None,
-            (user, password) => Some((
-                user.as_deref().unwrap_or("default").as_bytes(),
-                password.as_ref().map_or(&b""[..], |p| p.expose()),
-            )),
-        }
-    }
 }
 
 /// An open, handshaken connection.
@@ -225,7 +202,7 @@ pub async fn open(target: &Target, proto: Proto) -> Result<Conn, ConnectError> {
     };
     let creds = &target.credentials;
     let hello = hello_request(proto, creds);
-    let reply = match timeout(limit, exchange(&mut stream, &hello)).await {
+    let reply = match timeout(limit, exchange(&mut stream, &hello, MAX_HANDSHAKE_REPLY)).await {
         Ok(r) => r?,
         Err(_) => return Err(ConnectError::Timeout(ms)),
     };
@@ -300,7 +277,7 @@ async fn expect_ok(
     request: &[u8],
     limit: Duration,
 ) -> Result<(), ConnectError> {
-    let reply = match timeout(limit, exchange(stream, request)).await {
+    let reply = match timeout(limit, exchange(stream, request, MAX_HANDSHAKE_REPLY)).await {
         Ok(r) => r?,
         Err(_) => return Err(ConnectError::Timeout(limit.as_millis())),
     };
@@ -310,10 +287,12 @@ async fn expect_ok(
     Ok(())
 }
 
-/// Writes `request` and reads exactly one reply.
-async fn exchange(
+/// Writes `request` and reads exactly one reply, of at most `max` bytes (the handshake's
+/// replies, and one-off requests such as the cluster slot map).
+pub async fn exchange(
     stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
     request: &[u8],
+    max: usize,
 ) -> Result<Vec<u8>, ConnectError> {
     stream
         .write_all(request)
@@ -331,8 +310,8 @@ async fn exchange(
             Ok(None) => {}
             Err(e) => return Err(ConnectError::Protocol(e.to_string())),
         }
-        if buf.len() > MAX_HANDSHAKE_REPLY {
-            return Err(ConnectError::Protocol("handshake reply too large".into()));
+        if buf.len() > max {
+            return Err(ConnectError::Protocol(format!("reply over {max} bytes")));
         }
         match stream.read(&mut chunk).await {
             Ok(0) => return Err(ConnectError::Closed),
@@ -394,23 +373,10 @@ fn text_of(frame: &OwnedFrame) -> Option<String> {
     }
 }
 
-/// "7.0.15" as [7, 0, 15]; missing parts are 0.
-pub fn parse_version(text: &str) -> Option<[u32; 3]> {
-    let mut parts = text.trim().split('.');
-    let mut version = [0u32; 3];
-    for (i, slot) in version.iter_mut().enumerate() {
-        match parts.next() {
-            Some(p) => *slot = p.parse().ok()?,
-            None if i > 0 => break,
-            None => return None,
-        }
-    }
-    Some(version)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Secret;
 
     #[test]
     fn reads_id_and_version_in_both_protocols() {
@@ -490,8 +456,5 @@ mod tests {
     #[test]
     fn versions() {
         assert_eq!(parse_version("7.0.15"), Some([7, 0, 15]));
-        assert_eq!(parse_version("6.2"), Some([6, 2, 0]));
-        assert_eq!(parse_version(""), None);
-        assert_eq!(parse_version("7.x.1"), None);
     }
 }

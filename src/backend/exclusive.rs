@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::conn::{self, Conn, ConnectError};
+use super::conn::{self, Conn};
 use super::link::Spec;
 use super::pipe::{self, End, PipeInfo};
 use super::{LINK_QUEUE, ReplyTo, Request};
@@ -28,7 +28,7 @@ pub enum ExclusiveError {
     #[error("all {0} exclusive connections are in use (max_exclusive_per_backend)")]
     Exhausted(usize),
     #[error("{0}")]
-    Connect(#[from] ConnectError),
+    Connect(super::BackendError),
 }
 
 /// The pool of one backend.
@@ -112,8 +112,9 @@ impl ExclusivePool {
                 inner.leased -= 1;
                 self.publish(&inner);
                 drop(inner);
-                self.spec.failed(e.kind(), &e.to_string());
-                Err(e.into())
+                let err = super::BackendError::Connect(e);
+                self.spec.failed(&err);
+                Err(ExclusiveError::Connect(err))
             }
         }
     }
@@ -169,9 +170,9 @@ async fn drive(
         }
         // Poisoned, or opened before the backend's address moved: closed.
         End::Shutdown | End::Moved => inner.open -= 1,
-        End::Failed(kind, msg) => {
-            debug!(backend = %pool.spec.name, "exclusive connection ended: {msg}");
-            pool.spec.failed(kind, &msg);
+        End::Failed(err) => {
+            debug!(backend = %pool.spec.name, "exclusive connection ended: {err}");
+            pool.spec.failed(&err);
             inner.open -= 1;
         }
     }

@@ -16,10 +16,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 use tracing::{debug, info, warn};
 
+use super::BackendError;
 use super::conn::{self, Target};
 use super::pipe::{self, End, PipeInfo};
 use super::{BackendState, Change, Request};
-use crate::metrics::{BackendErrorKind, BackendMetrics};
+use crate::metrics::BackendMetrics;
 use crate::protocol::out::Proto;
 
 /// What a link warns about, for [`Spec::first_to_warn`].
@@ -177,11 +178,12 @@ impl Spec {
 
     /// Counts a failure of any kind: the error metric, the last error, and the health count
     /// (logging and reporting the change when it marks the backend down).
-    pub fn failed(&self, kind: BackendErrorKind, msg: &str) {
-        self.state.set_error(kind, msg);
+    pub fn failed(&self, err: &BackendError) {
+        let kind = err.kind();
+        self.state.set_error(kind, err.to_string());
         self.metrics.error(kind);
         if let Some(change) = self.state.failed() {
-            warn!(backend = %self.name, "marked down after {} consecutive failures (last: {msg})", self.state.failures());
+            warn!(backend = %self.name, "marked down after {} consecutive failures (last: {err})", self.state.failures());
             self.report(change);
         }
     }
@@ -222,46 +224,21 @@ pub async fn run(spec: Arc<Spec>, proto: Proto, mut rx: mpsc::Receiver<Request>)
     loop {
         let err = match conn::open(&spec.target, proto).await {
             Ok(conn) => {
-                spec.set_connected(true);
-                spec.succeeded();
-                if let Some(v) = conn.version {
-                    spec.state.set_version(v);
-                }
-                if let Ok(mut seen) = spec.resolved.lock() {
-                    // What the name resolved to when it connected, for the DNS refresh.
-                    *seen = conn.resolved.clone();
-                }
-                match outage.failures {
-                    0 => info!(backend = %spec.name, "connected to {}", spec.address),
-                    n => info!(
-                        backend = %spec.name,
-                        "connected to {} after {n} failed attempt(s)", spec.address
-                    ),
-                }
-                outage = Outage::default();
                 let opened = Instant::now();
-                let info = PipeInfo {
-                    health: spec.health_interval,
-                    ..spec.pipe_info()
-                };
-                let mut moves = spec.moves.subscribe();
-                moves.borrow_and_update();
-                let end = pipe::serve(&info, &conn.stream, &mut rx, Some(&mut moves)).await;
-                spec.set_connected(false);
-                match end {
+                match connected(&spec, conn, &mut rx, &mut outage).await {
                     End::Shutdown => return,
                     End::Moved => {
                         info!(backend = %spec.name, "{} resolves to other addresses: reconnecting", spec.target.host);
                         backoff = MIN_BACKOFF;
                         continue;
                     }
-                    End::Failed(kind, msg) => {
+                    End::Failed(err) => {
                         if spec.first_to_warn(Warn::Ended) {
-                            warn!(backend = %spec.name, "connection ended: {msg}");
+                            warn!(backend = %spec.name, "connection ended: {err}");
                         } else {
-                            debug!(backend = %spec.name, "connection ended: {msg}");
+                            debug!(backend = %spec.name, "connection ended: {err}");
                         }
-                        spec.failed(kind, &msg);
+                        spec.failed(&err);
                     }
                 }
                 if opened.elapsed() >= STABLE {
@@ -278,44 +255,88 @@ pub async fn run(spec: Arc<Spec>, proto: Proto, mut rx: mpsc::Receiver<Request>)
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
-            Err(e) => e,
+            Err(e) => BackendError::from(e),
         };
-        let (kind, err) = (err.kind(), err.to_string());
-        // Every attempt is counted in the metrics and shown in /status; the log says once
-        // that the backend is down and then reminds every REMIND_EVERY, instead of a line
-        // per retry.
-        match outage.failed(Instant::now()) {
-            Log::First | Log::Reminder if !spec.first_to_warn(Warn::Failing) => {
-                debug!(backend = %spec.name, "{err}; retrying in {} ms", backoff.as_millis())
-            }
-            Log::First => warn!(
-                backend = %spec.name,
-                "{err}; retrying with backoff up to {} ms (repeats are logged at debug \
-                 level, with a reminder every {} s)",
-                MAX_BACKOFF.as_millis(),
-                REMIND_EVERY.as_secs()
-            ),
-            Log::Reminder => warn!(
-                backend = %spec.name,
-                "still unavailable after {} attempts: {err}", outage.failures
-            ),
-            Log::Quiet => {
-                debug!(backend = %spec.name, "{err}; retrying in {} ms", backoff.as_millis())
-            }
-        }
-        spec.failed(kind, &err);
-        // Down: answer at once rather than queueing behind a dead backend. A backend marked
-        // down is probed again after retry_timeout; until then, with backoff.
+        let wait = unavailable(&spec, &err, &mut outage, backoff);
+        // Down: answer at once rather than queueing behind a dead backend.
         let reply = pipe::error_reply(&spec.pipe_info(), &format!("is unavailable: {err}"));
-        let wait = if spec.state.is_down() {
-            spec.retry_timeout
-        } else {
-            backoff
-        };
         if !answer_until(&mut rx, &reply, Instant::now() + wait).await {
             return;
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Serves a connection just opened until it ends.
+async fn connected(
+    spec: &Spec,
+    conn: conn::Conn,
+    rx: &mut mpsc::Receiver<Request>,
+    outage: &mut Outage,
+) -> End {
+    spec.set_connected(true);
+    spec.succeeded();
+    if let Some(v) = conn.version {
+        spec.state.set_version(v);
+    }
+    if let Ok(mut seen) = spec.resolved.lock() {
+        // What the name resolved to when it connected, for the DNS refresh.
+        *seen = conn.resolved.clone();
+    }
+    match outage.failures {
+        0 => info!(backend = %spec.name, "connected to {}", spec.address),
+        n => info!(
+            backend = %spec.name,
+            "connected to {} after {n} failed attempt(s)", spec.address
+        ),
+    }
+    *outage = Outage::default();
+    let info = PipeInfo {
+        health: spec.health_interval,
+        ..spec.pipe_info()
+    };
+    let mut moves = spec.moves.subscribe();
+    moves.borrow_and_update();
+    let end = pipe::serve(&info, &conn.stream, rx, Some(&mut moves)).await;
+    spec.set_connected(false);
+    end
+}
+
+/// A connection could not be opened: counts it, logs it (once per outage, then a reminder
+/// every [`REMIND_EVERY`]), and returns how long to answer requests with the error before
+/// trying again: `retry_timeout` for a backend marked down, else `backoff`.
+fn unavailable(
+    spec: &Spec,
+    err: &BackendError,
+    outage: &mut Outage,
+    backoff: Duration,
+) -> Duration {
+    // Every attempt is counted in the metrics and shown in /status; the log says once that
+    // the backend is down and then reminds every REMIND_EVERY, instead of a line per retry.
+    match outage.failed(Instant::now()) {
+        Log::First | Log::Reminder if !spec.first_to_warn(Warn::Failing) => {
+            debug!(backend = %spec.name, "{err}; retrying in {} ms", backoff.as_millis())
+        }
+        Log::First => warn!(
+            backend = %spec.name,
+            "{err}; retrying with backoff up to {} ms (repeats are logged at debug \
+             level, with a reminder every {} s)",
+            MAX_BACKOFF.as_millis(),
+            REMIND_EVERY.as_secs()
+        ),
+        Log::Reminder => warn!(
+            backend = %spec.name,
+            "still unavailable after {} attempts: {err}", outage.failures
+        ),
+        Log::Quiet => {
+            debug!(backend = %spec.name, "{err}; retrying in {} ms", backoff.as_millis())
+        }
+    }
+    spec.failed(err);
+    if spec.state.is_down() {
+        spec.retry_timeout
+    } else {
+        backoff
     }
 }
 

@@ -4,36 +4,36 @@
 //! - exclusive connections: a bounded pool per backend, leased to one session at a time for
 //!   blocking commands and WATCH ([`exclusive`]);
 //! - the pub/sub subscriber connection, one per backend, multiplexing every subscription
-//!   ([`crate::pubsub`]).
+//!   ([`pubsub`]).
 //!
-//! A [`Backend`] owns all three, its health ([`BackendState`]) and its metrics. The routing
-//! table ([`Table`]: the ring and the backends it points at) is built whole and swapped
-//! atomically ([`Routing`]), so a reload changes it without a lock on the request path.
+//! A [`Backend`] owns all three, its health ([`BackendState`]) and its metrics. Which
+//! backend serves a request is [`crate::routing`]'s to say; backends are made from the
+//! configuration by [`build`].
 //!
 //! Sessions send [`Request`]s; each is answered with exactly one reply frame (all of its
 //! replies, when it expects several), in order: the backend's, or an error reply if the
 //! backend is down, too slow, or the connection broke.
 
+pub mod build;
 pub mod conn;
+mod error;
 pub mod exclusive;
 mod link;
 pub mod pipe;
+pub mod pubsub;
 mod state;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+pub use error::BackendError;
 pub use exclusive::{ExclusiveError, ExclusivePool, Lease};
 pub use link::{HealthEvent, Spec};
 pub use state::{BackendState, Change};
 
 use crate::protocol::out::Proto;
-use crate::router::Ring;
 
 /// Requests a link accepts before senders wait: the bound on a backend's queue.
 pub const LINK_QUEUE: usize = 4096;
@@ -124,7 +124,7 @@ pub struct Backend {
     links: [OnceLock<Box<[mpsc::Sender<Request>]>>; 2],
     connections: usize,
     pub exclusive: Arc<ExclusivePool>,
-    pub hub: OnceLock<Arc<crate::pubsub::Hub>>,
+    pub hub: OnceLock<Arc<pubsub::Hub>>,
     /// What it was built from, so a reload keeps it only when nothing changed.
     pub fingerprint: String,
 }
@@ -201,198 +201,8 @@ impl Backend {
     }
 
     /// The pub/sub hub of this backend, started on first use.
-    pub fn hub(&self) -> &Arc<crate::pubsub::Hub> {
+    pub fn hub(&self) -> &Arc<pubsub::Hub> {
         self.hub
-            .get_or_init(|| crate::pubsub::Hub::start(self.spec.clone()))
-    }
-}
-
-/// What sessions read from the live configuration besides the ring: limits that a reload may
-/// change (they apply to commands and clients from then on).
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub max_pipeline: usize,
-    pub slowlog: Option<Duration>,
-    /// By command id: enabled by `[server] allow_commands`.
-    pub allowed: Vec<bool>,
-    pub max_subscriber_output: usize,
-    pub max_keys_reply: usize,
-    /// Bounds of one request.
-    pub request: crate::protocol::request::RequestLimits,
-    /// `[server] client_idle_timeout_ms`, if on.
-    pub idle_timeout: Option<Duration>,
-    /// `[server] client_output_limit_bytes`, if on.
-    pub output_limit: Option<usize>,
-    /// `[server] client_read_ahead_bytes`, `client_memory_limit_bytes` (if on) and
-    /// `max_client_memory` (if on): see `session::budget`.
-    pub read_ahead: usize,
-    pub memory_limit: Option<usize>,
-    pub max_client_memory: Option<usize>,
-    /// Who clients may authenticate as, and what each may do.
-    pub auth: Arc<crate::auth::Auth>,
-    /// The database the backend connections select: the one clients see.
-    pub db: u32,
-}
-
-impl Default for Settings {
-    fn default() -> Settings {
-        use crate::config::limits;
-        Settings {
-            max_pipeline: limits::MAX_PIPELINE as usize,
-            slowlog: None,
-            allowed: vec![false; crate::protocol::command::COMMANDS.len()],
-            max_subscriber_output: limits::MAX_SUBSCRIBER_OUTPUT_BYTES as usize,
-            max_keys_reply: limits::MAX_KEYS_REPLY as usize,
-            request: crate::protocol::request::RequestLimits::with_request_bytes(
-                limits::MAX_REQUEST_BYTES as usize,
-            ),
-            idle_timeout: None,
-            output_limit: None,
-            read_ahead: limits::CLIENT_READ_AHEAD_BYTES as usize,
-            memory_limit: Some(limits::CLIENT_MEMORY_LIMIT_BYTES as usize),
-            max_client_memory: None,
-            auth: Arc::default(),
-            db: 0,
-        }
-    }
-}
-
-impl Settings {
-    /// Enables the commands named (by parent name) in `allow_commands`.
-    pub fn allow(&mut self, names: &[String]) {
-        for (id, cmd) in crate::protocol::command::COMMANDS.iter().enumerate() {
-            let parent = cmd.name.split('|').next().unwrap_or(cmd.name);
-            self.allowed[id] = names.iter().any(|n| n == parent);
-        }
-    }
-}
-
-/// A routing table: the ring, the backends, and the settings in force. Immutable; a reload or
-/// an ejection builds a new one and swaps it whole.
-pub struct Table {
-    pub pool: String,
-    /// Every configured backend, in configuration order.
-    pub backends: Vec<Arc<Backend>>,
-    ring: Ring,
-    /// Ring index -> index into `backends` (the ring leaves out ejected backends).
-    slots: Vec<usize>,
-    pub settings: Settings,
-    /// Digest of the configuration, and when it was loaded.
-    pub digest: String,
-    pub loaded: SystemTime,
-    /// A cluster pool: the slot map and the replicas (`backends` are the primaries).
-    pub cluster: Option<Box<crate::cluster::Route>>,
-}
-
-impl Table {
-    /// A table over `backends` with `ring` built over the ones at `slots`.
-    pub fn new(
-        pool: String,
-        backends: Vec<Arc<Backend>>,
-        ring: Ring,
-        slots: Vec<usize>,
-        settings: Settings,
-        digest: String,
-    ) -> Table {
-        Table {
-            pool,
-            backends,
-            ring,
-            slots,
-            settings,
-            digest,
-            loaded: SystemTime::now(),
-            cluster: None,
-        }
-    }
-
-    /// A table over `pool`'s backends whose links are not started: each backend gets one queue
-    /// (for both protocols) that the caller reads. For benches and tests without sockets.
-    pub fn detached(pool: &crate::config::PoolConfig) -> (Table, Vec<mpsc::Receiver<Request>>) {
-        let mut receivers = Vec::with_capacity(pool.backends.len());
-        let backends = pool
-            .backends
-            .iter()
-            .map(|b| {
-                let target = conn::Target {
-                    host: b.address.host.clone(),
-                    port: b.address.port,
-                    connect_timeout: pool.connect_timeout,
-                    tls: None,
-                    credentials: pool.credentials(b),
-                    readonly: false,
-                };
-                let spec = Spec::new(&b.name, &b.address.to_string(), target, pool.timeout);
-                let (backend, rx) = Backend::detached(Arc::new(spec));
-                receivers.push(rx);
-                backend
-            })
-            .collect::<Vec<_>>();
-        let slots = (0..backends.len()).collect();
-        let table = Table::new(
-            pool.name.clone(),
-            backends,
-            Ring::new(pool),
-            slots,
-            Settings::default(),
-            String::new(),
-        );
-        (table, receivers)
-    }
-
-    /// The backend (index into `backends`) that owns `key`.
-    #[inline]
-    pub fn backend_for(&self, key: &[u8]) -> usize {
-        if let Some(cluster) = &self.cluster {
-            return cluster.owner_of(key);
-        }
-        self.slots
-            .get(self.ring.backend_for(key))
-            .copied()
-            .unwrap_or(0)
-    }
-
-    /// Shared states of all backends, in configuration order (for a cluster: the primaries,
-    /// then the replicas).
-    pub fn states(&self) -> Vec<Arc<BackendState>> {
-        let replicas = self.cluster.iter().flat_map(|c| c.replica_nodes());
-        self.backends
-            .iter()
-            .chain(replicas)
-            .map(|b| b.state.clone())
-            .collect()
-    }
-}
-
-/// The live routing table, swapped atomically. Sessions keep the table they loaded and look
-/// at the generation (one atomic load) to know when to load again.
-pub struct Routing {
-    table: ArcSwap<Table>,
-    generation: AtomicU64,
-}
-
-impl Routing {
-    pub fn new(table: Table) -> Routing {
-        Routing {
-            table: ArcSwap::from_pointee(table),
-            generation: AtomicU64::new(1),
-        }
-    }
-
-    /// The table in force.
-    pub fn load(&self) -> Arc<Table> {
-        self.table.load_full()
-    }
-
-    /// Bumped by every swap.
-    #[inline]
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    /// Puts `table` in force.
-    pub fn swap(&self, table: Table) {
-        self.table.store(Arc::new(table));
-        self.generation.fetch_add(1, Ordering::Release);
+            .get_or_init(|| pubsub::Hub::start(self.spec.clone()))
     }
 }

@@ -5,13 +5,13 @@
 //! when a node goes down, and after a `-MOVED`, coalesced so that one fetch runs at a time.
 //! Each node is a [`Backend`] like those of a hashed pool, made at run time and kept across
 //! maps while its address and role stay, with its own links, health and metrics; the routing
-//! [`crate::backend::Table`] lists the primaries as its backends and carries a [`Route`]: the
-//! owner of every slot and the replicas of every primary. Keys are placed with
+//! table's pool ([`crate::routing::Pool`]) lists the primaries as its backends and places keys
+//! by a [`Route`]: the owner of every slot and the replicas of every primary. Keys are placed with
 //! `redis_protocol::redis_keyslot` (CRC16 and `{...}` hash tags, exactly as Redis Cluster).
 //!
-//! Sessions keep the frame of every request they send to a cluster node until its reply is
-//! in; a redirection ([`redirect`]) is then retried where it points and never reaches the
-//! client (see `session::cluster`).
+//! Sessions keep the frame of every request they send until its reply is in; a cluster
+//! node's redirection ([`redirect`]) is then retried where it points and never reaches the
+//! client (see [`crate::routing::followup`]).
 
 pub mod layout;
 pub mod redirect;
@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, mpsc};
 
-use crate::backend::conn::Target;
+use crate::backend::build;
 use crate::backend::{Backend, HealthEvent, Spec};
 use crate::config::{Address, BackendConfig, ClusterConfig, PoolConfig, ReadFrom};
 use crate::metrics::BackendMetrics;
@@ -88,14 +88,21 @@ impl Shared {
         self.request_refresh();
     }
 
-    fn take_moves(&self) -> Vec<(u16, String)> {
+    /// Resolves when a refresh is asked for (see [`Shared::request_refresh`]).
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    /// The `-MOVED`s not applied yet.
+    pub fn take_moves(&self) -> Vec<(u16, String)> {
         self.moves
             .lock()
             .map(|mut m| std::mem::take(&mut *m))
             .unwrap_or_default()
     }
 
-    fn take_wanted(&self) -> bool {
+    /// Whether a refresh was asked for since the last call.
+    pub fn take_wanted(&self) -> bool {
         self.wanted.swap(false, Ordering::AcqRel)
     }
 }
@@ -216,7 +223,7 @@ pub(crate) fn assemble(
         };
         let fp = format!(
             "{} role={}",
-            crate::topology::fingerprint(&config, pool),
+            build::fingerprint(&config, pool),
             role.label()
         );
         let backend = match keep.remove(addr) {
@@ -267,15 +274,8 @@ fn start_node(
     fingerprint: String,
     events: &mpsc::UnboundedSender<HealthEvent>,
 ) -> Arc<Backend> {
-    let target = Target {
-        host: b.address.host.clone(),
-        port: b.address.port,
-        connect_timeout: pool.connect_timeout,
-        credentials: pool.credentials(b),
-        tls: crate::topology::tls_for(b, pool, None),
-        readonly: role == Role::Replica,
-    };
+    let target = build::target(b, pool, None, role == Role::Replica);
     let metrics = BackendMetrics::with_role(&b.name, role.label());
     let spec = Spec::with_metrics(&b.name, &b.name, target, pool.timeout, metrics);
-    crate::topology::start_spec(spec, pool, fingerprint, events)
+    build::start(spec, pool, fingerprint, events)
 }

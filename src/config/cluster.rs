@@ -114,7 +114,37 @@ pub(super) fn cluster(p: &mut Problems, key: &str, raw: &mut RawPool) -> Option<
     // Taken out so the hashed-pool checks neither ask for backends nor build a ring of them.
     raw.backends = None;
 
-    let seeds_raw = raw.seeds.take().unwrap_or_default();
+    let seeds = seeds(p, key, raw.seeds.take().unwrap_or_default());
+    let read_from = match raw.read_from.as_deref() {
+        None => ReadFrom::default(),
+        Some(s) => ReadFrom::ALL
+            .into_iter()
+            .find(|r| r.name() == s)
+            .unwrap_or_else(|| {
+                let valid: Vec<&str> = ReadFrom::ALL.iter().map(|r| r.name()).collect();
+                p.add(
+                    format_args!("{key}.read_from"),
+                    format_args!("unknown value {s:?}; valid: {}", valid.join(", ")),
+                );
+                ReadFrom::default()
+            }),
+    };
+    let refresh = p.int(
+        &format!("{key}.refresh_interval_ms"),
+        raw.refresh_interval_ms,
+        REFRESH_INTERVAL_MS,
+        100,
+        i64::MAX,
+    );
+    Some(ClusterConfig {
+        seeds,
+        read_from,
+        refresh_interval: Duration::from_millis(refresh as u64),
+    })
+}
+
+/// A cluster pool's seed nodes: at least one, at most [`MAX_SEEDS`], each once.
+fn seeds(p: &mut Problems, key: &str, seeds_raw: Vec<String>) -> Vec<Address> {
     if seeds_raw.is_empty() {
         p.add(
             format_args!("{key}.seeds"),
@@ -146,32 +176,7 @@ pub(super) fn cluster(p: &mut Problems, key: &str, raw: &mut RawPool) -> Option<
         }
     }
 
-    let read_from = match raw.read_from.as_deref() {
-        None => ReadFrom::default(),
-        Some(s) => ReadFrom::ALL
-            .into_iter()
-            .find(|r| r.name() == s)
-            .unwrap_or_else(|| {
-                let valid: Vec<&str> = ReadFrom::ALL.iter().map(|r| r.name()).collect();
-                p.add(
-                    format_args!("{key}.read_from"),
-                    format_args!("unknown value {s:?}; valid: {}", valid.join(", ")),
-                );
-                ReadFrom::default()
-            }),
-    };
-    let refresh = p.int(
-        &format!("{key}.refresh_interval_ms"),
-        raw.refresh_interval_ms,
-        REFRESH_INTERVAL_MS,
-        100,
-        i64::MAX,
-    );
-    Some(ClusterConfig {
-        seeds,
-        read_from,
-        refresh_interval: Duration::from_millis(refresh as u64),
-    })
+    seeds
 }
 
 /// The lines `shardis check` prints for a cluster pool (in place of the ring's).

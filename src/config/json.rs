@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::Config;
+use super::{Config, PoolConfig};
 
 /// What a masked secret reads as.
 pub const MASK: &str = "***";
@@ -14,95 +14,7 @@ impl Config {
     /// (see [`mask_secrets`]).
     pub fn to_json(&self) -> Value {
         let s = &self.server;
-        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        let path = |p: &std::path::Path| Value::String(p.display().to_string());
-        // Paths only: the files' contents, the private key above all, are never shown. Keys
-        // that are not set are left out (as in the file), so the JSON reads back as TOML.
-        let tls = s.tls.as_ref().map(|t| {
-            let f = &t.files;
-            let mut tls = Map::new();
-            tls.insert("cert".into(), path(&f.cert));
-            tls.insert("key".into(), path(&f.key));
-            if let Some(ca) = &f.client_ca {
-                tls.insert("client_ca".into(), path(ca));
-                tls.insert("client_auth".into(), f.client_auth.name().into());
-            }
-            tls.insert(
-                "handshake_timeout_ms".into(),
-                ms(f.handshake_timeout).into(),
-            );
-            Value::Object(tls)
-        });
-        let pools: Vec<Value> = self
-            .pools
-            .iter()
-            .map(|p| {
-                let backends: Vec<Value> = p
-                    .backends
-                    .iter()
-                    .map(|b| {
-                        let mut backend = json!({
-                            "name": b.name,
-                            "address": b.address.to_string(),
-                            "weight": b.weight.get(),
-                        });
-                        credentials(&mut backend, b.username.as_deref(), b.password.is_some());
-                        backend
-                    })
-                    .collect();
-                if let Some(c) = &p.cluster {
-                    // A cluster pool has no ring: the keys a file of its kind has.
-                    let seeds: Vec<String> = c.seeds.iter().map(ToString::to_string).collect();
-                    let mut pool = json!({
-                        "name": p.name,
-                        "kind": "cluster",
-                        "seeds": seeds,
-                        "read_from": c.read_from.name(),
-                        "refresh_interval_ms": ms(c.refresh_interval),
-                        "timeout_ms": ms(p.timeout),
-                        "connect_timeout_ms": ms(p.connect_timeout),
-                        "connections_per_backend": p.connections_per_backend.get(),
-                        "max_exclusive_per_backend": p.max_exclusive,
-                    });
-                    credentials(&mut pool, p.username.as_deref(), p.password.is_some());
-                    return pool;
-                }
-                let mut pool = json!({
-                    "name": p.name,
-                    "distribution": p.distribution.to_string(),
-                    "hash": p.hash.to_string(),
-                    "hash_tag": p.hash_tag.map(|t| t.to_string()),
-                    "timeout_ms": ms(p.timeout),
-                    "connect_timeout_ms": ms(p.connect_timeout),
-                    "connections_per_backend": p.connections_per_backend.get(),
-                    "max_exclusive_per_backend": p.max_exclusive,
-                    "tls": p.tls.is_some(),
-                    "db": p.db,
-                    "backends": backends,
-                });
-                if let (Some(t), Some(pool)) = (&p.tls, pool.as_object_mut()) {
-                    let f = &t.files;
-                    let files = [
-                        ("tls_ca", &f.ca),
-                        ("tls_cert", &f.cert),
-                        ("tls_key", &f.key),
-                    ];
-                    for (key, file) in files {
-                        if let Some(file) = file {
-                            pool.insert(key.into(), path(file));
-                        }
-                    }
-                    if let Some(name) = &f.server_name {
-                        pool.insert("tls_server_name".into(), name.clone().into());
-                    }
-                    if f.insecure_skip_verify {
-                        pool.insert("tls_insecure_skip_verify".into(), true.into());
-                    }
-                }
-                credentials(&mut pool, p.username.as_deref(), p.password.is_some());
-                pool
-            })
-            .collect();
+        let pools: Vec<Value> = self.pools.iter().map(pool_json).collect();
         let users: Vec<Value> = self
             .users
             .iter()
@@ -155,7 +67,7 @@ impl Config {
             if let Some(plain) = s.plain_listen {
                 server.insert("plain_listen".into(), plain.to_string().into());
             }
-            if let Some(tls) = tls {
+            if let Some(tls) = server_tls_json(s) {
                 server.insert("tls".into(), tls);
             }
         }
@@ -163,6 +75,100 @@ impl Config {
         mask_secrets(&mut out);
         out
     }
+}
+
+/// A duration in whole milliseconds, as the file gives it.
+fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn path(p: &std::path::Path) -> Value {
+    Value::String(p.display().to_string())
+}
+
+/// `[server.tls]`: paths only, the files' contents (the private key above all) are never
+/// shown. Keys that are not set are left out (as in the file), so the JSON reads back as TOML.
+fn server_tls_json(s: &super::ServerConfig) -> Option<Value> {
+    let f = &s.tls.as_ref()?.files;
+    let mut tls = Map::new();
+    tls.insert("cert".into(), path(&f.cert));
+    tls.insert("key".into(), path(&f.key));
+    if let Some(ca) = &f.client_ca {
+        tls.insert("client_ca".into(), path(ca));
+        tls.insert("client_auth".into(), f.client_auth.name().into());
+    }
+    tls.insert(
+        "handshake_timeout_ms".into(),
+        ms(f.handshake_timeout).into(),
+    );
+    Some(Value::Object(tls))
+}
+
+/// One `[[pools]]` table.
+fn pool_json(p: &PoolConfig) -> Value {
+    if let Some(c) = &p.cluster {
+        // A cluster pool has no ring: the keys a file of its kind has.
+        let seeds: Vec<String> = c.seeds.iter().map(ToString::to_string).collect();
+        let mut pool = json!({
+            "name": p.name,
+            "kind": "cluster",
+            "seeds": seeds,
+            "read_from": c.read_from.name(),
+            "refresh_interval_ms": ms(c.refresh_interval),
+            "timeout_ms": ms(p.timeout),
+            "connect_timeout_ms": ms(p.connect_timeout),
+            "connections_per_backend": p.connections_per_backend.get(),
+            "max_exclusive_per_backend": p.max_exclusive,
+        });
+        credentials(&mut pool, p.username.as_deref(), p.password.is_some());
+        return pool;
+    }
+    let backends: Vec<Value> = p
+        .backends
+        .iter()
+        .map(|b| {
+            let mut backend = json!({
+                "name": b.name,
+                "address": b.address.to_string(),
+                "weight": b.weight.get(),
+            });
+            credentials(&mut backend, b.username.as_deref(), b.password.is_some());
+            backend
+        })
+        .collect();
+    let mut pool = json!({
+        "name": p.name,
+        "distribution": p.distribution.to_string(),
+        "hash": p.hash.to_string(),
+        "hash_tag": p.hash_tag.map(|t| t.to_string()),
+        "timeout_ms": ms(p.timeout),
+        "connect_timeout_ms": ms(p.connect_timeout),
+        "connections_per_backend": p.connections_per_backend.get(),
+        "max_exclusive_per_backend": p.max_exclusive,
+        "tls": p.tls.is_some(),
+        "db": p.db,
+        "backends": backends,
+    });
+    if let (Some(t), Some(pool)) = (&p.tls, pool.as_object_mut()) {
+        let f = &t.files;
+        for (key, file) in [
+            ("tls_ca", &f.ca),
+            ("tls_cert", &f.cert),
+            ("tls_key", &f.key),
+        ] {
+            if let Some(file) = file {
+                pool.insert(key.into(), path(file));
+            }
+        }
+        if let Some(name) = &f.server_name {
+            pool.insert("tls_server_name".into(), name.clone().into());
+        }
+        if f.insecure_skip_verify {
+            pool.insert("tls_insecure_skip_verify".into(), true.into());
+        }
+    }
+    credentials(&mut pool, p.username.as_deref(), p.password.is_some());
+    pool
 }
 
 /// Adds `username` and `password` to `table` when set (the password as [`MASK`] by

@@ -10,12 +10,6 @@ mod json;
 mod memory;
 mod raw;
 mod secret;
-#[cfg(test)]
-mod tests;
-#[cfg(test)]
-mod tests_auth;
-#[cfg(test)]
-mod tests_cluster;
 mod tls;
 mod users;
 mod validate;
@@ -31,7 +25,8 @@ pub use cluster::{ClusterConfig, ReadFrom};
 pub use json::{MASK, mask_secrets};
 pub use memory::{cgroup_memory_limit, default_max_client_memory};
 pub use secret::{
-    BackendPassword, ClientPassword, MAX_SECRET_FILE, PasswordDigest, Secret, SecretSource,
+    BackendPassword, ClientPassword, Credentials, MAX_SECRET_FILE, PasswordDigest, Secret,
+    SecretSource,
 };
 
 use crate::router::{DistributionKind, HashKind, HashTag};
@@ -203,8 +198,8 @@ pub struct UserConfig {
 
 impl UserConfig {
     /// The rules, for the ACL compiler.
-    pub fn rules(&self) -> crate::auth::acl::Rules<'_> {
-        crate::auth::acl::Rules {
+    pub fn rules(&self) -> crate::acl::Rules<'_> {
+        crate::acl::Rules {
             commands: &self.commands,
             keys: &self.keys,
             read_keys: &self.read_keys,
@@ -286,6 +281,16 @@ pub struct PoolConfig {
 }
 
 impl PoolConfig {
+    /// The ring that places this pool's keys over its backends, in configuration order.
+    pub fn ring(&self) -> crate::router::Ring {
+        let backends: Vec<(&str, u32)> = self
+            .backends
+            .iter()
+            .map(|b| (b.name.as_str(), b.weight.get()))
+            .collect();
+        crate::router::Ring::from_parts(self.hash, self.hash_tag, self.distribution, &backends)
+    }
+
     /// A pool without backends (the table of a configuration with no pool).
     pub fn empty() -> PoolConfig {
         PoolConfig {
@@ -315,16 +320,16 @@ impl PoolConfig {
     /// The credentials and database of `backend`'s connections: its own username and password
     /// where it sets them, else the pool's.
     /// What the pool's own connections (a cluster pool's slot-map queries) authenticate as.
-    pub fn pool_credentials(&self) -> crate::backend::conn::Credentials {
-        crate::backend::conn::Credentials {
+    pub fn pool_credentials(&self) -> Credentials {
+        Credentials {
             username: self.username.clone(),
             password: self.password.as_ref().map(|p| p.secret.clone()),
             db: self.db,
         }
     }
 
-    pub fn credentials(&self, backend: &BackendConfig) -> crate::backend::conn::Credentials {
-        crate::backend::conn::Credentials {
+    pub fn credentials(&self, backend: &BackendConfig) -> Credentials {
+        Credentials {
             username: backend.username.clone().or_else(|| self.username.clone()),
             password: backend
                 .password
@@ -415,6 +420,12 @@ impl ConfigError {
 }
 
 impl Config {
+    /// The pool of keys that no route names: the catch-all. One pool is allowed today, and
+    /// it is the catch-all; prefix routes will name others.
+    pub fn catch_all(&self) -> usize {
+        0
+    }
+
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
@@ -493,3 +504,10 @@ fn key_path(path: &serde_ignored::Path) -> String {
         | Path::NewtypeVariant { parent } => key_path(parent),
     }
 }
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_auth;
+#[cfg(test)]
+mod tests_cluster;

@@ -280,6 +280,30 @@ pub(super) fn backend_password(
     })
 }
 
+/// What a backend connection authenticates as, and the database it selects. `Debug` does not
+/// show the password.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// The ACL user; `default` when only a password is set (Redis's `requirepass`).
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// Selected after the handshake when not 0.
+    pub db: u32,
+}
+
+impl Credentials {
+    /// The user and password to authenticate with, if any.
+    pub fn auth(&self) -> Option<(&[u8], &[u8])> {
+        match (&self.username, &self.password) {
+            (None, None) => None,
+            (user, password) => Some((
+                user.as_deref().unwrap_or("default").as_bytes(),
+                password.as_ref().map_or(&b""[..], |p| p.expose()),
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,6 @@
 //! Unit tests for parsing and validation (kept apart so `validate.rs` stays small).
 
 use super::*;
-use crate::router::Ring;
 
 const MINIMAL: &str = r#"
 [server]
@@ -118,7 +117,7 @@ fn every_key_is_read() {
     assert_eq!(p.backends[0].address.to_string(), "redis-a.svc:6379");
     assert_eq!(p.backends[0].weight.get(), 3);
     assert_eq!(p.backends[1].address.host, "::1");
-    assert_eq!(Ring::new(p).len(), 2);
+    assert_eq!(p.ring().len(), 2);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use super::raw::RawUser;
 use super::secret::{self, Sources};
 use super::validate::Problems;
 use super::{UserConfig, limits};
-use crate::auth::acl::Acl;
+use crate::acl::Acl;
 
 /// Validates every `[[users]]` entry. `server_password`: `[server] password` is set, which
 /// configures the default user too, so a `default` entry would say it twice.

@@ -3,11 +3,26 @@
 
 pub mod command;
 pub mod glob;
+pub mod keys;
 pub mod out;
 pub mod redis_commands;
 pub mod reply;
 pub mod request;
 pub mod table;
+
+/// "7.0.15" as [7, 0, 15]; missing parts are 0.
+pub fn parse_version(text: &str) -> Option<[u32; 3]> {
+    let mut parts = text.trim().split('.');
+    let mut version = [0u32; 3];
+    for (i, slot) in version.iter_mut().enumerate() {
+        match parts.next() {
+            Some(p) => *slot = p.parse().ok()?,
+            None if i > 0 => break,
+            None => return None,
+        }
+    }
+    Some(version)
+}
 
 /// A client or backend broke the RESP protocol. Client-side errors are answered with
 /// `-ERR Protocol error: ...` and the connection is closed, as Redis does.

@@ -249,70 +249,7 @@ pub fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
         }
         let mut word = Vec::new();
         match line[i] {
-            b'"' => {
-                i += 1;
-                loop {
-                    let Some(&c) = line.get(i) else {
-                        return Err(ProtocolError::UnbalancedQuotes);
-                    };
-                    match c {
-                        b'\\'
-                            if line.get(i + 1) == Some(&b'x')
-                                && hex_pair(line, i + 2).is_some() =>
-                        {
-                            word.extend(hex_pair(line, i + 2));
-                            i += 4;
-                        }
-                        b'\\' if i + 1 < line.len() => {
-                            word.push(match line[i + 1] {
-                                b'n' => b'\n',
-                                b'r' => b'\r',
-                                b't' => b'\t',
-                                b'b' => 8,
-                                b'a' => 7,
-                                other => other,
-                            });
-                            i += 2;
-                        }
-                        b'"' => {
-                            i += 1;
-                            break;
-                        }
-                        _ => {
-                            word.push(c);
-                            i += 1;
-                        }
-                    }
-                }
-                if i < line.len() && !line[i].is_ascii_whitespace() {
-                    return Err(ProtocolError::UnbalancedQuotes);
-                }
-            }
-            b'\'' => {
-                i += 1;
-                loop {
-                    let Some(&c) = line.get(i) else {
-                        return Err(ProtocolError::UnbalancedQuotes);
-                    };
-                    match c {
-                        b'\\' if line.get(i + 1) == Some(&b'\'') => {
-                            word.push(b'\'');
-                            i += 2;
-                        }
-                        b'\'' => {
-                            i += 1;
-                            break;
-                        }
-                        _ => {
-                            word.push(c);
-                            i += 1;
-                        }
-                    }
-                }
-                if i < line.len() && !line[i].is_ascii_whitespace() {
-                    return Err(ProtocolError::UnbalancedQuotes);
-                }
-            }
+            quote @ (b'"' | b'\'') => i = quoted(line, i, quote, &mut word)?,
             _ => {
                 while i < line.len() && !line[i].is_ascii_whitespace() {
                     word.push(line[i]);
@@ -323,6 +260,52 @@ pub fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
         words.push(word);
     }
     Ok(words)
+}
+
+/// Reads the quoted word that starts at `line[at]` (a `quote`) into `word`; returns where the
+/// line goes on after it. The closing quote must end the word. In double quotes, `\n \r \t
+/// \b \a \xHH` and `\` before any other byte are escapes; in single quotes only `\'`.
+fn quoted(line: &[u8], at: usize, quote: u8, word: &mut Vec<u8>) -> Result<usize, ProtocolError> {
+    let mut i = at + 1;
+    loop {
+        let Some(&c) = line.get(i) else {
+            return Err(ProtocolError::UnbalancedQuotes);
+        };
+        let next = line.get(i + 1).copied();
+        match c {
+            b'\\' if quote == b'"' && next == Some(b'x') && hex_pair(line, i + 2).is_some() => {
+                word.extend(hex_pair(line, i + 2));
+                i += 4;
+            }
+            b'\\' if quote == b'"' && next.is_some() => {
+                word.push(match next {
+                    Some(b'n') => b'\n',
+                    Some(b'r') => b'\r',
+                    Some(b't') => b'\t',
+                    Some(b'b') => 8,
+                    Some(b'a') => 7,
+                    other => other.unwrap_or_default(),
+                });
+                i += 2;
+            }
+            b'\\' if quote == b'\'' && next == Some(b'\'') => {
+                word.push(b'\'');
+                i += 2;
+            }
+            _ if c == quote => {
+                i += 1;
+                break;
+            }
+            _ => {
+                word.push(c);
+                i += 1;
+            }
+        }
+    }
+    if i < line.len() && !line[i].is_ascii_whitespace() {
+        return Err(ProtocolError::UnbalancedQuotes);
+    }
+    Ok(i)
 }
 
 fn hex_pair(line: &[u8], at: usize) -> Option<u8> {

@@ -14,7 +14,6 @@ use std::fmt;
 pub use hash::HashKind;
 pub use tag::HashTag;
 
-use crate::config::PoolConfig;
 use ketama::Ketama;
 use maglev::Maglev;
 use modula::Modula;
@@ -80,16 +79,6 @@ pub struct Ring {
 }
 
 impl Ring {
-    /// Builds the ring for a validated pool.
-    pub fn new(pool: &PoolConfig) -> Ring {
-        let backends: Vec<(&str, u32)> = pool
-            .backends
-            .iter()
-            .map(|b| (b.name.as_str(), b.weight.get()))
-            .collect();
-        Ring::from_parts(pool.hash, pool.hash_tag, pool.distribution, &backends)
-    }
-
     /// Builds a ring from `(name, weight)` backends in configuration order.
     ///
     /// Nothing is validated here (configuration does that): a backend of weight 0 never gets

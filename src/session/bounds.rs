@@ -110,7 +110,7 @@ impl Session {
     /// True while the idle timeout does not apply: blocked and subscribed clients wait by
     /// design (as in Redis), and a client waiting for a backend is not idle.
     pub(super) fn idle_exempt(&self) -> bool {
-        self.awaiting > 0 || matches!(self.mode(), Mode::Blocked | Mode::Subscribed)
+        self.queue.awaiting > 0 || matches!(self.mode(), Mode::Blocked | Mode::Subscribed)
     }
 }
 

@@ -163,22 +163,22 @@ impl Session {
     pub(super) fn holding(&self, rbuf: &BytesMut) -> usize {
         rbuf.capacity()
             + rbuf.len().min(self.table.settings.read_ahead)
-            + self.wbuf.capacity()
-            + self.wbuf.len().min(MAX_OUTPUT)
-            + self.held
-            + self.pending.capacity() * size_of::<Pending>()
-            + self.subs.as_ref().map_or(0, |s| s.me.queued())
+            + self.out.wbuf.capacity()
+            + self.out.wbuf.len().min(MAX_OUTPUT)
+            + self.queue.held
+            + self.queue.pending.capacity() * size_of::<Pending>()
+            + self.modes.subs.as_ref().map_or(0, |s| s.me.queued())
     }
 
     /// After pumping, before waiting: ends an overdraft the client has read its way out of,
     /// closes the client if it is over its budget, and publishes what it holds when that has
     /// moved by [`STEP`], closing the greediest clients if all of them hold too much.
     pub(super) fn account(&mut self, rbuf: &BytesMut) {
-        if self.budget.overdraft != Overdraft::None && self.wbuf.len() < MAX_OUTPUT {
+        if self.budget.overdraft != Overdraft::None && self.out.wbuf.len() < MAX_OUTPUT {
             self.budget.overdraft = Overdraft::None;
         }
-        if self.wbuf.is_empty() && self.wbuf.capacity() > KEEP_OUTPUT {
-            self.wbuf = BytesMut::new();
+        if self.out.wbuf.is_empty() && self.out.wbuf.capacity() > KEEP_OUTPUT {
+            self.out.wbuf = BytesMut::new();
         }
         let holding = self.holding(rbuf);
         let (limit, max) = (
@@ -214,7 +214,7 @@ impl Session {
     pub(super) fn watch_stuck(&mut self, input_full: bool) {
         let stuck = input_full
             && !self.closing
-            && self.wbuf.len() >= MAX_OUTPUT
+            && self.out.wbuf.len() >= MAX_OUTPUT
             && self.growing() == Overdraft::None;
         if !stuck {
             self.budget.armed = false;
@@ -248,12 +248,12 @@ impl Session {
         }
         // Whichever side grows, it starts from a buffer of its own, without the bytes already
         // consumed before its data.
-        self.wbuf = BytesMut::from(&self.wbuf[..]);
+        self.out.wbuf = BytesMut::from(&self.out.wbuf[..]);
         let request = match parser.parse(rbuf) {
             Ok(Some(Request::Multibulk { len } | Request::Inline { len, .. })) => len,
             _ => 0,
         };
-        self.budget.overdraft = if request > 0 && self.reply_estimate <= request {
+        self.budget.overdraft = if request > 0 && self.queue.reply_estimate <= request {
             Overdraft::Output
         } else {
             *rbuf = BytesMut::from(&rbuf[..]);
@@ -263,7 +263,7 @@ impl Session {
             client = self.id,
             overdraft = ?self.budget.overdraft,
             request,
-            reply = self.reply_estimate,
+            reply = self.queue.reply_estimate,
             "client writes before reading: overdraft"
         );
     }
@@ -274,11 +274,13 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::backend::{Inbound, Routing, Settings, Table};
+    use crate::backend::Inbound;
+    use crate::clients::Clients;
     use crate::config::Config;
     use crate::metrics::Metrics;
+    use crate::routing::{Routing, Settings, Table};
     use crate::session::Context;
-    use crate::state::{Clients, ProxyState};
+    use crate::state::ProxyState;
 
     /// A session over one detached backend (nothing answers), registered in its state.
     fn session(set: impl FnOnce(&mut Settings)) -> (Session, Arc<ProxyState>) {
@@ -309,8 +311,8 @@ mod tests {
 
     /// `session`, stuck: its read buffer past the read-ahead bound and its output full.
     fn stuck(session: &mut Session, rbuf: &BytesMut, reply_size: usize) {
-        session.reply_estimate = reply_size;
-        session.wbuf = BytesMut::from(&vec![b'x'; MAX_OUTPUT][..]);
+        session.queue.reply_estimate = reply_size;
+        session.out.wbuf = BytesMut::from(&vec![b'x'; MAX_OUTPUT][..]);
         session.watch_stuck(rbuf.len() >= session.input_bound(&RequestParser::new(1 << 20)));
         assert!(session.budget.armed(), "stuck, so the timer runs");
     }
@@ -332,7 +334,7 @@ mod tests {
             "replies that arrive are moved out"
         );
         // Once the client has read its output back, the normal bounds hold again.
-        s.wbuf.clear();
+        s.out.wbuf.clear();
         s.account(&rbuf);
         assert!(!s.reads_on());
         assert_eq!(s.input_bound(&parser), 1024);
@@ -363,7 +365,7 @@ mod tests {
         s.watch_stuck(true);
         assert!(s.budget.armed());
         // Not stuck any more (the output drained): the timer stops.
-        s.wbuf.clear();
+        s.out.wbuf.clear();
         s.watch_stuck(true);
         assert!(!s.budget.armed());
     }

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use crate::protocol::parse_version;
 use crate::state::ProxyState;
 
 /// The figures shardis takes from one backend's `INFO` reply.
@@ -19,20 +20,6 @@ pub struct BackendInfo {
     pub db_expires: u64,
     /// `redis_version` as major, minor, patch, if the backend gave a readable one.
     pub redis_version: Option<[u32; 3]>,
-}
-
-/// "7.0.15" as [7, 0, 15]; missing parts are 0.
-fn parse_version(text: &str) -> Option<[u32; 3]> {
-    let mut parts = text.trim().split('.');
-    let mut version = [0u32; 3];
-    for (i, slot) in version.iter_mut().enumerate() {
-        match parts.next() {
-            Some(p) => *slot = p.parse().ok()?,
-            None if i > 0 => break,
-            None => return None,
-        }
-    }
-    Some(version)
 }
 
 /// Which sections `INFO` renders, as a bit set.
@@ -145,38 +132,16 @@ pub fn render_info(
         .collect();
     // Writing to a String cannot fail; the results are ignored for that reason.
     if sections & INFO_PROXY != 0 {
-        let _ = write!(out, "# Proxy\r\n");
-        // What clients can count on through the proxy is what the oldest backend has; tools
-        // that check the server version (`INFO server`) read this.
-        if let Some([major, minor, patch]) = infos.iter().filter_map(|i| i.redis_version).min() {
-            let _ = write!(out, "redis_version:{major}.{minor}.{patch}\r\n");
-        }
-        let _ = write!(
-            out,
-            "shardis_version:{}\r\n\
-             uptime_in_seconds:{}\r\n\
-             connected_clients:{}\r\n\
-             total_commands_processed:{}\r\n\
-             backends_up:{}\r\n\
-             backends_total:{}\r\n",
-            env!("CARGO_PKG_VERSION"),
-            state.started.elapsed().as_secs(),
-            state.client_count(),
-            state.commands(),
-            up,
-            backends.len(),
-        );
+        proxy_section(&mut out, state, &infos, up, backends.len());
     }
     if sections & INFO_CLIENTS != 0 {
-        if !out.is_empty() {
-            out.push_str("\r\n");
-        }
+        separate(&mut out);
         // As Redis names them, for tools (and Redis's own tests) that wait on them.
         let blocked = state
             .clients
             .all()
             .iter()
-            .filter(|c| c.blocked().is_some())
+            .filter(|c| c.is_blocked())
             .count();
         let _ = write!(
             out,
@@ -186,9 +151,7 @@ pub fn render_info(
     }
     if sections & INFO_BACKENDS != 0 {
         for (backend, info) in backends.iter().zip(&infos) {
-            if !out.is_empty() {
-                out.push_str("\r\n");
-            }
+            separate(&mut out);
             let _ = write!(
                 out,
                 "# Backend {}\r\n\
@@ -207,15 +170,11 @@ pub fn render_info(
     if sections & INFO_CLUSTER != 0
         && let Some(text) = state.cluster_info()
     {
-        if !out.is_empty() {
-            out.push_str("\r\n");
-        }
+        separate(&mut out);
         out.push_str(&text);
     }
     if sections & INFO_KEYSPACE != 0 {
-        if !out.is_empty() {
-            out.push_str("\r\n");
-        }
+        separate(&mut out);
         out.push_str("# Keyspace\r\n");
         // shardis serves one database; like Redis, an empty keyspace has no db line.
         let keys: u64 = infos.iter().map(|i| i.db_keys).sum();
@@ -225,6 +184,38 @@ pub fn render_info(
         }
     }
     out
+}
+
+/// A blank line between two sections.
+fn separate(out: &mut String) {
+    if !out.is_empty() {
+        out.push_str("\r\n");
+    }
+}
+
+/// `# Proxy`: shardis's own figures, and the Redis version clients can count on.
+fn proxy_section(out: &mut String, state: &ProxyState, infos: &[BackendInfo], up: usize, n: usize) {
+    let _ = write!(out, "# Proxy\r\n");
+    // What clients can count on through the proxy is what the oldest backend has; tools that
+    // check the server version (`INFO server`) read this.
+    if let Some([major, minor, patch]) = infos.iter().filter_map(|i| i.redis_version).min() {
+        let _ = write!(out, "redis_version:{major}.{minor}.{patch}\r\n");
+    }
+    let _ = write!(
+        out,
+        "shardis_version:{}\r\n\
+         uptime_in_seconds:{}\r\n\
+         connected_clients:{}\r\n\
+         total_commands_processed:{}\r\n\
+         backends_up:{}\r\n\
+         backends_total:{}\r\n",
+        env!("CARGO_PKG_VERSION"),
+        state.started.elapsed().as_secs(),
+        state.client_count(),
+        state.commands(),
+        up,
+        n,
+    );
 }
 
 #[cfg(test)]
@@ -280,7 +271,7 @@ mod tests {
         let s2 = Arc::new(BackendState::new("s2", "127.0.0.1:7002"));
         s1.connection_opened();
         let state = ProxyState::new("d".into(), vec![s1, s2]);
-        state.clients.insert(crate::state::Clients::detached(1));
+        state.clients.insert(crate::clients::Clients::detached(1));
         state.add_commands(7);
         let text = render_info(&state, &[Some(REDIS_7_0), None], INFO_ALL, 0);
         let expected = format!(

@@ -8,10 +8,22 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::Session;
+use super::call::Call;
 use super::pending::{Fanout, Pending, Then};
-use super::route::RouteError;
-use crate::backend::{ExclusiveError, Lease, Request};
-use crate::protocol::command::{Command, Merge};
+use crate::backend::{Backend, ExclusiveError, Lease, Request};
+use crate::protocol::command::Merge;
+use crate::routing::{RouteError, Sent};
+
+/// Why no exclusive connection could be had; the client gets its `Display`.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum LeaseError {
+    #[error("ERR backend {0} is down")]
+    Down(String),
+    #[error("ERR backend {0}: {1}")]
+    Exhausted(String, ExclusiveError),
+    #[error("ERR backend {0} is unavailable: {1}")]
+    Unavailable(String, ExclusiveError),
+}
 
 impl Session {
     /// Sends a request on an exclusive connection; if it is gone, answers with an error.
@@ -23,8 +35,8 @@ impl Session {
         }
     }
 
-    /// A lease on an exclusive connection to `backend`, or the error reply for the client.
-    pub(super) async fn lease(&self, backend: usize) -> Result<Lease, String> {
+    /// A lease on an exclusive connection to `backend`, or why there is none.
+    pub(super) async fn lease(&self, backend: &Backend) -> Result<Lease, LeaseError> {
         self.lease_even_if_down(backend, false).await
     }
 
@@ -32,66 +44,60 @@ impl Session {
     /// a backend that is busy running a script, and therefore timing out).
     pub(super) async fn lease_even_if_down(
         &self,
-        backend: usize,
+        b: &Backend,
         even_if_down: bool,
-    ) -> Result<Lease, String> {
-        let Some(b) = self.table.backends.get(backend) else {
-            return Err("ERR no such backend".into());
-        };
+    ) -> Result<Lease, LeaseError> {
         if b.state.is_down() && !even_if_down {
-            return Err(format!("ERR backend {} is down", b.spec.describe));
+            return Err(LeaseError::Down(b.spec.describe.clone()));
         }
-        b.exclusive.acquire(self.proto).await.map_err(|e| match e {
-            ExclusiveError::Exhausted(_) => format!("ERR backend {}: {e}", b.spec.describe),
-            ExclusiveError::Connect(e) => {
-                format!("ERR backend {} is unavailable: {e}", b.spec.describe)
-            }
-        })
+        b.exclusive
+            .acquire(self.out.proto)
+            .await
+            .map_err(|e| match e {
+                ExclusiveError::Exhausted(_) => LeaseError::Exhausted(b.spec.describe.clone(), e),
+                ExclusiveError::Connect(_) => LeaseError::Unavailable(b.spec.describe.clone(), e),
+            })
     }
 
     /// A blocking command: on an exclusive connection, with no timeout but its own; nothing
     /// else is sent until it is answered.
-    pub(super) async fn blocking(
-        &mut self,
-        id: usize,
-        cmd: &'static Command,
-        frame: Bytes,
-        args: &[Range<usize>],
-        now: Instant,
-    ) {
-        let backend = match self.route(cmd, &frame, args) {
-            Ok(b) => b.unwrap_or(0),
-            Err(RouteError::Malformed) => return self.forward(id, 0, frame, now, Then::Pass).await,
-            Err(e) => return self.fail(id, now, &e.message(cmd.name)),
+    pub(super) async fn blocking(&mut self, call: Call<'_>) {
+        let (id, now) = (call.id, call.start);
+        let dest = match self.route(&call) {
+            Ok(Some(dest)) => dest,
+            Ok(None) | Err(RouteError::Malformed) => return self.forward_any(call).await,
+            Err(e) => return self.fail(id, now, &e.to_string()),
         };
-        let lease = match self.lease(backend).await {
+        let lease = match self.lease(&dest.backend).await {
             Ok(lease) => lease,
-            Err(msg) => return self.fail(id, now, &msg),
+            Err(e) => return self.fail(id, now, &e.to_string()),
         };
         let seq = self.next_seq();
-        let mut req = Request::new(frame, self.reply_to(seq, 0));
+        let mut req = Request::new(call.frame, self.reply_to(seq, 0));
         req.blocking = true;
+        let sent = Sent::plain(dest.backend, &req);
         Self::send_leased(&lease, req);
         if let Some(conn_id) = lease.id() {
-            self.client.set_blocked(Some((backend, conn_id)));
+            self.client
+                .set_blocked(Some((sent.backend.clone(), conn_id)));
         }
-        self.blocked = Some(seq);
+        self.modes.blocked = Some(seq);
         self.push_waiting(Pending::Single {
             cmd: id,
             start: now,
-            backend,
+            sent,
             then: Then::Unblock,
             lease: Some(Box::new(lease)),
         });
     }
 
     /// WAIT: asked of every backend on exclusive connections (it blocks); the smallest count.
-    pub(super) async fn wait(&mut self, id: usize, frame: Bytes, now: Instant) {
+    pub(super) async fn wait(&mut self, call: Call<'_>) {
         if let Some(seq) = self
-            .broadcast_exclusive(id, Merge::Min, frame, now, true)
+            .broadcast_exclusive(call.id, Merge::Min, call.frame, call.start, true)
             .await
         {
-            self.blocked = Some(seq);
+            self.modes.blocked = Some(seq);
         }
     }
 
@@ -107,13 +113,14 @@ impl Session {
         now: Instant,
         blocking: bool,
     ) -> Option<u64> {
-        let n = self.table.backends.len();
+        let table = self.table.clone();
+        let n = table.backend_count();
         let mut leases = Vec::with_capacity(n);
-        for backend in 0..n {
+        for backend in table.backends() {
             match self.lease_even_if_down(backend, !blocking).await {
                 Ok(lease) => leases.push(lease),
-                Err(msg) => {
-                    self.fail(id, now, &msg);
+                Err(e) => {
+                    self.fail(id, now, &e.to_string());
                     return None;
                 }
             }
@@ -124,7 +131,7 @@ impl Session {
             req.blocking = blocking;
             Self::send_leased(lease, req);
         }
-        let mut fanout = Box::new(Fanout::new(id, now, merge, self.proto, n, Vec::new()));
+        let mut fanout = Box::new(Fanout::new(id, now, merge, self.out.proto, n, Vec::new()));
         fanout.leases = leases;
         self.push_waiting(Pending::Fanout(fanout));
         Some(seq)

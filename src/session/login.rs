@@ -22,7 +22,9 @@ use tokio::time::Instant;
 use tracing::info;
 
 use super::Session;
-use super::pending::{Pending, Then};
+use super::call::Call;
+use super::pending::Pending;
+use super::refusal::Refusal;
 use crate::auth::{DEFAULT_USER, User};
 use crate::protocol::command::{Command, Kind, SessionCmd, flag, lookup, lookup_sub};
 use crate::protocol::out::Out;
@@ -31,8 +33,6 @@ use crate::protocol::out::Out;
 pub(super) const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 const WRONGPASS_REPLY: &[u8] =
     b"-WRONGPASS invalid username-password pair or user is disabled.\r\n";
-/// Redis's reply to a command before authentication.
-const NOAUTH: &str = "NOAUTH Authentication required.";
 /// Redis 7.0's reply to HELLO without AUTH before authentication.
 pub(super) const NOAUTH_HELLO: &str = "NOAUTH HELLO must be called with the client already \
     authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate \
@@ -137,32 +137,31 @@ impl Session {
         cmd: &Command,
         frame: &[u8],
         args: &[Range<usize>],
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         let refusal = match &self.who.guard {
             Guard::Open => return Ok(()),
             Guard::Anonymous if cmd.flags & flag::NO_AUTH != 0 => return Ok(()),
-            Guard::Anonymous => NOAUTH.to_string(),
+            Guard::Anonymous => Refusal::NoAuth,
             Guard::Acl(user) => match user.acl.check(id, cmd, frame, args) {
                 Ok(()) => return Ok(()),
                 Err(denied) => {
                     user.denied(denied.reason());
-                    denied.message(cmd.name)
+                    Refusal::Acl(denied, cmd.name)
                 }
             },
         };
         if cmd.kind == Kind::Session(SessionCmd::Exec) {
             // As Redis: a refused EXEC discards the transaction.
-            self.multi = None;
-            self.watch = None;
-            return Err(format!(
-                "EXECABORT Transaction discarded because of: {refusal}"
-            ));
+            self.modes.multi = None;
+            self.modes.watch = None;
+            return Err(Refusal::ExecAbort(Box::new(refusal)));
         }
         Err(refusal)
     }
 
     /// AUTH [user] password.
-    pub(super) fn auth(&mut self, id: usize, frame: &[u8], args: &[Range<usize>], now: Instant) {
+    pub(super) fn auth(&mut self, call: &Call<'_>) {
+        let (id, now, frame, args) = (call.id, call.start, &call.frame[..], call.args);
         let arg = |i: usize| &frame[args[i].clone()];
         let auth = self.table.settings.auth.clone();
         let (user, password) = match args.len() {
@@ -232,14 +231,11 @@ impl Session {
         // The reply comes through the inbox like a backend's, and the session sends nothing
         // while it waits, as for a blocking command: so the next guess waits too.
         let seq = self.next_seq();
-        self.push_waiting(Pending::Single {
+        self.push_waiting(Pending::Delayed {
             cmd: id,
             start: now,
-            backend: usize::MAX,
-            then: Then::Unblock,
-            lease: None,
         });
-        self.blocked = Some(seq);
+        self.modes.blocked = Some(seq);
         let reply = self.reply_to(seq, 0);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
@@ -247,14 +243,14 @@ impl Session {
         });
     }
 
-    /// ACL WHOAMI, USERS, LIST, DRYRUN into `out`; `Err` is an error reply.
+    /// ACL WHOAMI, USERS, LIST, DRYRUN into `out`, or why not.
     pub(super) fn acl_local(
         &self,
         sub: AclSub,
-        frame: &[u8],
-        args: &[Range<usize>],
+        call: &Call<'_>,
         out: &mut Out<'_>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
+        let (frame, args) = (&call.frame[..], call.args);
         let auth = &self.table.settings.auth;
         match sub {
             AclSub::Whoami => out.bulk(self.user_name().as_bytes()),
@@ -280,10 +276,10 @@ impl Session {
                 let text =
                     |r: &Range<usize>| String::from_utf8_lossy(&frame[r.clone()]).into_owned();
                 let Some(user) = auth.user(&frame[args[2].clone()]) else {
-                    return Err(format!("ERR User '{}' not found", text(&args[2])));
+                    return Err(Refusal::UnknownUser(text(&args[2])));
                 };
                 let sub_args = &args[3..];
-                let not_found = || format!("ERR Command '{}' not found", text(&sub_args[0]));
+                let not_found = || Refusal::UnknownCommand(text(&sub_args[0]));
                 let (mut id, mut cmd) =
                     lookup(&frame[sub_args[0].clone()]).ok_or_else(not_found)?;
                 if cmd.kind == Kind::Container {
@@ -291,10 +287,7 @@ impl Session {
                     (id, cmd) = lookup_sub(cmd.name, &frame[sub.clone()]).ok_or_else(not_found)?;
                 }
                 if !cmd.arity_ok(sub_args.len()) {
-                    return Err(format!(
-                        "ERR wrong number of arguments for '{}' command",
-                        cmd.name
-                    ));
+                    return Err(Refusal::WrongArity(cmd.name));
                 }
                 match user.acl.check(id, cmd, frame, sub_args) {
                     Ok(()) => out.simple("OK"),

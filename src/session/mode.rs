@@ -13,6 +13,7 @@ use crate::protocol::command::{Command, Kind, SessionCmd};
 use crate::protocol::out::Proto;
 
 use super::Session;
+use super::refusal::Refusal;
 
 /// What the session is doing, as far as admitting a command goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +25,7 @@ pub enum Mode {
 }
 
 /// Whether a client in subscribed mode may send `cmd`; `Err` is Redis's refusal.
-pub fn subscribed_admits(proto: Proto, cmd: &Command) -> Result<(), String> {
+pub(super) fn subscribed_admits(proto: Proto, cmd: &Command) -> Result<(), Refusal> {
     if proto == Proto::Resp3 {
         return Ok(());
     }
@@ -35,22 +36,18 @@ pub fn subscribed_admits(proto: Proto, cmd: &Command) -> Result<(), String> {
     if allowed {
         Ok(())
     } else {
-        Err(format!(
-            "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET \
-             are allowed in this context",
-            cmd.name
-        ))
+        Err(Refusal::Subscribed(cmd.name))
     }
 }
 
 impl Session {
     /// What the session is doing, for admitting commands.
     pub(super) fn mode(&self) -> Mode {
-        if self.blocked.is_some() {
+        if self.modes.blocked.is_some() {
             Mode::Blocked
-        } else if self.multi.is_some() {
+        } else if self.modes.multi.is_some() {
             Mode::Transaction
-        } else if self.subs.as_ref().is_some_and(|s| s.count() > 0) {
+        } else if self.modes.subs.as_ref().is_some_and(|s| s.count() > 0) {
             Mode::Subscribed
         } else {
             Mode::Normal
@@ -78,7 +75,7 @@ mod tests {
         }
         let err = subscribed_admits(Proto::Resp2, cmd("get")).unwrap_err();
         assert_eq!(
-            err,
+            err.to_string(),
             "ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
         );
         assert!(subscribed_admits(Proto::Resp3, cmd("get")).is_ok());

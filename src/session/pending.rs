@@ -6,13 +6,14 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
 use super::scan;
-use crate::backend::{Lease, Table};
+use crate::backend::Lease;
 use crate::protocol::command::{Channels, Merge};
 use crate::protocol::out::{Out, Proto};
 use crate::protocol::reply::{
     Element, array_elements, elements, integer_value, is_error, is_null, put_bulk, put_error,
     put_integer, put_simple, split_replies,
 };
+use crate::routing::{Sent, Table};
 use crate::state::ProxyState;
 
 /// One command awaiting its reply.
@@ -26,13 +27,17 @@ pub enum Pending {
     Single {
         cmd: usize,
         start: Instant,
-        backend: usize,
+        /// Where it went, and its frame, until the reply is in.
+        sent: Sent,
         then: Then,
         /// The exclusive connection it runs on, released with the reply.
         lease: Option<Box<Lease>>,
     },
     /// Sent in parts to several backends.
     Fanout(Box<Fanout>),
+    /// Answered by shardis, later: a failed AUTH's reply, paced (it comes through the inbox
+    /// like a backend's, and nothing else is sent until it is in).
+    Delayed { cmd: usize, start: Instant },
     /// Subscription confirmations, ready once `left` hubs have confirmed.
     Subscribe { reply: Bytes, left: u32 },
 }
@@ -81,6 +86,8 @@ pub struct Fanout {
     pub merge: Merge,
     pub proto: Proto,
     pub parts: Vec<Option<Bytes>>,
+    /// Each part as it was sent (in part order; none for parts on exclusive connections).
+    pub sent: Vec<Option<Sent>>,
     pub left: usize,
     /// MGET: for each key in request order, (part, index within that part's reply).
     pub order: Vec<(u32, u32)>,
@@ -118,6 +125,7 @@ impl Fanout {
             merge,
             proto,
             parts: vec![None; parts],
+            sent: Vec::with_capacity(parts),
             left: parts,
             order,
             info_sections: super::info::INFO_ALL,
@@ -313,12 +321,10 @@ impl Fanout {
         };
         out.array(self.channels.len() * 2);
         for (channel, count) in self.channels.iter().zip(counts) {
-            let backend = table.backend_for(channel);
             let r = table
-                .backends
-                .get(backend)
-                .and_then(|b| b.hub.get())
-                .map(|h| h.numsub(kind, channel))
+                .owner_of(channel)
+                .ok()
+                .and_then(|d| d.backend.hub.get().map(|h| h.numsub(kind, channel)))
                 .unwrap_or_default();
             put_bulk(out.buf, channel);
             put_integer(out.buf, r.correct(count));
@@ -337,7 +343,7 @@ impl Fanout {
 fn numpat_correction(table: &Table, sum: i64) -> i64 {
     let mut subscribed = 0;
     let mut distinct = 0;
-    for b in &table.backends {
+    for b in table.backends() {
         if let Some(h) = b.hub.get() {
             let r = h.numpat();
             subscribed += r.hub;

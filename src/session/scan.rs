@@ -58,32 +58,31 @@ pub fn rewrite(frame: &Bytes, index: u32, backends: u32) -> Bytes {
 }
 
 impl super::Session {
-    /// SCAN: the client's cursor names the backend and its cursor there.
-    pub(super) async fn scan(
-        &mut self,
-        id: usize,
-        frame: Bytes,
-        args: &[std::ops::Range<usize>],
-        now: tokio::time::Instant,
-    ) {
-        let n = self.table.backends.len();
-        let Some((index, inner)) = decode(&frame[args[1].clone()], n) else {
+    /// SCAN: the client's cursor names the backend (in the table's numbering of every pool's
+    /// backends) and its cursor there.
+    pub(super) async fn scan(&mut self, call: super::call::Call<'_>) {
+        let (id, now) = (call.id, call.start);
+        let n = self.table.backend_count();
+        let Some((index, inner)) = call.arg(1).and_then(|c| decode(c, n)) else {
             return self.fail(id, now, "ERR invalid cursor");
         };
-        let mut request = BytesMut::with_capacity(frame.len() + 8);
-        put_array_len(&mut request, args.len());
-        for (i, r) in args.iter().enumerate() {
+        let Some(dest) = self.table.dest_at(index) else {
+            return self.fail(id, now, "ERR invalid cursor");
+        };
+        let mut request = BytesMut::with_capacity(call.frame.len() + 8);
+        put_array_len(&mut request, call.args.len());
+        for (i, r) in call.args.iter().enumerate() {
             if i == 1 {
                 put_bulk(&mut request, inner.to_string().as_bytes());
             } else {
-                put_bulk(&mut request, &frame[r.clone()]);
+                put_bulk(&mut request, &call.frame[r.clone()]);
             }
         }
         let then = super::pending::Then::Scan {
             index: index as u32,
             backends: n as u32,
         };
-        self.forward(id, index, request.freeze(), now, then).await;
+        self.forward(id, dest, request.freeze(), now, then).await;
     }
 }
 

@@ -1,21 +1,21 @@
 //! A session's side of pub/sub: the channels and patterns it subscribed, its SUBSCRIBE and
 //! UNSUBSCRIBE replies (counting its own subscriptions, as Redis does), and PUBLISH, whose
 //! receiver count is corrected to count sessions rather than shardis's subscriber connection.
-//! The messages themselves come from the hubs ([`crate::pubsub`]) as push entries.
+//! The messages themselves come from the hubs ([`crate::backend::pubsub`]) as push entries.
 
 use std::collections::HashMap;
-use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::time::Instant;
 
 use super::Session;
+use super::call::Call;
 use super::pending::{Pending, Then};
-use crate::backend::Table;
+use crate::backend::Backend;
+use crate::backend::pubsub::{Hub, Subscriber};
 use crate::protocol::command::Channels;
 use crate::protocol::out::Out;
-use crate::pubsub::{Hub, Subscriber};
+use crate::routing::{Placement, Table};
 
 /// Each subscription and the hubs that carry it (kept, so that leaving reaches the same hubs
 /// even after a reload changed the backends).
@@ -59,13 +59,24 @@ impl Subscriptions {
     }
 }
 
-/// The backends whose hubs carry `name`: the one it hashes to, or all for a pattern. A
-/// cluster forwards every PUBLISH to every node, so there one node carries a pattern.
-fn backends(table: &Table, kind: Channels, name: &[u8]) -> Vec<usize> {
+/// The backends whose hubs carry `name`: the one it hashes to, or for a pattern every
+/// backend of a hashed pool and one node of a cluster pool (a cluster forwards every PUBLISH
+/// to every node).
+fn backends(table: &Table, kind: Channels, name: &[u8]) -> Vec<Arc<Backend>> {
     match kind {
-        Channels::Pattern if table.cluster.is_some() => vec![0],
-        Channels::Pattern => (0..table.backends.len()).collect(),
-        _ => vec![table.backend_for(name)],
+        Channels::Pattern => table
+            .pools
+            .iter()
+            .flat_map(|p| match &p.placement {
+                Placement::Cluster(_) => &p.backends[..p.backends.len().min(1)],
+                Placement::Ring { .. } => &p.backends[..],
+            })
+            .cloned()
+            .collect(),
+        _ => table
+            .owner_of(name)
+            .map(|d| vec![d.backend])
+            .unwrap_or_default(),
     }
 }
 
@@ -93,10 +104,10 @@ impl Session {
         let (id, tx, proto, limit) = (
             self.id,
             self.tx.clone(),
-            self.proto,
+            self.out.proto,
             self.table.settings.max_subscriber_output,
         );
-        self.subs.get_or_insert_with(|| {
+        self.modes.subs.get_or_insert_with(|| {
             Box::new(Subscriptions {
                 me: Arc::new(Subscriber::new(id, tx, proto, limit)),
                 plain: Topics::new(),
@@ -107,16 +118,10 @@ impl Session {
     }
 
     /// SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE: confirmed once every hub concerned has subscribed.
-    pub(super) fn subscribe(
-        &mut self,
-        kind: Channels,
-        id: usize,
-        frame: &[u8],
-        args: &[Range<usize>],
-        now: Instant,
-    ) {
+    pub(super) fn subscribe(&mut self, kind: Channels, call: Call<'_>) {
+        let (id, now, frame, args) = (call.id, call.start, &call.frame[..], call.args);
         let seq = self.next_seq();
-        let proto = self.proto;
+        let proto = self.out.proto;
         let table = self.table.clone();
         let (verb, _) = verbs(kind);
         let mut reply = BytesMut::new();
@@ -126,14 +131,12 @@ impl Session {
             let name = Bytes::copy_from_slice(&frame[r.clone()]);
             if !subs.set(kind).contains_key(&name) {
                 let mut hubs = Vec::new();
-                for b in backends(&table, kind, &name) {
-                    if let Some(backend) = table.backends.get(b) {
-                        let hub = backend.hub().clone();
-                        if !hub.subscribe(kind, &name, &subs.me, seq) {
-                            left += 1;
-                        }
-                        hubs.push(hub);
+                for backend in backends(&table, kind, &name) {
+                    let hub = backend.hub().clone();
+                    if !hub.subscribe(kind, &name, &subs.me, seq) {
+                        left += 1;
                     }
+                    hubs.push(hub);
                 }
                 subs.set(kind).insert(name.clone(), hubs);
             }
@@ -146,8 +149,8 @@ impl Session {
         self.ctx.metrics.command(id).record(now.elapsed(), true);
         let reply = reply.freeze();
         // Like Redis, CLIENT REPLY OFF does not silence pub/sub confirmations (nor messages).
-        self.pending.push_back(if left == 0 {
-            self.held += reply.len();
+        self.queue.pending.push_back(if left == 0 {
+            self.queue.held += reply.len();
             Pending::Ready(reply)
         } else {
             Pending::Subscribe { reply, left }
@@ -156,30 +159,24 @@ impl Session {
 
     /// A hub confirmed a subscription asked for by command `seq`.
     pub(super) fn on_subscribed(&mut self, seq: u64) {
-        let Some(index) = seq.checked_sub(self.base_seq) else {
+        let Some(index) = seq.checked_sub(self.queue.base_seq) else {
             return;
         };
-        if let Some(entry) = self.pending.get_mut(index as usize)
+        if let Some(entry) = self.queue.pending.get_mut(index as usize)
             && let Pending::Subscribe { reply, left } = entry
         {
             *left = left.saturating_sub(1);
             if *left == 0 {
-                self.held += reply.len();
+                self.queue.held += reply.len();
                 *entry = Pending::Ready(reply.clone());
             }
         }
     }
 
     /// UNSUBSCRIBE, PUNSUBSCRIBE, SUNSUBSCRIBE: from the channels named, or from all.
-    pub(super) fn unsubscribe(
-        &mut self,
-        kind: Channels,
-        id: usize,
-        frame: &[u8],
-        args: &[Range<usize>],
-        now: Instant,
-    ) {
-        let proto = self.proto;
+    pub(super) fn unsubscribe(&mut self, kind: Channels, call: Call<'_>) {
+        let (id, now, frame, args) = (call.id, call.start, &call.frame[..], call.args);
+        let proto = self.out.proto;
         let (_, verb) = verbs(kind);
         let mut reply = BytesMut::new();
         let subs = self.subscriptions();
@@ -211,22 +208,18 @@ impl Session {
         self.ctx.metrics.command(id).record(now.elapsed(), true);
         // Not `push_ready`: CLIENT REPLY OFF does not silence pub/sub confirmations.
         let reply = reply.freeze();
-        self.held += reply.len();
-        self.pending.push_back(Pending::Ready(reply));
+        self.queue.held += reply.len();
+        self.queue.pending.push_back(Pending::Ready(reply));
     }
 
     /// PUBLISH and SPUBLISH: to the backend the channel hashes to.
-    pub(super) async fn publish(
-        &mut self,
-        kind: Channels,
-        id: usize,
-        frame: Bytes,
-        args: &[Range<usize>],
-        now: Instant,
-    ) {
-        let channel = &frame[args[1].clone()];
-        let backend = self.table.backend_for(channel);
-        let then = match self.table.backends.get(backend).and_then(|b| b.hub.get()) {
+    pub(super) async fn publish(&mut self, kind: Channels, call: Call<'_>) {
+        let channel = call.arg(1).unwrap_or_default();
+        let dest = match self.table.owner_of(channel) {
+            Ok(dest) => dest,
+            Err(e) => return self.fail(call.id, call.start, &e.to_string()),
+        };
+        let then = match dest.backend.hub.get() {
             Some(hub) => {
                 let r = hub.receivers(kind, channel);
                 Then::Publish {
@@ -236,6 +229,7 @@ impl Session {
             }
             None => Then::Pass,
         };
-        self.forward(id, backend, frame, now, then).await;
+        self.forward(call.id, dest, call.frame, call.start, then)
+            .await;
     }
 }

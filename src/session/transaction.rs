@@ -9,17 +9,18 @@
 //! batch cannot be interleaved with other clients' commands, or, after WATCH, on the exclusive
 //! connection that holds the watch. No transaction opens a connection of its own.
 
-use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
 use super::Session;
+use super::call::Call;
 use super::pending::{Pending, Then};
-use super::route::RouteError;
 use crate::backend::{Lease, Request};
-use crate::protocol::command::{Allowed, Command, Kind, Local, SessionCmd};
+use crate::protocol::command::{Allowed, Kind, Local, SessionCmd, flag};
 use crate::protocol::request::parse_int;
+use crate::routing::{Dest, Retry, RouteError, Sent};
 
 const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
 const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
@@ -29,7 +30,7 @@ const EXECABORT: &str = "EXECABORT Transaction discarded because of previous err
 /// Commands queued after MULTI.
 pub struct Transaction {
     /// Where they run, once a keyed command has said.
-    backend: Option<usize>,
+    dest: Option<Dest>,
     frames: BytesMut,
     count: u32,
     /// A command was refused while queueing: EXEC will answer EXECABORT.
@@ -38,15 +39,33 @@ pub struct Transaction {
 
 /// Keys watched on one backend, over an exclusive connection.
 pub struct Watch {
-    pub backend: usize,
+    pub dest: Dest,
     pub lease: Lease,
+}
+
+/// Why a command cannot be queued in MULTI; EXEC then answers EXECABORT.
+#[derive(Debug, thiserror::Error)]
+enum QueueError {
+    #[error("{0}")]
+    Route(RouteError),
+    #[error("ERR shardis does not serve '{0}': {1}")]
+    Refused(&'static str, &'static str),
+    #[error("ERR Command not allowed inside a transaction")]
+    NoMulti,
+    #[error("ERR shardis cannot run '{0}' inside MULTI: a transaction runs on one backend")]
+    OneBackend(&'static str),
+}
+
+/// Whether two destinations are the same backend.
+fn same(a: &Dest, b: &Dest) -> bool {
+    Arc::ptr_eq(&a.backend, &b.backend)
 }
 
 impl Session {
     /// MULTI.
     pub(super) fn multi(&mut self, id: usize, now: Instant) {
-        self.multi = Some(Box::new(Transaction {
-            backend: None,
+        self.modes.multi = Some(Box::new(Transaction {
+            dest: None,
             frames: BytesMut::new(),
             count: 0,
             aborted: false,
@@ -56,7 +75,7 @@ impl Session {
 
     /// A command was refused in a transaction: EXEC will abort it.
     pub(super) fn abort_transaction(&mut self) {
-        if let Some(tx) = &mut self.multi {
+        if let Some(tx) = &mut self.modes.multi {
             tx.aborted = true;
         }
     }
@@ -68,14 +87,8 @@ impl Session {
     }
 
     /// A command received in a transaction.
-    pub(super) async fn queue(
-        &mut self,
-        id: usize,
-        cmd: &'static Command,
-        frame: Bytes,
-        args: &[Range<usize>],
-        now: Instant,
-    ) {
+    pub(super) async fn queue(&mut self, call: Call<'_>) {
+        let (id, now, cmd) = (call.id, call.start, call.cmd);
         let target = match cmd.kind {
             Kind::Session(SessionCmd::Exec) => return self.exec(id, now).await,
             Kind::Session(SessionCmd::Discard) => return self.discard(id, now),
@@ -86,68 +99,37 @@ impl Session {
                 return self.fail(id, now, "ERR WATCH inside MULTI is not allowed");
             }
             Kind::Session(SessionCmd::Reset) => return self.reset(id, now),
-            Kind::Local(Local::Quit) => return self.local(Local::Quit, id, &frame, args, now),
-            Kind::Forward
-            | Kind::Split { .. }
-            | Kind::Blocking { .. }
-            | Kind::Session(SessionCmd::Publish(_)) => match self.route(cmd, &frame, args) {
-                Ok(b) => Ok(b),
-                // The backend will refuse it in Redis's words; EXEC reports that.
-                Err(RouteError::Malformed) => Ok(None),
-                Err(e) => Err(e.message(cmd.name)),
-            },
-            Kind::First | Kind::Local(Local::Ping | Local::Echo | Local::Time) => Ok(None),
-            Kind::Local(Local::Select)
-                if args
-                    .get(1)
-                    .and_then(|a| parse_int(&frame[a.clone()]))
-                    .is_some_and(|n| self.serves_db(n)) =>
-            {
-                Ok(None)
-            }
-            Kind::Guarded(Allowed::First) if self.table.settings.allowed[id] => Ok(None),
-            Kind::Guarded(Allowed::Debug) if self.table.settings.allowed[id] && args.len() >= 3 => {
-                Ok(Some(self.table.backend_for(&frame[args[2].clone()])))
-            }
-            Kind::Refused(reason) => Err(format!(
-                "ERR shardis does not serve '{}': {reason}",
-                cmd.name
-            )),
-            _ if cmd.flags & crate::protocol::command::flag::NO_MULTI != 0 => {
-                Err("ERR Command not allowed inside a transaction".into())
-            }
-            _ => Err(format!(
-                "ERR shardis cannot run '{}' inside MULTI: a transaction runs on one backend",
-                cmd.name
-            )),
+            Kind::Local(Local::Quit) => return self.local(Local::Quit, call),
+            _ => self.queued_target(&call),
         };
-        let backend = match target {
-            Ok(b) => b,
-            Err(msg) => {
+        let dest = match target {
+            Ok(dest) => dest,
+            Err(e) => {
                 self.abort_transaction();
-                return self.fail(id, now, &msg);
+                return self.fail(id, now, &e.to_string());
             }
         };
         let pinned = self
+            .modes
             .multi
             .as_ref()
-            .and_then(|t| t.backend)
-            .or(self.watch.as_ref().map(|w| w.backend));
-        if let (Some(b), Some(p)) = (backend, pinned)
-            && b != p
+            .and_then(|t| t.dest.as_ref())
+            .or(self.modes.watch.as_ref().map(|w| &w.dest));
+        if let (Some(d), Some(p)) = (&dest, pinned)
+            && !same(d, p)
         {
-            self.abort_transaction();
-            let e = if self.table.cluster.is_some() {
+            let e = if matches!(p.retry, Retry::Cluster { .. }) {
                 RouteError::CrossClusterSlot
             } else {
                 RouteError::CrossSlot
             };
-            return self.fail(id, now, &e.message(cmd.name));
+            self.abort_transaction();
+            return self.fail(id, now, &e.to_string());
         }
         let db = self.table.settings.db;
-        if let Some(tx) = &mut self.multi {
-            if backend.is_some() {
-                tx.backend = backend;
+        if let Some(tx) = &mut self.modes.multi {
+            if dest.is_some() {
+                tx.dest = dest;
             }
             if cmd.kind == Kind::Local(Local::Select) && db != 0 {
                 // The backend's database is the pool's: SELECT 0 must not leave it.
@@ -158,18 +140,57 @@ impl Session {
                 tx.count += 1;
                 return self.ok(id, now, b"+QUEUED\r\n");
             }
-            tx.frames.extend_from_slice(&frame);
+            tx.frames.extend_from_slice(&call.frame);
             tx.count += 1;
         }
         self.ok(id, now, b"+QUEUED\r\n");
     }
 
+    /// Where a command queued in MULTI runs: `Ok(None)` when any backend of the transaction
+    /// may run it; `Err` with the refusal when it cannot be queued.
+    fn queued_target(&self, call: &Call<'_>) -> Result<Option<Dest>, QueueError> {
+        let (id, cmd) = (call.id, call.cmd);
+        match cmd.kind {
+            Kind::Forward
+            | Kind::Split { .. }
+            | Kind::Blocking { .. }
+            | Kind::Session(SessionCmd::Publish(_)) => match self.route(call) {
+                Ok(d) => Ok(d),
+                // The backend will refuse it in Redis's words; EXEC reports that.
+                Err(RouteError::Malformed) => Ok(None),
+                Err(e) => Err(QueueError::Route(e)),
+            },
+            Kind::First | Kind::Local(Local::Ping | Local::Echo | Local::Time) => Ok(None),
+            Kind::Local(Local::Select)
+                if call
+                    .arg(1)
+                    .and_then(parse_int)
+                    .is_some_and(|n| self.serves_db(n)) =>
+            {
+                Ok(None)
+            }
+            Kind::Guarded(Allowed::First) if self.table.settings.allowed[id] => Ok(None),
+            Kind::Guarded(Allowed::Debug)
+                if self.table.settings.allowed[id] && call.args.len() >= 3 =>
+            {
+                let key = call.arg(2).unwrap_or_default();
+                self.table
+                    .owner_of(key)
+                    .map(Some)
+                    .map_err(QueueError::Route)
+            }
+            Kind::Refused(reason) => Err(QueueError::Refused(cmd.name, reason)),
+            _ if cmd.flags & flag::NO_MULTI != 0 => Err(QueueError::NoMulti),
+            _ => Err(QueueError::OneBackend(cmd.name)),
+        }
+    }
+
     /// EXEC: the queued commands as one batch on one backend; the client gets EXEC's reply.
     async fn exec(&mut self, id: usize, now: Instant) {
-        let Some(tx) = self.multi.take() else {
+        let Some(tx) = self.modes.multi.take() else {
             return self.fail(id, now, "ERR EXEC without MULTI");
         };
-        let watch = self.watch.take();
+        let watch = self.modes.watch.take();
         if tx.aborted {
             // Dropping the watch sends UNWATCH, as Redis's EXEC does when it aborts.
             drop(watch);
@@ -178,10 +199,13 @@ impl Session {
         if tx.count == 0 && watch.is_none() {
             return self.ok(id, now, b"*0\r\n");
         }
-        let backend = tx
-            .backend
-            .or(watch.as_ref().map(|w| w.backend))
-            .unwrap_or(0);
+        let dest = match tx.dest.or(watch.as_ref().map(|w| w.dest.clone())) {
+            Some(dest) => dest,
+            None => match self.table.any() {
+                Ok(dest) => dest,
+                Err(e) => return self.fail(id, now, &e.to_string()),
+            },
+        };
         let mut batch = BytesMut::with_capacity(MULTI.len() + tx.frames.len() + EXEC.len());
         batch.extend_from_slice(MULTI);
         batch.extend_from_slice(&tx.frames);
@@ -193,51 +217,56 @@ impl Session {
             Some(mut w) => {
                 // EXEC ends the watch: the connection needs no UNWATCH afterwards.
                 w.lease.set_reset(None);
+                let sent = Sent::plain(dest.backend, &req);
                 Self::send_leased(&w.lease, req);
                 self.push_waiting(Pending::Single {
                     cmd: id,
                     start: now,
-                    backend,
+                    sent,
                     then: Then::Last,
                     lease: Some(Box::new(w.lease)),
                 });
             }
             None => {
+                let backend = dest.backend.clone();
+                let sent = Sent {
+                    backend: dest.backend,
+                    frame: req.frame.clone(),
+                    replies: req.replies,
+                    retry: dest.retry,
+                };
                 self.push_waiting(Pending::Single {
                     cmd: id,
                     start: now,
-                    backend,
+                    sent,
                     then: Then::Last,
                     lease: None,
                 });
-                self.send(backend, req).await;
+                self.send_to(&backend, req).await;
             }
         }
     }
 
     /// DISCARD: drops the queue and the watch.
     fn discard(&mut self, id: usize, now: Instant) {
-        self.multi = None;
-        self.watch = None;
+        self.modes.multi = None;
+        self.modes.watch = None;
         self.ok(id, now, b"+OK\r\n");
     }
 
     /// WATCH: on an exclusive connection to the keys' backend, kept until EXEC, DISCARD or
     /// UNWATCH. Keys of one backend only.
-    pub(super) async fn watch(
-        &mut self,
-        id: usize,
-        cmd: &'static Command,
-        frame: Bytes,
-        args: &[Range<usize>],
-        now: Instant,
-    ) {
-        let backend = match self.route(cmd, &frame, args) {
-            Ok(b) => b.unwrap_or(0),
-            Err(e) => return self.fail(id, now, &e.message(cmd.name)),
+    pub(super) async fn watch(&mut self, call: Call<'_>) {
+        let (id, now) = (call.id, call.start);
+        let dest = match self
+            .route(&call)
+            .and_then(|d| d.map_or_else(|| self.table.any(), Ok))
+        {
+            Ok(dest) => dest,
+            Err(e) => return self.fail(id, now, &e.to_string()),
         };
-        match &self.watch {
-            Some(w) if w.backend != backend => {
+        match &self.modes.watch {
+            Some(w) if !same(&w.dest, &dest) => {
                 return self.fail(
                     id,
                     now,
@@ -247,40 +276,47 @@ impl Session {
             }
             Some(_) => {}
             None => {
-                let mut lease = match self.lease(backend).await {
+                let mut lease = match self.lease(&dest.backend).await {
                     Ok(lease) => lease,
-                    Err(msg) => return self.fail(id, now, &msg),
+                    Err(e) => return self.fail(id, now, &e.to_string()),
                 };
                 lease.set_reset(Some(Bytes::from_static(UNWATCH)));
-                self.watch = Some(Box::new(Watch { backend, lease }));
+                self.modes.watch = Some(Box::new(Watch {
+                    dest: dest.clone(),
+                    lease,
+                }));
             }
         }
         let seq = self.next_seq();
-        let req = Request::new(frame, self.reply_to(seq, 0));
-        if let Some(w) = &self.watch {
+        let req = Request::new(call.frame, self.reply_to(seq, 0));
+        let sent = Sent::plain(dest.backend, &req);
+        if let Some(w) = &self.modes.watch {
             Self::send_leased(&w.lease, req);
         }
         self.push_waiting(Pending::Single {
             cmd: id,
             start: now,
-            backend,
+            sent,
             then: Then::Pass,
             lease: None,
         });
     }
 
     /// UNWATCH: ends the watch (its connection goes back to the pool once it has answered).
-    pub(super) fn unwatch(&mut self, id: usize, frame: Bytes, now: Instant) {
-        let Some(mut w) = self.watch.take() else {
+    pub(super) fn unwatch(&mut self, call: Call<'_>) {
+        let (id, now) = (call.id, call.start);
+        let Some(mut w) = self.modes.watch.take() else {
             return self.ok(id, now, b"+OK\r\n");
         };
         w.lease.set_reset(None);
         let seq = self.next_seq();
-        Self::send_leased(&w.lease, Request::new(frame, self.reply_to(seq, 0)));
+        let req = Request::new(call.frame, self.reply_to(seq, 0));
+        let sent = Sent::plain(w.dest.backend.clone(), &req);
+        Self::send_leased(&w.lease, req);
         self.push_waiting(Pending::Single {
             cmd: id,
             start: now,
-            backend: w.backend,
+            sent,
             then: Then::Pass,
             lease: Some(Box::new(w.lease)),
         });

@@ -7,6 +7,7 @@
 
 mod client;
 mod cluster;
+pub mod manifests;
 mod mock;
 pub mod ops;
 mod procs;

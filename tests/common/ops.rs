@@ -55,7 +55,7 @@ pub fn with_server(config: &str, lines: &str) -> String {
 /// with the library's ring, so tests do not hard-code placements.
 pub fn key_on(config: &str, index: usize, prefix: &str) -> String {
     let config = Config::parse(config).expect("test config is valid");
-    let ring = Ring::new(&config.pools[0]);
+    let ring = config.pools[0].ring();
     (0..100_000)
         .map(|i| format!("{prefix}:{i}"))
         .find(|k| ring.backend_for(k.as_bytes()) == index)

@@ -2,6 +2,7 @@
 //! (each case below was run against a real server with `ACL SETUSER`).
 
 use super::*;
+use crate::protocol::command::lookup;
 use crate::protocol::request::RequestParser;
 
 fn strings(list: &[&str]) -> Vec<String> {

@@ -1,39 +1,21 @@
-//! Maps a command's arguments to the backend that owns its keys. Pure: no I/O.
+//! Where a command's keys are among its arguments, from the command table's key
+//! specification: the first step of routing, and of the ACL key checks. Pure: no I/O.
 
 use std::ops::Range;
 
-use crate::backend::Table;
-use crate::protocol::command::{Command, Keys};
-use crate::protocol::request::parse_int;
+use super::command::{Command, Keys};
+use super::request::parse_int;
 
-/// Why a command cannot be routed; each becomes a RESP error for the client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RouteError {
+/// Why a command's keys cannot be found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeysError {
+    /// Too few arguments for the command's key specification.
+    #[error("wrong number of arguments")]
     WrongArity,
     /// The key count or the keys' layout is invalid (a bad numkeys, XREAD without STREAMS):
-    /// Redis rejects it, and the session lets a backend say so in Redis's own words.
+    /// Redis rejects it, and the proxy lets a backend say so in Redis's own words.
+    #[error("malformed key arguments")]
     Malformed,
-    NoKeys,
-    CrossSlot,
-    /// Keys of several hash slots, on a cluster pool.
-    CrossClusterSlot,
-}
-
-impl RouteError {
-    /// The RESP error line (without `-` and CRLF) for command `name`.
-    pub fn message(&self, name: &str) -> String {
-        match self {
-            RouteError::WrongArity => format!("ERR wrong number of arguments for '{name}' command"),
-            RouteError::Malformed => "ERR syntax error".to_string(),
-            RouteError::NoKeys => format!("ERR shardis needs at least one key to route '{name}'"),
-            RouteError::CrossSlot => {
-                "CROSSSLOT Keys in request don't hash to the same backend".to_string()
-            }
-            RouteError::CrossClusterSlot => {
-                "CROSSSLOT Keys in request don't hash to the same slot".to_string()
-            }
-        }
-    }
 }
 
 /// Positions of a command's keys among its arguments.
@@ -60,33 +42,12 @@ impl KeySpan {
     }
 }
 
-/// COPY's `DB n` option: `Err` with Redis's error for a non-integer, `Ok(true)` when it names
-/// another database than `db`, the backends' (the option goes to them as it is).
-pub fn names_other_db(
-    frame: &[u8],
-    options: &[Range<usize>],
-    db: u32,
-) -> Result<bool, &'static str> {
-    let mut other = false;
-    for (i, a) in options.iter().enumerate() {
-        if frame[a.clone()].eq_ignore_ascii_case(b"db") {
-            match options.get(i + 1).map(|r| parse_int(&frame[r.clone()])) {
-                Some(Some(n)) if n == i64::from(db) => {}
-                Some(Some(_)) => other = true,
-                Some(None) => return Err("ERR value is not an integer or out of range"),
-                None => return Err("ERR syntax error"),
-            }
-        }
-    }
-    Ok(other)
-}
-
 /// Where `cmd`'s keys are in this invocation; `None` for commands without keys.
 pub fn key_span(
     cmd: &Command,
     frame: &[u8],
     args: &[Range<usize>],
-) -> Result<Option<KeySpan>, RouteError> {
+) -> Result<Option<KeySpan>, KeysError> {
     let argc = args.len();
     match cmd.keys {
         Keys::None => Ok(None),
@@ -98,12 +59,12 @@ pub fn key_span(
                 last as i64
             };
             if first >= argc || last < first as i64 || last as usize >= argc {
-                return Err(RouteError::WrongArity);
+                return Err(KeysError::WrongArity);
             }
             let last = last as usize;
             // MSET-style pairs: the arguments after the keys must come in whole steps.
             if step > 1 && !(argc - first).is_multiple_of(step as usize) {
-                return Err(RouteError::WrongArity);
+                return Err(KeysError::WrongArity);
             }
             Ok(Some(KeySpan {
                 dest: None,
@@ -116,10 +77,10 @@ pub fn key_span(
             let at = args
                 .iter()
                 .position(|r| frame[r.clone()].eq_ignore_ascii_case(b"streams"))
-                .ok_or(RouteError::Malformed)?;
+                .ok_or(KeysError::Malformed)?;
             let rest = argc - at - 1;
             if rest == 0 || !rest.is_multiple_of(2) {
-                return Err(RouteError::Malformed);
+                return Err(KeysError::Malformed);
             }
             Ok(Some(KeySpan {
                 dest: None,
@@ -131,7 +92,7 @@ pub fn key_span(
         Keys::Store { key, options } => {
             let (key, options) = (key as usize, options as usize);
             if key >= argc {
-                return Err(RouteError::WrongArity);
+                return Err(KeysError::WrongArity);
             }
             Ok(Some(KeySpan {
                 dest: store_destination(frame, args, options),
@@ -149,16 +110,16 @@ pub fn key_span(
             let numkeys = args
                 .get(count_at)
                 .and_then(|r| parse_int(&frame[r.clone()]))
-                .ok_or(RouteError::Malformed)?;
+                .ok_or(KeysError::Malformed)?;
             if numkeys == 0 && zero {
                 return Ok(None);
             }
             if numkeys <= 0 {
-                return Err(RouteError::Malformed);
+                return Err(KeysError::Malformed);
             }
             let last = count_at + numkeys as usize;
             if last >= argc {
-                return Err(RouteError::Malformed);
+                return Err(KeysError::Malformed);
             }
             Ok(Some(KeySpan {
                 dest: dest.then_some(1),
@@ -199,39 +160,13 @@ fn store_destination(frame: &[u8], args: &[Range<usize>], from: usize) -> Option
     dest
 }
 
-/// The one backend that owns every key in `span`, or `CrossSlot`. On a cluster pool, the
-/// keys must share a hash slot, as Redis Cluster requires.
-pub fn single_backend(
-    table: &Table,
-    frame: &[u8],
-    args: &[Range<usize>],
-    span: &KeySpan,
-) -> Result<usize, RouteError> {
-    let mut positions = span.positions();
-    let first = positions.next().ok_or(RouteError::NoKeys)?;
-    if let Some(route) = &table.cluster {
-        let slot = crate::cluster::Route::slot(&frame[args[first].clone()]);
-        if positions.any(|pos| crate::cluster::Route::slot(&frame[args[pos].clone()]) != slot) {
-            return Err(RouteError::CrossClusterSlot);
-        }
-        return Ok(route.owner(slot));
-    }
-    let backend = table.backend_for(&frame[args[first].clone()]);
-    for pos in positions {
-        if table.backend_for(&frame[args[pos].clone()]) != backend {
-            return Err(RouteError::CrossSlot);
-        }
-    }
-    Ok(backend)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::protocol::command::lookup;
     use crate::protocol::request::RequestParser;
 
-    fn span_of(input: &[u8]) -> Result<Option<KeySpan>, RouteError> {
+    fn span_of(input: &[u8]) -> Result<Option<KeySpan>, KeysError> {
         let mut p = RequestParser::new(1 << 20);
         p.parse(input).unwrap().unwrap();
         let (_, cmd) = lookup(&input[p.args()[0].clone()]).unwrap();
@@ -345,7 +280,7 @@ mod tests {
     fn span_errors() {
         assert_eq!(
             span_of(&keys(&["MSET", "a", "1", "b"])),
-            Err(RouteError::WrongArity)
+            Err(KeysError::WrongArity)
         );
         assert_eq!(span_of(&keys(&["EVAL", "s", "0"])), Ok(None));
         for bad in [
@@ -356,7 +291,7 @@ mod tests {
             &["XREAD", "COUNT", "1", "s", "0"],
             &["XREAD", "STREAMS", "s", "t", "0"],
         ] {
-            assert_eq!(span_of(&keys(bad)), Err(RouteError::Malformed), "{bad:?}");
+            assert_eq!(span_of(&keys(bad)), Err(KeysError::Malformed), "{bad:?}");
         }
         let s = span_of(&keys(&[
             "XREAD", "BLOCK", "0", "STREAMS", "a", "b", "$", "$",
