@@ -64,6 +64,9 @@ pub struct Status {
     /// refreshes and redirections by kind.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<serde_json::Value>,
+    /// Scripts and transactions across backends running in the proxy now, and the number of
+    /// scripts cached.
+    pub scripts: serde_json::Value,
 }
 
 /// One backend in [`Status`].
@@ -127,6 +130,7 @@ impl Status {
                 })
                 .collect(),
             cluster: state.cluster_status(),
+            scripts: state.scripting.status(),
         }
     }
 }

@@ -95,6 +95,21 @@ impl Config {
             s.auth_failure_delay.as_millis()
         );
         let _ = writeln!(out, "  auth_failure_limit       {}", s.auth_failure_limit);
+        let cross = match s.scripts.cross_shard {
+            super::CrossShard::Run => "run",
+            super::CrossShard::Refuse => "refuse",
+        };
+        let _ = writeln!(out, "  cross_shard              {cross}");
+        let _ = writeln!(
+            out,
+            "  script_timeout           {} ms",
+            s.scripts.script_timeout.as_millis()
+        );
+        let _ = writeln!(
+            out,
+            "  lock_ttl                 {} ms",
+            s.scripts.lock_ttl.as_millis()
+        );
     }
 
     pub(super) fn compute_digest(&self) -> String {

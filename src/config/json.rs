@@ -51,6 +51,12 @@ impl Config {
                 "client_output_limit_bytes": s.client_output_limit_bytes.unwrap_or(0),
                 "auth_failure_delay_ms": ms(s.auth_failure_delay),
                 "auth_failure_limit": s.auth_failure_limit,
+                "cross_shard": match s.scripts.cross_shard {
+                    super::CrossShard::Run => "run",
+                    super::CrossShard::Refuse => "refuse",
+                },
+                "script_timeout_ms": ms(s.scripts.script_timeout),
+                "lock_ttl_ms": ms(s.scripts.lock_ttl),
             },
             "admin": {
                 "listen": self.admin.listen.to_string(),

@@ -90,6 +90,11 @@ pub mod limits {
     pub const MAX_BACKENDS: usize = 1024;
     /// Longest backend name in bytes (twemproxy truncates ketama point names at 85 bytes).
     pub const MAX_BACKEND_NAME: usize = 80;
+    /// Default `server.script_timeout_ms`.
+    pub const SCRIPT_TIMEOUT_MS: i64 = 5000;
+    /// Default and largest `server.lock_ttl_ms`.
+    pub const LOCK_TTL_MS: i64 = 10_000;
+    pub const MAX_LOCK_TTL_MS: i64 = 10_000;
 }
 
 /// A validated configuration.
@@ -151,6 +156,38 @@ pub struct ServerConfig {
     pub auth_failure_delay: Duration,
     /// Consecutive failed AUTHs after which the connection is closed; 0: never.
     pub auth_failure_limit: u32,
+    /// Scripts and transactions whose keys span backends.
+    pub scripts: ScriptsConfig,
+}
+
+/// What shardis does with a script or transaction whose keys live on several backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CrossShard {
+    /// Run it in the proxy, under locks on every declared key (the default).
+    #[default]
+    Run,
+    /// Refuse it with `-CROSSSLOT`, as Redis Cluster does.
+    Refuse,
+}
+
+/// `[server] cross_shard`, `script_timeout_ms`, `lock_ttl_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScriptsConfig {
+    pub cross_shard: CrossShard,
+    /// A script run in the proxy is stopped past this.
+    pub script_timeout: Duration,
+    /// How long a lock taken on a backend lives unless renewed (renewed while its script runs).
+    pub lock_ttl: Duration,
+}
+
+impl Default for ScriptsConfig {
+    fn default() -> Self {
+        ScriptsConfig {
+            cross_shard: CrossShard::Run,
+            script_timeout: Duration::from_millis(limits::SCRIPT_TIMEOUT_MS as u64),
+            lock_ttl: Duration::from_millis(limits::LOCK_TTL_MS as u64),
+        }
+    }
 }
 
 /// The longest a failed AUTH's reply waits, however many failures came before.

@@ -40,6 +40,9 @@ pub(super) struct RawServer {
     pub password_file: Option<String>,
     pub auth_failure_delay_ms: Option<i64>,
     pub auth_failure_limit: Option<i64>,
+    pub cross_shard: Option<String>,
+    pub script_timeout_ms: Option<i64>,
+    pub lock_ttl_ms: Option<i64>,
 }
 
 /// One `[[users]]` entry.

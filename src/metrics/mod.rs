@@ -57,6 +57,11 @@ pub const SENT_BYTES_TOTAL: &str = "shardis_sent_bytes_total";
 pub const CLUSTER_REDIRECTIONS_TOTAL: &str = "shardis_cluster_redirections_total";
 /// Cluster pools: fetches of the slot map; label `result` (`ok` | `error`).
 pub const CLUSTER_SLOT_MAP_REFRESHES_TOTAL: &str = "shardis_cluster_slot_map_refreshes_total";
+/// Scripts and transactions whose keys span backends, run in the proxy; labels `kind`
+/// (`script` | `transaction`), `result` (`ok` | `error` | `timeout` | `locked`).
+pub const CROSS_SHARD_TOTAL: &str = "shardis_cross_shard_total";
+/// Time a cross-backend script or transaction waited for its locks.
+pub const LOCK_WAIT_SECONDS: &str = "shardis_lock_wait_seconds";
 
 /// Every metric name above, for tests that check dashboards and alert rules against the code.
 pub const ALL_METRICS: &[&str] = &[
@@ -82,6 +87,8 @@ pub const ALL_METRICS: &[&str] = &[
     SENT_BYTES_TOTAL,
     CLUSTER_REDIRECTIONS_TOTAL,
     CLUSTER_SLOT_MAP_REFRESHES_TOTAL,
+    CROSS_SHARD_TOTAL,
+    LOCK_WAIT_SECONDS,
 ];
 
 /// Histogram bucket upper bounds in seconds, 10 µs to 1 s, shared by both latency histograms.
@@ -185,6 +192,15 @@ pub fn describe() {
         CLUSTER_SLOT_MAP_REFRESHES_TOTAL,
         "Cluster pools: fetches of the slot map, by result (ok or error)."
     );
+    describe_counter!(
+        CROSS_SHARD_TOTAL,
+        "Scripts and transactions whose keys span backends run in the proxy, by kind (script, transaction) and result (ok, error, timeout, locked)."
+    );
+    describe_histogram!(
+        LOCK_WAIT_SECONDS,
+        Unit::Seconds,
+        "Time a script or transaction across backends waited to take its locks."
+    );
 }
 
 /// Installs the global Prometheus recorder with shardis' buckets and descriptions; call once in
@@ -210,6 +226,16 @@ pub fn client_disconnect(reason: &'static str) {
 pub fn tls_handshake_failed(timed_out: bool) {
     metrics::counter!(CLIENT_TLS_HANDSHAKE_ERRORS_TOTAL, "reason" => if timed_out { "timeout" } else { "error" })
         .increment(1);
+}
+
+/// Counts a script or transaction run across backends (`kind`: script | transaction).
+pub fn cross_shard(kind: &'static str, result: &'static str) {
+    metrics::counter!(CROSS_SHARD_TOTAL, "kind" => kind, "result" => result).increment(1);
+}
+
+/// Records how long a script or transaction across backends waited for its locks.
+pub fn lock_wait(waited: Duration) {
+    metrics::histogram!(LOCK_WAIT_SECONDS).record(waited.as_secs_f64());
 }
 
 /// Counts a configuration reload.

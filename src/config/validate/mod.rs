@@ -4,6 +4,7 @@
 
 mod backends;
 mod pool;
+mod scripts;
 mod server;
 
 use std::fmt::Display;
