@@ -6,6 +6,8 @@ mod backends;
 mod pool;
 mod server;
 
+pub(in crate::config) use backends::username;
+
 use std::fmt::Display;
 use std::net::SocketAddr;
 
