@@ -2,8 +2,7 @@
 //! held across a failover (Sentinel and Cluster), on real redis-servers, sentinels and a real
 //! cluster, under a steady load of known values on every shard.
 //!
-//! Each test takes seconds (a failover with `down-after-milliseconds 1000` takes about three);
-//! longer soaks are in `tests/failover_soak.rs` (`make soak-failover`).
+//! Each test takes seconds (a failover with `down-after-milliseconds 1000` takes about three).
 
 mod common;
 

@@ -237,7 +237,7 @@ async fn ask(
                 let replicas = s.replicas(master).await.unwrap_or_default();
                 return Some((primary, replicas));
             }
-            Ok(None) => warn!("sentinel {addr} does not know master {master:?}"),
+            Ok(None) => debug!("sentinel {addr} does not know master {master:?}"),
             Err(e) => debug!("sentinel {addr}: {e}"),
         }
     }

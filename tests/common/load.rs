@@ -89,7 +89,12 @@ fn run(addr: SocketAddr, t: usize, stop: &AtomicBool) -> Outcome {
             other => o.errors.push(("SET".into(), format!("{other:?}"))),
         }
         // Read back a key written a little earlier (on any shard).
-        if let Some(a) = o.acked.len().checked_sub(1 + (n as usize % 7)).map(|i| o.acked[i].clone()) {
+        if let Some(a) = o
+            .acked
+            .len()
+            .checked_sub(1 + (n as usize % 7))
+            .map(|i| o.acked[i].clone())
+        {
             o.reads += 1;
             match c.cmd_str(&["GET", &a.key]) {
                 Frame::Bulk(_) | Frame::Null => {}
@@ -125,7 +130,11 @@ impl Outcome {
             if a.sent < failed_at {
                 lost.replication += 1;
             } else {
-                lost.proxy.push(format!("{} sent {:?} after the failure: {got:?}", a.key, a.sent - failed_at));
+                lost.proxy.push(format!(
+                    "{} sent {:?} after the failure: {got:?}",
+                    a.key,
+                    a.sent - failed_at
+                ));
             }
         }
         lost
