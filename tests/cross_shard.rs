@@ -59,7 +59,10 @@ fn show(b: &[u8]) -> String {
 
 /// Every key (shardis's own `__shardis:` keys left out) with its type, DUMP and whether it
 /// has a TTL, sorted.
-fn snapshot(conns: &mut [Raw]) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>, bool)> {
+/// One key as [`snapshot`] sees it: name, type, DUMP, and whether it has a TTL.
+type KeyState = (Vec<u8>, Vec<u8>, Vec<u8>, bool);
+
+fn snapshot(conns: &mut [Raw]) -> Vec<KeyState> {
     let mut out = Vec::new();
     for conn in conns.iter_mut() {
         let keys = conn.cmd(&[b"KEYS", b"*"]);
@@ -403,7 +406,7 @@ async fn transfers_by_multi_exec_across_two_instances_conserve_the_total() {
 #[test]
 fn locks_of_a_killed_instance_expire_after_lock_ttl() {
     let ttl = Duration::from_millis(1000);
-    let (cluster, mut second) = two_instances("lock_ttl_ms = 1000\nscript_timeout_ms = 30000");
+    let (cluster, second) = two_instances("lock_ttl_ms = 1000\nscript_timeout_ms = 30000");
     let k1 = cluster.key_on(0, "crash");
     let k2 = cluster.key_on(1, "crash");
     // The second instance runs a script that holds the locks and never ends.

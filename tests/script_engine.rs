@@ -175,7 +175,7 @@ fn snapshot(conn: &mut Raw) -> Vec<KeyState> {
         .collect()
 }
 
-use script_corpus::{FIXTURE, corpus, library_corpus};
+use script_corpus::{FIXTURE, corpus};
 
 fn load_fixture(conn: &mut Raw) {
     assert_eq!(conn.cmd(&[b"FLUSHALL"]), b"+OK\r\n");

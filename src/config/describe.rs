@@ -159,18 +159,17 @@ fn describe_pool(out: &mut String, p: &PoolConfig) {
     let password = shown(p.password.as_ref().map(|p| &p.source));
     let _ = writeln!(out, "  password                 {password}");
     let _ = writeln!(out, "  db                       {}", p.db);
+    super::sentinel::describe(out, p.sentinel.as_ref(), &p.hold);
     if p.cluster.is_some() {
         return;
     }
     let _ = writeln!(out, "  backends                 {}", p.backends.len());
     for b in &p.backends {
-        let _ = write!(
-            out,
-            "    {:<20} {:<24} weight {}",
-            b.name,
-            b.address.to_string(),
-            b.weight
-        );
+        let place = match &b.sentinel_master {
+            Some(master) => format!("sentinel:{master}"),
+            None => b.address.to_string(),
+        };
+        let _ = write!(out, "    {:<20} {:<24} weight {}", b.name, place, b.weight);
         if let Some(user) = &b.username {
             let _ = write!(out, " username {user}");
         }

@@ -124,17 +124,27 @@ fn pool_json(p: &PoolConfig) -> Value {
             "max_exclusive_per_backend": p.max_exclusive,
         });
         credentials(&mut pool, p.username.as_deref(), p.password.is_some());
+        if let Some(map) = pool.as_object_mut() {
+            super::sentinel::to_json(map, None, &p.hold);
+        }
         return pool;
     }
     let backends: Vec<Value> = p
         .backends
         .iter()
         .map(|b| {
-            let mut backend = json!({
-                "name": b.name,
-                "address": b.address.to_string(),
-                "weight": b.weight.get(),
-            });
+            let mut backend = match &b.sentinel_master {
+                Some(master) => json!({
+                    "name": b.name,
+                    "sentinel_master": master,
+                    "weight": b.weight.get(),
+                }),
+                None => json!({
+                    "name": b.name,
+                    "address": b.address.to_string(),
+                    "weight": b.weight.get(),
+                }),
+            };
             credentials(&mut backend, b.username.as_deref(), b.password.is_some());
             backend
         })
@@ -171,6 +181,9 @@ fn pool_json(p: &PoolConfig) -> Value {
         }
     }
     credentials(&mut pool, p.username.as_deref(), p.password.is_some());
+    if let Some(map) = pool.as_object_mut() {
+        super::sentinel::to_json(map, p.sentinel.as_ref(), &p.hold);
+    }
     pool
 }
 

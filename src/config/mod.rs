@@ -9,6 +9,7 @@ mod describe;
 mod json;
 mod raw;
 mod secret;
+mod sentinel;
 mod tls;
 mod users;
 mod validate;
@@ -26,6 +27,7 @@ pub use secret::{
     BackendPassword, ClientPassword, Credentials, MAX_SECRET_FILE, PasswordDigest, Secret,
     SecretSource,
 };
+pub use sentinel::{HoldConfig, SentinelConfig};
 
 use crate::router::{DistributionKind, HashKind, HashTag};
 use crate::tls::{ClientTls, ClientTlsFiles, ServerTls, ServerTlsFiles};
@@ -297,6 +299,10 @@ pub struct PoolConfig {
     pub backends: Vec<BackendConfig>,
     /// `kind = "cluster"`: a Redis Cluster upstream, whose nodes come from its slot map.
     pub cluster: Option<ClusterConfig>,
+    /// `sentinels = [...]`: shards whose primary and replicas Redis Sentinel names.
+    pub sentinel: Option<SentinelConfig>,
+    /// How requests are held while a primary is away (failover, restart).
+    pub hold: HoldConfig,
 }
 
 impl PoolConfig {
@@ -333,6 +339,8 @@ impl PoolConfig {
             db: 0,
             backends: Vec::new(),
             cluster: None,
+            sentinel: None,
+            hold: HoldConfig::default(),
         }
     }
 
@@ -406,6 +414,9 @@ pub struct BackendConfig {
     pub username: Option<String>,
     /// Overrides the pool's `password` for this backend.
     pub password: Option<BackendPassword>,
+    /// A Sentinel-managed shard: the master name its sentinels know it by; its address
+    /// then comes from them (and `address` is unused).
+    pub sentinel_master: Option<String>,
 }
 
 /// Why a configuration could not be loaded.

@@ -197,23 +197,18 @@ struct ProxyDispatch<'a> {
 }
 
 impl Dispatch for ProxyDispatch<'_> {
-    fn call(
-        &self,
-        command: Command,
-    ) -> impl std::future::Future<Output = Result<Bytes, CallError>> + Send {
-        async move {
-            if self.lost.load(Ordering::Relaxed) {
-                return Err(CallError::Failed(
-                    "ERR shardis lost the script's locks (they expired): the script is stopped"
-                        .to_string(),
-                ));
-            }
-            let proto = match command.protocol {
-                Protocol::Resp2 => Proto::Resp2,
-                Protocol::Resp3 => Proto::Resp3,
-            };
-            Ok(serve(self.env, &command.args, proto).await)
+    async fn call(&self, command: Command) -> Result<Bytes, CallError> {
+        if self.lost.load(Ordering::Relaxed) {
+            return Err(CallError::Failed(
+                "ERR shardis lost the script's locks (they expired): the script is stopped"
+                    .to_string(),
+            ));
         }
+        let proto = match command.protocol {
+            Protocol::Resp2 => Proto::Resp2,
+            Protocol::Resp3 => Proto::Resp3,
+        };
+        Ok(serve(self.env, &command.args, proto).await)
     }
 }
 

@@ -228,7 +228,7 @@ impl Session {
             return self.ok(id, now, b"*0\r\n");
         }
         if tx.spans {
-            return self.exec_across(id, now, tx);
+            return self.exec_across(id, now, *tx);
         }
         let dest = match tx.dest.or(watch.as_ref().map(|w| w.dest.clone())) {
             Some(dest) => dest,

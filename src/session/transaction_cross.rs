@@ -40,13 +40,13 @@ type Placement = Vec<(usize, usize)>;
 
 impl Session {
     /// EXEC of a transaction whose commands span backends.
-    pub(super) fn exec_across(&mut self, id: usize, now: Instant, tx: Box<Transaction>) {
+    pub(super) fn exec_across(&mut self, id: usize, now: Instant, tx: Transaction) {
         let Transaction {
             dest,
             frames,
             parts,
             ..
-        } = *tx;
+        } = tx;
         let frames = frames.freeze();
         let default = match dest.map_or_else(|| self.table.any(), Ok) {
             Ok(d) => d,

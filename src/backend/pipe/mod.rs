@@ -20,6 +20,7 @@ use tokio::time::{Instant, sleep};
 
 mod read;
 
+use super::hold::Held;
 use super::{BackendError, Inbound, ReplyTo, Request, Spec};
 use crate::net::{Stream, write_front};
 use crate::protocol::reply::ReplyScanner;
@@ -63,6 +64,13 @@ const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 struct InFlight {
     /// `None` once the request has been answered with a timeout error.
     reply: Option<ReplyTo>,
+    /// The request as sent (`None`: a health check), kept to send it again if the connection
+    /// dies before it was written, or, for a read, before its reply.
+    frame: Option<Bytes>,
+    /// Where its last byte is in everything queued for writing on this connection.
+    end: u64,
+    /// Replies its frame brings.
+    replies: u32,
     sent: Instant,
     /// Replies still expected.
     left: u32,
@@ -95,15 +103,23 @@ struct Pipe<'a> {
     /// The address moved: take no more requests (they wait in the queue for the next
     /// connection), finish those sent, then end.
     moving: bool,
+    /// Bytes queued for writing since the connection opened (those written are this less
+    /// what `wbuf` still holds).
+    appended: u64,
 }
 
 /// Serves one open connection until it fails, or until every sender is gone and nothing is in
 /// flight. Every request still waiting when it fails gets an error reply.
+///
+/// With `held` (a backend that holds requests across failovers), the requests held from an
+/// earlier connection are sent first, and when this one fails, those it may send again are
+/// held for the next (see [`super::hold`]).
 pub async fn serve(
     info: &PipeInfo<'_>,
     sock: &Stream,
     rx: &mut mpsc::Receiver<Request>,
     mut moves: Option<&mut tokio::sync::watch::Receiver<u64>>,
+    mut held: Option<&mut Held>,
 ) -> End {
     let (health_tx, mut health_rx) = mpsc::unbounded_channel::<Inbound>();
     let mut pipe = Pipe {
@@ -122,6 +138,7 @@ pub async fn serve(
         health_tx,
         pinging: false,
         moving: false,
+        appended: 0,
     };
     // The earliest deadline of a request in flight, when one is set.
     let timer = sleep(Duration::ZERO);
@@ -135,6 +152,21 @@ pub async fn serve(
             break end;
         }
         let can_take = pipe.can_take();
+        if let Some(h) = held.as_deref_mut()
+            && can_take
+            && !h.is_empty()
+        {
+            // Held requests go first, in the order they came.
+            match pipe.take_held(h) {
+                Err(end) => break end,
+                Ok(Some(at)) if !armed => {
+                    timer.as_mut().reset(at);
+                    armed = true;
+                }
+                Ok(_) => {}
+            }
+            continue;
+        }
         let step: Result<Option<Instant>, End> = tokio::select! {
             biased;
             ready = sock.readable() => match ready {
@@ -185,7 +217,7 @@ pub async fn serve(
             Ok(_) => {}
         }
     };
-    pipe.abandon(&end);
+    pipe.abandon(&end, held);
     end
 }
 
@@ -263,6 +295,21 @@ impl Pipe<'_> {
                 }
             }
         }
+        self.write_batch()
+    }
+
+    /// Takes up to a batch of held requests, oldest first, and writes them.
+    fn take_held(&mut self, held: &mut Held) -> Result<Option<Instant>, End> {
+        while self.batch.len() < BATCH
+            && let Some(req) = held.pop(self.info.spec)
+        {
+            self.batch.push(req);
+        }
+        self.write_batch()
+    }
+
+    /// Writes the requests in `batch` in one syscall; returns their deadline.
+    fn write_batch(&mut self) -> Result<Option<Instant>, End> {
         let now = Instant::now();
         if self.inflight.is_empty() {
             // Time without reads while nothing was asked does not count.
@@ -271,10 +318,15 @@ impl Pipe<'_> {
         self.info.spec.state.add_inflight(self.batch.len());
         for req in self.batch.drain(..) {
             self.wbuf.extend_from_slice(&req.frame);
+            self.appended += req.frame.len() as u64;
+            let replies = req.replies.max(1);
             self.inflight.push_back(InFlight {
                 reply: Some(req.reply),
+                frame: Some(req.frame),
+                end: self.appended,
+                replies,
                 sent: now,
-                left: req.replies.max(1),
+                left: replies,
                 blocking: req.blocking,
             });
         }
@@ -292,12 +344,16 @@ impl Pipe<'_> {
         self.last_read = now;
         self.info.spec.state.add_inflight(1);
         self.wbuf.extend_from_slice(PING);
+        self.appended += PING.len() as u64;
         self.inflight.push_back(InFlight {
             reply: Some(ReplyTo {
                 tx: self.health_tx.clone(),
                 seq: 0,
                 part: 0,
             }),
+            frame: None,
+            end: self.appended,
+            replies: 1,
             sent: now,
             left: 1,
             blocking: false,
@@ -329,12 +385,16 @@ impl Pipe<'_> {
         )
     }
 
-    /// The connection ended with requests still waiting: each gets an error reply.
-    fn abandon(&mut self, end: &End) {
+    /// The connection ended with requests still waiting: each gets an error reply, or with
+    /// `held`, those that may be sent again are held for the next connection.
+    fn abandon(&mut self, end: &End, held: Option<&mut Held>) {
         if self.inflight.is_empty() {
             return;
         }
         let info = self.info;
+        if let (Some(held), End::Failed(_)) = (held, end) {
+            return self.hold_or_fail(held);
+        }
         let reply = match end {
             End::Failed(BackendError::Timeout(_) | BackendError::Stalled(_)) => {
                 info.spec.timeout_reply.clone()
@@ -348,6 +408,43 @@ impl Pipe<'_> {
                 to.send(reply.clone());
             }
         }
+    }
+}
+
+impl Pipe<'_> {
+    /// The connection failed: requests never (wholly) written and reads written but not
+    /// answered are held, in order; a write written but not answered gets the "outcome
+    /// unknown" error, and is never sent again.
+    fn hold_or_fail(&mut self, held: &mut Held) {
+        let spec = self.info.spec;
+        let written = self.appended - self.wbuf.len() as u64;
+        spec.state.sub_inflight(self.inflight.len());
+        let mut again = Vec::with_capacity(self.inflight.len());
+        let lost = error_reply(self.info, "connection lost");
+        for pending in self.inflight.drain(..) {
+            let Some(to) = pending.reply else {
+                // Answered already (it timed out).
+                continue;
+            };
+            let Some(frame) = pending.frame else {
+                to.send(lost.clone());
+                continue;
+            };
+            let unanswered = pending.left == pending.replies;
+            let resend = pending.end > written
+                || (unanswered && super::hold::read_only(&frame, pending.replies));
+            if resend {
+                again.push(Request {
+                    frame,
+                    reply: to,
+                    replies: pending.replies,
+                    blocking: pending.blocking,
+                });
+            } else {
+                to.send(spec.outcome_unknown_reply());
+            }
+        }
+        held.push_front_all(spec, again);
     }
 }
 

@@ -12,7 +12,11 @@ use crate::router::{DistributionKind, ketama};
 
 /// A backend username: sent as a RESP argument, so any bytes would do, but a name with spaces
 /// or control characters is a mistake in the file.
-pub(super) fn username(p: &mut Problems, key: &str, raw: Option<String>) -> Option<String> {
+pub(in crate::config) fn username(
+    p: &mut Problems,
+    key: &str,
+    raw: Option<String>,
+) -> Option<String> {
     let name = raw?;
     if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
         p.add(key, "must be a non-empty name without spaces");
@@ -49,9 +53,55 @@ pub(super) fn backends(
     let mut names: HashMap<String, String> = HashMap::new();
     let mut addresses: HashMap<(String, u16), String> = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
+    let mut masters: HashMap<String, String> = HashMap::new();
     for (i, b) in raw.into_iter().enumerate() {
         let key = format!("{pool_key}.backends[{i}]");
-        let address_text = b.address.unwrap_or_default();
+        if let Some(master) = &b.sentinel_master {
+            if b.address.is_some() {
+                p.add(
+                    format_args!("{key}.address"),
+                    "a backend with sentinel_master has no fixed address: the sentinels name its primary",
+                );
+            }
+            super::super::sentinel::master_name(p, &key, master);
+            if let Some(first) = masters.insert(master.clone(), key.clone()) {
+                p.add(
+                    format_args!("{key}.sentinel_master"),
+                    format_args!("{master:?} is already the master of {first}"),
+                );
+            }
+        }
+        let sentinel_master = b.sentinel_master;
+        let address_text = match &sentinel_master {
+            // Its name defaults to the master's; its address comes from the sentinels.
+            Some(master) => {
+                let name = b.name.unwrap_or_else(|| master.clone());
+                check_name(p, &key, &name, &mut names);
+                let weight = p.int(&format!("{key}.weight"), b.weight, 1, 1, limits::MAX_WEIGHT);
+                out.push(BackendConfig {
+                    name,
+                    address: Address {
+                        host: String::new(),
+                        port: 0,
+                    },
+                    weight: NonZeroU32::new(weight as u32).unwrap_or(NonZeroU32::MIN),
+                    username: username(p, &format!("{key}.username"), b.username),
+                    password: secret::backend_password(
+                        p,
+                        &format!("{key}.password"),
+                        Sources {
+                            inline: b.password,
+                            env: b.password_env,
+                            file: b.password_file,
+                            ..Sources::default()
+                        },
+                    ),
+                    sentinel_master,
+                });
+                continue;
+            }
+            None => b.address.unwrap_or_default(),
+        };
         let address = match address_text.parse::<Address>() {
             Ok(a) => a,
             Err(_) if address_text.is_empty() => {
@@ -104,6 +154,7 @@ pub(super) fn backends(
             weight: NonZeroU32::new(weight as u32).unwrap_or(NonZeroU32::MIN),
             username,
             password,
+            sentinel_master: None,
         });
     }
     if distribution == DistributionKind::Ketama {

@@ -7,6 +7,8 @@ mod pool;
 mod scripts;
 mod server;
 
+pub(in crate::config) use backends::username;
+
 use std::fmt::Display;
 use std::net::SocketAddr;
 
