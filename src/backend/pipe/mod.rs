@@ -18,6 +18,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep};
 
+mod end;
 mod read;
 
 use super::hold::Held;
@@ -122,24 +123,7 @@ pub async fn serve(
     mut held: Option<&mut Held>,
 ) -> End {
     let (health_tx, mut health_rx) = mpsc::unbounded_channel::<Inbound>();
-    let mut pipe = Pipe {
-        info,
-        sock,
-        rbuf: BytesMut::with_capacity(READ_CHUNK),
-        wbuf: BytesMut::with_capacity(READ_CHUNK),
-        inflight: VecDeque::with_capacity(256),
-        settled: 0,
-        batch: Vec::with_capacity(BATCH),
-        scanner: ReplyScanner::new(),
-        partial: 0,
-        rx_open: true,
-        last_read: Instant::now(),
-        unblocking: None,
-        health_tx,
-        pinging: false,
-        moving: false,
-        appended: 0,
-    };
+    let mut pipe = Pipe::new(info, sock, health_tx);
     // The earliest deadline of a request in flight, when one is set.
     let timer = sleep(Duration::ZERO);
     tokio::pin!(timer);
@@ -219,6 +203,33 @@ pub async fn serve(
     };
     pipe.abandon(&end, held);
     end
+}
+
+impl<'a> Pipe<'a> {
+    fn new(
+        info: &'a PipeInfo<'a>,
+        sock: &'a Stream,
+        health_tx: mpsc::UnboundedSender<Inbound>,
+    ) -> Self {
+        Pipe {
+            info,
+            sock,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            wbuf: BytesMut::with_capacity(READ_CHUNK),
+            inflight: VecDeque::with_capacity(256),
+            settled: 0,
+            batch: Vec::with_capacity(BATCH),
+            scanner: ReplyScanner::new(),
+            partial: 0,
+            rx_open: true,
+            last_read: Instant::now(),
+            unblocking: None,
+            health_tx,
+            pinging: false,
+            moving: false,
+            appended: 0,
+        }
+    }
 }
 
 impl Pipe<'_> {
@@ -374,125 +385,11 @@ impl Pipe<'_> {
             self.info.spec.failed(&BackendError::Health(text));
         }
     }
-
-    /// The deadline timer fired: answers the requests past theirs. Returns the next one.
-    fn deadlines(&mut self) -> Result<Option<Instant>, End> {
-        check_deadlines(
-            self.info,
-            &mut self.inflight,
-            &mut self.settled,
-            self.last_read,
-        )
-    }
-
-    /// The connection ended with requests still waiting: each gets an error reply, or with
-    /// `held`, those that may be sent again are held for the next connection.
-    fn abandon(&mut self, end: &End, held: Option<&mut Held>) {
-        if self.inflight.is_empty() {
-            return;
-        }
-        let info = self.info;
-        if let (Some(held), End::Failed(_)) = (held, end) {
-            return self.hold_or_fail(held);
-        }
-        let reply = match end {
-            End::Failed(BackendError::Timeout(_) | BackendError::Stalled(_)) => {
-                info.spec.timeout_reply.clone()
-            }
-            End::Failed(e) => error_reply(info, &format!("connection lost: {e}")),
-            End::Shutdown | End::Moved => error_reply(info, "shutting down"),
-        };
-        info.spec.state.sub_inflight(self.inflight.len());
-        for pending in self.inflight.drain(..) {
-            if let Some(to) = pending.reply {
-                to.send(reply.clone());
-            }
-        }
-    }
-}
-
-impl Pipe<'_> {
-    /// The connection failed: requests never (wholly) written and reads written but not
-    /// answered are held, in order; a write written but not answered gets the "outcome
-    /// unknown" error, and is never sent again.
-    fn hold_or_fail(&mut self, held: &mut Held) {
-        let spec = self.info.spec;
-        let written = self.appended - self.wbuf.len() as u64;
-        spec.state.sub_inflight(self.inflight.len());
-        let mut again = Vec::with_capacity(self.inflight.len());
-        let lost = error_reply(self.info, "connection lost");
-        for pending in self.inflight.drain(..) {
-            let Some(to) = pending.reply else {
-                // Answered already (it timed out).
-                continue;
-            };
-            let Some(frame) = pending.frame else {
-                to.send(lost.clone());
-                continue;
-            };
-            let unanswered = pending.left == pending.replies;
-            let resend = pending.end > written
-                || (unanswered && super::hold::read_only(&frame, pending.replies));
-            if resend {
-                again.push(Request {
-                    frame,
-                    reply: to,
-                    replies: pending.replies,
-                    blocking: pending.blocking,
-                });
-            } else {
-                to.send(spec.outcome_unknown_reply());
-            }
-        }
-        held.push_front_all(spec, again);
-    }
 }
 
 /// `-ERR backend NAME (ADDRESS) WHAT`.
 pub fn error_reply(info: &PipeInfo<'_>, what: &str) -> Bytes {
     info.spec.error_reply(what)
-}
-
-/// Answers requests whose timeout has passed, and fails the connection when nothing has been
-/// read for the hard timeout while requests wait. Returns when to look again.
-fn check_deadlines(
-    info: &PipeInfo<'_>,
-    inflight: &mut VecDeque<InFlight>,
-    settled: &mut usize,
-    last_read: Instant,
-) -> Result<Option<Instant>, End> {
-    let now = Instant::now();
-    let timeout = info.spec.timeout;
-    // Deadlines grow front to back, so the requests past theirs are a prefix of those not
-    // yet settled.
-    while let Some(req) = inflight.get_mut(*settled) {
-        if req.blocking || req.reply.is_none() {
-            *settled += 1;
-            continue;
-        }
-        if req.sent + timeout > now {
-            break;
-        }
-        if let Some(to) = req.reply.take() {
-            to.send(info.spec.timeout_reply.clone());
-        }
-        info.spec
-            .failed(&BackendError::Timeout(timeout.as_millis()));
-        *settled += 1;
-    }
-    let Some(head) = inflight.front() else {
-        return Ok(None);
-    };
-    let hard = timeout * HARD_TIMEOUT_FACTOR;
-    let mut next = inflight.get(*settled).map(|req| req.sent + timeout);
-    if !head.blocking {
-        let stalled_since = last_read.max(head.sent);
-        if stalled_since + hard <= now {
-            return Err(End::Failed(BackendError::Stalled(hard.as_millis())));
-        }
-        next = Some(next.map_or(stalled_since + hard, |n| n.min(stalled_since + hard)));
-    }
-    Ok(next)
 }
 
 /// Sends `CLIENT UNBLOCK id` on a shared link; the returned inbox gets its reply.
