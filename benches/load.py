@@ -59,6 +59,9 @@ WORKLOADS = {
     "pipeline": ("GET/SET -c 50 -P 16", ["-t", "get,set", "-c", "50", "-P", "16"]),
     "mset": ("MSET 10 keys -c 50", ["-t", "mset", "-c", "50"]),
     "get-c1": ("GET -c 1", ["-t", "get", "-c", "1"]),
+    # A one-key script: forwarded unchanged to its key's backend (the fast path of scripts).
+    "eval": ("EVAL 1 key -c 50", ["-c", "50", "EVAL", "return redis.call('GET', KEYS[1])",
+                                  "1", "key:__rand_int__"]),
     # Not redis-benchmark: mass insertion of RESP-encoded SETs (twemproxy refuses the inline
     # form). "bulk" is the same file written by this script while a thread counts the replies,
     # for every target; "bulk-cli" is Redis's documented `redis-cli --pipe`, which ends with an

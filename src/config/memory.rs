@@ -7,15 +7,6 @@ use super::raw::RawServer;
 use super::validate::Problems;
 use super::{ServerConfig, limits};
 
-/// Default `server.client_read_ahead_bytes`: input read ahead of dispatch per client
-/// (README, "Memory", says how it was chosen).
-pub const CLIENT_READ_AHEAD_BYTES: i64 = 1024 * 1024;
-/// Default `server.client_memory_limit_bytes`: what one client may hold once it holds more
-/// than its normal bounds, like Redis's pubsub hard limit.
-pub const CLIENT_MEMORY_LIMIT_BYTES: i64 = 32 * 1024 * 1024;
-/// Default `server.max_client_memory` when the process has no cgroup memory limit.
-pub const MAX_CLIENT_MEMORY: u64 = 512 * 1024 * 1024;
-
 /// The share of the cgroup memory limit that clients may hold by default: half, leaving the
 /// other half for the proxy itself (tasks, links, idle connections at ~7 KiB each) and for
 /// the allocator's slack.

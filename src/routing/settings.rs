@@ -35,6 +35,8 @@ pub struct Settings {
     pub auth: Arc<Auth>,
     /// The database the catch-all pool's connections select: the one clients see.
     pub db: u32,
+    /// Scripts and transactions across backends.
+    pub scripts: crate::config::ScriptsConfig,
 }
 
 impl Default for Settings {
@@ -53,6 +55,7 @@ impl Default for Settings {
             max_client_memory: None,
             auth: Arc::default(),
             db: 0,
+            scripts: crate::config::ScriptsConfig::default(),
         }
     }
 }
@@ -86,6 +89,7 @@ impl Settings {
             max_client_memory: server.max_client_memory,
             auth,
             db,
+            scripts: server.scripts,
             ..Settings::default()
         };
         settings.allow(&server.allow_commands);
