@@ -212,6 +212,24 @@ fn write_then_read(addr: SocketAddr, pipeline: &[u8], expected: usize) -> Vec<u8
     got
 }
 
+/// Asserts `got == want`, showing where they part.
+fn same_replies(got: &[u8], want: &[u8]) {
+    if got == want {
+        return;
+    }
+    let at = got.iter().zip(want).take_while(|(a, b)| a == b).count();
+    let show = |b: &[u8]| {
+        String::from_utf8_lossy(&b[at.saturating_sub(40)..(at + 80).min(b.len())]).into_owned()
+    };
+    panic!(
+        "{} of {} reply bytes; they part at {at}: got {:?}, want {:?}",
+        got.len(),
+        want.len(),
+        show(got),
+        show(want)
+    );
+}
+
 /// `n` GETs cycling over 1000 keys `v:{j}` holding 1 KB each (set here), and their replies.
 fn gets_of_1kb(c: &mut Client, n: usize) -> (Vec<u8>, Vec<u8>) {
     let value = |j: usize| format!("{j:<1024}").into_bytes();
@@ -283,23 +301,15 @@ fn input_is_read_ahead_only_up_to_client_read_ahead_bytes() {
 fn pipelines_written_before_reading_finish_with_a_tiny_read_ahead() {
     // With 1 KiB of read-ahead both sides are full almost at once: SETs (small replies) get
     // their replies gathered, GETs of 1 KB values get their input read on.
-    let cluster = Cluster::start_with(2, "client_read_ahead_bytes = 1024", "");
+    // A generous backend timeout: on a loaded machine a SET waiting 1 s behind 200,000 others
+    // would be answered with a timeout error instead of +OK.
+    let cluster = Cluster::start_with(2, "client_read_ahead_bytes = 1024", "timeout_ms = 30000");
     let (requests, replies) = sets(200_000);
     let got = write_then_read(cluster.proxy.addr, &requests, replies.len());
-    assert!(
-        got == replies,
-        "{} of {} reply bytes",
-        got.len(),
-        replies.len()
-    );
+    same_replies(&got, &replies);
     let (requests, replies) = gets_of_1kb(&mut cluster.client(), 100_000);
     let got = write_then_read(cluster.proxy.addr, &requests, replies.len());
-    assert!(
-        got == replies,
-        "{} of {} reply bytes",
-        got.len(),
-        replies.len()
-    );
+    same_replies(&got, &replies);
     assert_eq!(disconnects(&cluster, "memory_limit"), 0.0);
 }
 
