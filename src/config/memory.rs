@@ -8,7 +8,7 @@ use super::validate::Problems;
 use super::{ServerConfig, limits};
 
 /// The share of the cgroup memory limit that clients may hold by default: half, leaving the
-/// other half for the proxy itself (tasks, links, idle connections at ~7 KiB each) and for
+/// other half for the proxy itself (tasks, links, idle connections at ~8 KiB each) and for
 /// the allocator's slack.
 const CGROUP_SHARE_DIVISOR: u64 = 2;
 
