@@ -96,6 +96,14 @@ impl ProxyState {
         self.cluster(crate::cluster::Route::info)
     }
 
+    /// `[server] max_client_memory` in force, when known and on.
+    pub fn max_client_memory(&self) -> Option<usize> {
+        match &self.backends {
+            Backends::Fixed { .. } => None,
+            Backends::Live(routing) => routing.load().settings.max_client_memory,
+        }
+    }
+
     /// When the configuration in force was loaded.
     pub fn config_loaded(&self) -> Option<std::time::SystemTime> {
         match &self.backends {

@@ -92,12 +92,22 @@ fn check_prints_resolved_settings_with_defaults_and_the_live_digest() {
         "  connect_timeout          250 ms",
         "  connections_per_backend  1",
         "  backends                 2",
+        "  client_read_ahead_bytes  1048576",
+        "  client_memory_limit      33554432",
     ] {
         assert!(
             stdout.lines().any(|l| l == line),
             "no line {line:?} in:\n{stdout}"
         );
     }
+    // The proxy-wide budget in force, in bytes: half the cgroup memory limit, or 512 MiB.
+    let max = shardis::config::default_max_client_memory();
+    let line = format!("  max_client_memory        {max}");
+    assert!(
+        stdout.lines().any(|l| l == line),
+        "no line {line:?} in:\n{stdout}"
+    );
+    assert_eq!(status(&proxy)["max_client_memory"], max);
     for (name, address) in backends(&redises) {
         assert!(
             stdout

@@ -57,6 +57,11 @@ pub struct Status {
     pub clients: usize,
     /// Commands processed since start.
     pub commands: u64,
+    /// Bytes buffered for all clients (input read ahead, replies, unwritten output, pub/sub
+    /// messages), as sessions last published them (in 64 KiB steps).
+    pub client_buffered_bytes: usize,
+    /// `[server] max_client_memory` in force (null: off, or not known).
+    pub max_client_memory: Option<usize>,
     /// One entry per backend, in configuration order (for a cluster pool: every node,
     /// primaries first).
     pub backends: Vec<BackendStatus>,
@@ -112,6 +117,8 @@ impl Status {
             draining: state.is_draining(),
             clients: state.client_count(),
             commands: state.commands(),
+            client_buffered_bytes: state.clients.buffered(),
+            max_client_memory: state.max_client_memory(),
             backends: state
                 .backends()
                 .iter()
@@ -215,6 +222,7 @@ mod tests {
         assert_eq!(v["config_digest"], "abc123");
         assert_eq!(v["clients"], 1);
         assert_eq!(v["commands"], 42);
+        assert_eq!(v["client_buffered_bytes"], 0);
         assert!(v["uptime_seconds"].is_u64());
         let b = &v["backends"];
         assert_eq!(b[0]["name"], "s1");

@@ -81,6 +81,7 @@ impl Config {
             .client_output_limit_bytes
             .map_or("off".to_string(), |n| n.to_string());
         let _ = writeln!(out, "  client_output_limit      {output}");
+        super::memory::describe(out, s);
         let password = shown(s.password.as_ref().map(|p| &p.source));
         let _ = writeln!(out, "  password                 {password}");
         if self.default_user_off() {

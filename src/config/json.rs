@@ -49,6 +49,9 @@ impl Config {
                 "max_multibulk_length": s.max_multibulk_length,
                 "client_idle_timeout_ms": s.client_idle_timeout.map_or(0, ms),
                 "client_output_limit_bytes": s.client_output_limit_bytes.unwrap_or(0),
+                "client_read_ahead_bytes": s.client_read_ahead_bytes,
+                "client_memory_limit_bytes": s.client_memory_limit_bytes.unwrap_or(0),
+                "max_client_memory": s.max_client_memory.unwrap_or(0),
                 "auth_failure_delay_ms": ms(s.auth_failure_delay),
                 "auth_failure_limit": s.auth_failure_limit,
                 "cross_shard": match s.scripts.cross_shard {

@@ -6,6 +6,14 @@ pub const MAX_CLIENTS: i64 = 10_000;
 pub const MAX_PIPELINE: i64 = 1024;
 /// Default `server.max_request_bytes`: 512 MiB, like Redis' `proto-max-bulk-len`.
 pub const MAX_REQUEST_BYTES: i64 = 512 * 1024 * 1024;
+/// Default `server.client_read_ahead_bytes`: input read ahead of dispatch per client
+/// (README, "Memory", says how it was chosen).
+pub const CLIENT_READ_AHEAD_BYTES: i64 = 1024 * 1024;
+/// Default `server.client_memory_limit_bytes`: what one client may hold once it holds more
+/// than its normal bounds, like Redis's pubsub hard limit.
+pub const CLIENT_MEMORY_LIMIT_BYTES: i64 = 32 * 1024 * 1024;
+/// Default `server.max_client_memory` when the process has no cgroup memory limit.
+pub const MAX_CLIENT_MEMORY: u64 = 512 * 1024 * 1024;
 /// Default `server.shutdown_grace_ms`.
 pub const SHUTDOWN_GRACE_MS: i64 = 5000;
 /// Largest `server.threads`.

@@ -7,6 +7,7 @@ mod address;
 mod cluster;
 mod describe;
 mod json;
+mod memory;
 mod raw;
 mod secret;
 mod sentinel;
@@ -23,6 +24,7 @@ use std::time::Duration;
 pub use address::{Address, AddressError};
 pub use cluster::{ClusterConfig, ReadFrom};
 pub use json::{MASK, mask_secrets};
+pub use memory::{cgroup_memory_limit, default_max_client_memory};
 pub use secret::{
     BackendPassword, ClientPassword, Credentials, MAX_SECRET_FILE, PasswordDigest, Secret,
     SecretSource,
@@ -69,8 +71,16 @@ pub struct ServerConfig {
     pub max_clients: usize,
     /// Commands in flight per client before the proxy holds its further commands.
     pub max_pipeline: usize,
-    /// Largest single request in bytes, and the most unanswered input read ahead per client.
+    /// Largest single request in bytes.
     pub max_request_bytes: usize,
+    /// Input read ahead of dispatch per client, beyond the request being assembled.
+    pub client_read_ahead_bytes: usize,
+    /// What one client may hold (input, replies, output) once it holds more than its normal
+    /// bounds; more closes it. `None` is off.
+    pub client_memory_limit_bytes: Option<usize>,
+    /// Bytes buffered for all clients together; past it the client holding the most is
+    /// closed. `None` is off.
+    pub max_client_memory: Option<usize>,
     /// How long in-flight requests may finish after a shutdown signal.
     pub shutdown_grace: Duration,
     /// Log commands slower than this; `None` is off.

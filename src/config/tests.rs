@@ -45,6 +45,12 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.server.shutdown_grace, Duration::from_secs(5));
     assert_eq!(c.server.slowlog, None);
     assert_eq!(c.server.threads, None);
+    assert_eq!(c.server.client_read_ahead_bytes, 1024 * 1024);
+    assert_eq!(c.server.client_memory_limit_bytes, Some(32 * 1024 * 1024));
+    assert_eq!(
+        c.server.max_client_memory,
+        Some(super::default_max_client_memory() as usize)
+    );
     assert_eq!(c.admin.listen, DEFAULT_ADMIN_LISTEN.parse().unwrap());
     assert!(!c.admin.allow_mutations);
     let p = &c.pools[0];
@@ -189,6 +195,21 @@ fn rejects_bad_server_settings() {
             "threads",
             "5000",
             "server.threads: must be from 0 to 1024 (got 5000)",
+        ),
+        (
+            "client_read_ahead_bytes",
+            "100",
+            "server.client_read_ahead_bytes: must be at least 1024",
+        ),
+        (
+            "client_memory_limit_bytes",
+            "100",
+            "server.client_memory_limit_bytes: must be 0 (off) or at least 1024",
+        ),
+        (
+            "max_client_memory",
+            "-1",
+            "server.max_client_memory: must be at least 0",
         ),
     ] {
         let text = MINIMAL.replace("[[pools]]", &format!("{key} = {value}\n[[pools]]"));
@@ -485,4 +506,38 @@ fn json_has_the_file_keys_and_reads_back_as_the_same_settings() {
     // No hash tag is null, not an empty string.
     let plain = Config::parse(&with_pool("")).unwrap().to_json();
     assert!(plain["pools"][0]["hash_tag"].is_null());
+}
+
+#[test]
+fn client_memory_settings_are_read_and_shown_in_bytes() {
+    let c = Config::parse(&MINIMAL.replace(
+        "[[pools]]",
+        "client_read_ahead_bytes = 65536\nclient_memory_limit_bytes = 0\nmax_client_memory = 268435456\n[[pools]]",
+    ))
+    .unwrap();
+    assert_eq!(c.server.client_read_ahead_bytes, 65536);
+    assert_eq!(c.server.client_memory_limit_bytes, None);
+    assert_eq!(c.server.max_client_memory, Some(256 << 20));
+    let text = c.describe();
+    assert!(
+        text.contains("\n  client_read_ahead_bytes  65536\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n  client_memory_limit      off\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n  max_client_memory        268435456\n"),
+        "{text}"
+    );
+    let off = Config::parse(&MINIMAL.replace("[[pools]]", "max_client_memory = 0\n[[pools]]"));
+    assert_eq!(off.unwrap().server.max_client_memory, None);
+    // The default, resolved, is listed too.
+    let text = Config::parse(MINIMAL).unwrap().describe();
+    let line = format!(
+        "\n  max_client_memory        {}\n",
+        super::default_max_client_memory()
+    );
+    assert!(text.contains(&line), "{text}");
 }

@@ -46,8 +46,11 @@ pub const CLIENT_PROTOCOL_ERRORS_TOTAL: &str = "shardis_client_protocol_errors_t
 /// out; label `reason` (`timeout` | `error`).
 pub const CLIENT_TLS_HANDSHAKE_ERRORS_TOTAL: &str = "shardis_client_tls_handshake_errors_total";
 /// Client connections closed by the proxy for a limit; label `reason` (`idle_timeout` |
-/// `output_limit`).
+/// `output_limit` | `memory_limit` | `max_client_memory`).
 pub const CLIENT_DISCONNECTS_TOTAL: &str = "shardis_client_disconnects_total";
+/// Bytes buffered for all clients (input read ahead, replies, unwritten output, pub/sub
+/// messages), as their sessions last published them; `max_client_memory` bounds it.
+pub const CLIENT_BUFFERED_BYTES: &str = "shardis_client_buffered_bytes";
 /// Bytes read from clients.
 pub const RECEIVED_BYTES_TOTAL: &str = "shardis_received_bytes_total";
 /// Bytes written to clients.
@@ -90,6 +93,7 @@ pub const ALL_METRICS: &[&str] = &[
     CLIENT_PROTOCOL_ERRORS_TOTAL,
     CLIENT_TLS_HANDSHAKE_ERRORS_TOTAL,
     CLIENT_DISCONNECTS_TOTAL,
+    CLIENT_BUFFERED_BYTES,
     RECEIVED_BYTES_TOTAL,
     SENT_BYTES_TOTAL,
     CLUSTER_REDIRECTIONS_TOTAL,
@@ -192,7 +196,12 @@ pub fn describe() {
     );
     describe_counter!(
         CLIENT_DISCONNECTS_TOTAL,
-        "Client connections closed by the proxy for a limit, by reason (idle_timeout, output_limit)."
+        "Client connections closed by the proxy for a limit, by reason (idle_timeout, output_limit, memory_limit, max_client_memory)."
+    );
+    describe_gauge!(
+        CLIENT_BUFFERED_BYTES,
+        Unit::Bytes,
+        "Bytes buffered for all clients (input read ahead, replies, unwritten output, pub/sub messages); max_client_memory bounds it."
     );
     describe_counter!(
         CLIENT_TLS_HANDSHAKE_ERRORS_TOTAL,
@@ -253,6 +262,11 @@ pub fn slow_subscriber() {
 /// Counts a client closed for a limit (a rare event: no pre-built handle).
 pub fn client_disconnect(reason: &'static str) {
     metrics::counter!(CLIENT_DISCONNECTS_TOTAL, "reason" => reason).increment(1);
+}
+
+/// Sets [`CLIENT_BUFFERED_BYTES`] (when `/metrics` is rendered: no pre-built handle).
+pub fn client_buffered(bytes: usize) {
+    metrics::gauge!(CLIENT_BUFFERED_BYTES).set(bytes as f64);
 }
 
 /// Counts a client TLS handshake that failed (`timed_out`: did not finish in time).

@@ -35,6 +35,8 @@ fn recorded() -> String {
             c.sent(40);
             slow_subscriber();
             client_disconnect("idle_timeout");
+            client_disconnect("max_client_memory");
+            client_buffered(4096);
             tls_handshake_failed(false);
             tls_handshake_failed(true);
             tls_handshake_failed(true);
@@ -93,6 +95,8 @@ fn renders_every_metric_with_help_and_counts() {
         "shardis_sent_bytes_total 40",
         "shardis_pubsub_evicted_total 1",
         r#"shardis_client_disconnects_total{reason="idle_timeout"} 1"#,
+        r#"shardis_client_disconnects_total{reason="max_client_memory"} 1"#,
+        "shardis_client_buffered_bytes 4096",
         r#"shardis_config_reloads_total{result="ok"} 1"#,
         r#"shardis_config_reloads_total{result="error"} 1"#,
         r#"shardis_config_info{digest="abc"} 0"#,

@@ -25,6 +25,12 @@ pub struct Settings {
     pub idle_timeout: Option<Duration>,
     /// `[server] client_output_limit_bytes`, if on.
     pub output_limit: Option<usize>,
+    /// `[server] client_read_ahead_bytes`: see `session::budget`.
+    pub read_ahead: usize,
+    /// `[server] client_memory_limit_bytes`, if on.
+    pub memory_limit: Option<usize>,
+    /// `[server] max_client_memory`, if on.
+    pub max_client_memory: Option<usize>,
     /// Who clients may authenticate as, and what each may do.
     pub auth: Arc<Auth>,
     /// The database the catch-all pool's connections select: the one clients see.
@@ -44,6 +50,9 @@ impl Default for Settings {
             request: RequestLimits::with_request_bytes(limits::MAX_REQUEST_BYTES as usize),
             idle_timeout: None,
             output_limit: None,
+            read_ahead: limits::CLIENT_READ_AHEAD_BYTES as usize,
+            memory_limit: Some(limits::CLIENT_MEMORY_LIMIT_BYTES as usize),
+            max_client_memory: None,
             auth: Arc::default(),
             db: 0,
             scripts: crate::config::ScriptsConfig::default(),
@@ -75,6 +84,9 @@ impl Settings {
             },
             idle_timeout: server.client_idle_timeout,
             output_limit: server.client_output_limit_bytes,
+            read_ahead: server.client_read_ahead_bytes,
+            memory_limit: server.client_memory_limit_bytes,
+            max_client_memory: server.max_client_memory,
             auth,
             db,
             scripts: server.scripts,

@@ -86,7 +86,7 @@ pub async fn run(stream: Stream, ctx: Arc<Context>, id: u64, mut shutdown: watch
     metrics.connected();
     debug!(client = id, "connected");
     let result = session.converse(&mut io, &mut rx, &mut shutdown).await;
-    match (result, session.evicted) {
+    match (result, session.evicted.or(client.evicted_for())) {
         (Err(e), _) => debug!(client = id, "connection error: {e}"),
         (Ok(()), Some(why)) => info!(client = id, "disconnected by shardis: {why}"),
         _ => {}
@@ -114,13 +114,18 @@ impl Session {
             }
             let sent = self.pump(io.stream, &mut io.rbuf, &mut io.parser).await?;
             io.wrote(sent);
-            if self.ended(io.eof) {
+            self.account(&io.rbuf);
+            // Killed (CLIENT KILL, or by `max_client_memory`) or over its budget: checked here
+            // too, since a client that floods keeps the branches before `killed()` ready.
+            if self.evicted.is_some() || client.is_killed() || self.ended(io.eof) {
                 return Ok(());
             }
-            // Input is read ahead of dispatch up to the request bound, whatever `may_send`
-            // says: a client blocked writing its pipeline must be able to finish before it
-            // reads.
-            let can_read = !self.closing && !io.eof && io.rbuf.len() < self.input_bound(&io.parser);
+            // Input is read ahead of dispatch up to its bound, whatever `may_send` says; past
+            // it, a client that writes its pipeline before reading gets an overdraft (see
+            // `budget`).
+            let input_full = io.rbuf.len() >= self.input_bound(&io.parser);
+            let can_read = !self.closing && !io.eof && !input_full;
+            self.watch_stuck(!io.eof && input_full);
             tokio::select! {
                 biased;
                 Some(msg) = rx.recv() => {
@@ -132,10 +137,16 @@ impl Session {
                 ready = io.stream.readable(), if can_read => {
                     ready?;
                     io.read()?;
+                    if self.reads_on() {
+                        // Reading past the read-ahead bound: one read per turn, so a client
+                        // that floods cannot hold the worker.
+                        tokio::task::yield_now().await;
+                    }
                 }
                 ready = io.stream.writable(), if !self.out.wbuf.is_empty() => {
                     ready?;
                     let n = write_front(io.stream, &mut self.out.wbuf)?;
+                    self.took(n);
                     io.wrote(n);
                 }
                 () = idle_fired(&mut io.idle), if io.idle.is_some() => {
@@ -144,6 +155,9 @@ impl Session {
                         self.evict("idle timeout", "idle_timeout");
                         return Ok(());
                     }
+                }
+                () = super::budget::stuck_fired(&mut self.budget), if self.budget.armed() => {
+                    self.on_stuck(&mut io.rbuf, &mut io.parser);
                 }
                 () = client.killed() => return Ok(()),
                 Ok(()) = shutdown.changed() => {
@@ -209,16 +223,21 @@ impl Session {
                 write_front(stream, &mut self.out.wbuf)?
             };
             sent += wrote;
+            self.took(wrote);
             if fed == 0 && wrote == 0 {
                 return Ok(sent);
             }
         }
     }
 
-    /// How much input may be buffered before the session stops reading: `max_request_bytes`,
-    /// or more while the frame being read needs it.
+    /// How much input may be buffered before the session stops reading:
+    /// `client_read_ahead_bytes`, or the frame being assembled if it is larger; no bound
+    /// during an input overdraft (see [`super::budget`]).
     pub(super) fn input_bound(&self, parser: &RequestParser) -> usize {
-        self.table.settings.request.request_bytes.max(parser.want())
+        if self.reads_on() {
+            return usize::MAX;
+        }
+        self.table.settings.read_ahead.max(parser.want())
     }
 
     /// Serves every complete command in `rbuf` (up to `max_pipeline` in flight) and removes

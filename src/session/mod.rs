@@ -4,10 +4,11 @@
 //! Bounds: at most `max_pipeline` commands in flight per client, replies are moved to the write
 //! buffer only while it holds less than [`MAX_OUTPUT`], and commands are sent only while the
 //! replies they are expected to bring (by this client's recent reply sizes) fit in
-//! [`MAX_OUTPUT`] too. Input is read ahead of dispatch, up to `max_request_bytes` of unanswered
-//! input, so a client that writes a whole pipeline before it reads a reply (redis-py,
-//! `redis-cli --pipe`, bulk loaders) can always finish writing; a client that writes more than
-//! that without reading is no longer read from until it catches up.
+//! [`MAX_OUTPUT`] too. Input is read ahead of dispatch up to `client_read_ahead_bytes` beyond
+//! the request being assembled. A client that writes a whole pipeline before it reads a reply
+//! (redis-py, bulk loaders) fills both; then one side may grow, up to the client's
+//! `client_memory_limit_bytes`, and every session's holdings count towards
+//! `max_client_memory` (see [`budget`] for which side grows when, and what is counted).
 //!
 //! # Progress
 //! A session never waits while it could act. Before every wait, [`Session::pump`] has:
@@ -24,7 +25,13 @@
 //!   (they arrive on the inbox) or the write buffer is full (writable);
 //! - unread input waits for the socket to be readable, which is listened for whenever the read
 //!   buffer is below its bound; above it, dispatch (and so one of the two events above) must
-//!   drain it first.
+//!   drain it first;
+//! - when the read buffer is at its bound *and* the write buffer full, both wait on the client
+//!   reading (writable) or, if it takes nothing for [`budget::STUCK_AFTER`], on the stuck
+//!   timer, which the wait listens for then: it raises one side's bound (an overdraft), so the
+//!   session can read or dispatch again. The overdraft lasts until the client reads, or until
+//!   the client's budget closes it; while all clients together hold more than
+//!   `max_client_memory`, it stops growing and waits on the same timer, which looks again.
 //!
 //! So backpressure slows a client down but cannot stop it. A blocking command (BLPOP, ...) is
 //! the one deliberate exception: while it waits, nothing more is sent, as Redis runs nothing
@@ -34,6 +41,7 @@
 //! See [`mode`]: normal, transaction (MULTI), subscribed, blocked.
 
 mod bounds;
+mod budget;
 mod call;
 mod client;
 mod conn;
@@ -136,6 +144,8 @@ pub struct Session {
     split: SplitScratch,
     /// For RANDOMKEY's pick.
     rng: u64,
+    /// What the session holds, and whether it may hold more (see [`budget`]).
+    budget: budget::Budget,
 }
 
 /// A session's commands in flight.
@@ -218,6 +228,7 @@ impl Session {
             split: SplitScratch::default(),
             evicted: None,
             who: Who::default(),
+            budget: budget::Budget::default(),
         };
         session.check_login();
         (session, rx)

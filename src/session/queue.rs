@@ -20,13 +20,14 @@ impl Session {
     }
 
     /// True while another command may be sent: no blocking command waits, fewer than
-    /// `max_pipeline` in the queue, less than [`MAX_OUTPUT`] waiting to be written, and the
+    /// `max_pipeline` in the queue, less than [`MAX_OUTPUT`] waiting to be written (more during an
+    /// output overdraft, see [`super::budget`]), and the
     /// replies expected for the commands in flight within [`MAX_OUTPUT`]. With nothing in
     /// flight one command may always go.
     pub(super) fn may_send(&self) -> bool {
         self.modes.blocked.is_none()
             && self.queue.pending.len() < self.table.settings.max_pipeline
-            && self.out.wbuf.len() < MAX_OUTPUT
+            && self.out.wbuf.len() < self.output_bound()
             && self
                 .queue
                 .awaiting
@@ -63,7 +64,7 @@ impl Session {
 
     /// Moves complete replies at the front of the queue to the write buffer.
     pub(super) fn move_ready(&mut self) {
-        while self.out.wbuf.len() < MAX_OUTPUT {
+        while self.out.wbuf.len() < self.move_bound() {
             let frame = match self.queue.pending.front() {
                 Some(Pending::Ready(_) | Pending::Push(_)) => self.queue.pending.pop_front(),
                 _ => break,

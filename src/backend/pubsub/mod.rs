@@ -56,6 +56,12 @@ impl Subscriber {
         self.proto.store(proto as u8, Ordering::Relaxed);
     }
 
+    /// Bytes of messages sent to the session and not yet moved to its output buffer: they
+    /// count in `max_client_memory` with the session's other buffers.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
     /// The session wrote `n` bytes of messages to its client.
     pub fn written(&self, n: usize) {
         self.queued.fetch_sub(

@@ -79,6 +79,10 @@ fn server_limits(p: &mut Problems, raw: &RawServer) -> ServerConfig {
         1,
         max,
     );
+    let memory = super::super::memory::memory(p, raw);
+    let mut int = |name: &str, value: Option<i64>, default: i64, min: i64, max: i64| {
+        p.int(&format!("server.{name}"), value, default, min, max)
+    };
     let grace = int(
         "shutdown_grace_ms",
         raw.shutdown_grace_ms,
@@ -123,6 +127,9 @@ fn server_limits(p: &mut Problems, raw: &RawServer) -> ServerConfig {
         max_clients: to_usize(max_clients),
         max_pipeline: to_usize(max_pipeline),
         max_request_bytes: to_usize(max_request),
+        client_read_ahead_bytes: memory.read_ahead,
+        client_memory_limit_bytes: memory.client_limit,
+        max_client_memory: memory.max_client_memory,
         shutdown_grace: Duration::from_millis(grace as u64),
         slowlog: (slowlog > 0).then(|| Duration::from_millis(slowlog as u64)),
         threads: NonZeroUsize::new(to_usize(threads)),
