@@ -275,7 +275,7 @@ fn start_node(
     events: &mpsc::UnboundedSender<HealthEvent>,
 ) -> Arc<Backend> {
     let target = build::target(b, pool, None, role == Role::Replica);
-    let metrics = BackendMetrics::with_role(&b.name, role.label());
-    let spec = Spec::with_metrics(&b.name, &b.name, target, pool.timeout, metrics);
+    let metrics = BackendMetrics::with_role(&pool.name, &b.name, role.label());
+    let spec = Spec::with_metrics(&pool.name, &b.name, &b.name, target, pool.timeout, metrics);
     build::start(spec, pool, fingerprint, events)
 }

@@ -11,7 +11,8 @@ use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandl
 pub const COMMAND_DURATION_SECONDS: &str = "shardis_command_duration_seconds";
 /// Client commands answered; labels `command`, `result` (`ok` | `error`).
 pub const COMMANDS_TOTAL: &str = "shardis_commands_total";
-/// Latency of one request on a backend link; label `backend`.
+/// Latency of one request on a backend link; labels `pool`, `backend` (every backend metric
+/// carries both: backends of two pools may share a name).
 pub const BACKEND_REQUEST_DURATION_SECONDS: &str = "shardis_backend_request_duration_seconds";
 /// 1 while at least one connection to the backend is up; label `backend`.
 pub const BACKEND_UP: &str = "shardis_backend_up";
@@ -57,6 +58,11 @@ pub const SENT_BYTES_TOTAL: &str = "shardis_sent_bytes_total";
 pub const CLUSTER_REDIRECTIONS_TOTAL: &str = "shardis_cluster_redirections_total";
 /// Cluster pools: fetches of the slot map; label `result` (`ok` | `error`).
 pub const CLUSTER_SLOT_MAP_REFRESHES_TOTAL: &str = "shardis_cluster_slot_map_refreshes_total";
+/// Mirrored requests; labels `pool` (the mirror pool), `result` (`sent` | `dropped` |
+/// `failed`).
+pub const MIRROR_REQUESTS_TOTAL: &str = "shardis_mirror_requests_total";
+/// Faults injected (`[[faults]]`); label `kind` (`error` | `delay`).
+pub const FAULTS_INJECTED_TOTAL: &str = "shardis_faults_injected_total";
 
 /// Every metric name above, for tests that check dashboards and alert rules against the code.
 pub const ALL_METRICS: &[&str] = &[
@@ -82,6 +88,8 @@ pub const ALL_METRICS: &[&str] = &[
     SENT_BYTES_TOTAL,
     CLUSTER_REDIRECTIONS_TOTAL,
     CLUSTER_SLOT_MAP_REFRESHES_TOTAL,
+    MIRROR_REQUESTS_TOTAL,
+    FAULTS_INJECTED_TOTAL,
 ];
 
 /// Histogram bucket upper bounds in seconds, 10 µs to 1 s, shared by both latency histograms.
@@ -196,6 +204,14 @@ pub fn describe() {
     describe_counter!(
         CLUSTER_SLOT_MAP_REFRESHES_TOTAL,
         "Cluster pools: fetches of the slot map, by result (ok or error)."
+    );
+    describe_counter!(
+        MIRROR_REQUESTS_TOTAL,
+        "Requests mirrored to a pool, by mirror pool and result: sent (handed to a backend link), dropped (the mirror's buffer was full) or failed (not sent, or answered with an error)."
+    );
+    describe_counter!(
+        FAULTS_INJECTED_TOTAL,
+        "Faults injected into client commands ([[faults]]), by kind (error, delay)."
     );
 }
 

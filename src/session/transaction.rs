@@ -140,7 +140,8 @@ impl Session {
                 tx.count += 1;
                 return self.ok(id, now, b"+QUEUED\r\n");
             }
-            tx.frames.extend_from_slice(&call.frame);
+            let frame = self.table.unprefixed(call.cmd, call.frame.clone(), call.args);
+            tx.frames.extend_from_slice(&frame);
             tx.count += 1;
         }
         self.ok(id, now, b"+QUEUED\r\n");
@@ -175,8 +176,8 @@ impl Session {
             {
                 let key = call.arg(2).unwrap_or_default();
                 self.table
-                    .owner_of(key)
-                    .map(Some)
+                    .owner_of_key(key)
+                    .map(|(dest, _)| Some(dest))
                     .map_err(QueueError::Route)
             }
             Kind::Refused(reason) => Err(QueueError::Refused(cmd.name, reason)),
@@ -288,7 +289,8 @@ impl Session {
             }
         }
         let seq = self.next_seq();
-        let req = Request::new(call.frame, self.reply_to(seq, 0));
+        let frame = self.table.unprefixed(call.cmd, call.frame, call.args);
+        let req = Request::new(frame, self.reply_to(seq, 0));
         let sent = Sent::plain(dest.backend, &req);
         if let Some(w) = &self.modes.watch {
             Self::send_leased(&w.lease, req);
