@@ -178,7 +178,10 @@ fn route(path: &Path, keys: &[String]) -> ExitCode {
     let mut code = ExitCode::SUCCESS;
     for key in keys {
         let located = match &routes {
-            None => config.catch_all().map(|pool| (pool, 0)).ok_or_else(|| "no pool".to_string()),
+            None => config
+                .catch_all()
+                .map(|pool| (pool, 0))
+                .ok_or_else(|| "no pool".to_string()),
             Some(r) => r
                 .locate(key.as_bytes())
                 .map(|l| (l.pool, l.strip))
@@ -196,7 +199,10 @@ fn route(path: &Path, keys: &[String]) -> ExitCode {
         let sent = &key.as_bytes()[strip..];
         if pool.cluster.is_none() {
             let backend = &pool.backends[rings[index].backend_for(sent)];
-            println!("{key}\t{}\t{}\t{}", pool.name, backend.name, backend.address);
+            println!(
+                "{key}\t{}\t{}\t{}",
+                pool.name, backend.name, backend.address
+            );
             continue;
         }
         if !layouts.contains_key(&index) {

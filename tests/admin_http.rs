@@ -177,7 +177,10 @@ async fn metrics_endpoint_renders_the_recorder() {
         r.body
             .contains("shardis_commands_total{command=\"get\",result=\"ok\"} 1\n")
     );
-    assert!(r.body.contains("shardis_backend_up{pool=\"main\",backend=\"s1\"} 0\n"));
+    assert!(
+        r.body
+            .contains("shardis_backend_up{pool=\"main\",backend=\"s1\"} 0\n")
+    );
     stop(admin).await;
 }
 

@@ -61,7 +61,10 @@ fn half_of_the_gets_fail_and_nothing_else_does() {
         }
     }
     // Binomial(2000, 0.5): 850 to 1,150 is more than 6 sigma either side.
-    assert!((850..=1150).contains(&failed), "{failed} faults in 2000 GETs");
+    assert!(
+        (850..=1150).contains(&failed),
+        "{failed} faults in 2000 GETs"
+    );
     assert_eq!(injected(&proxy, "error"), failed as f64);
     // A faulted GET is not sent.
     let sent = redis.iter().map(|r| gets(r)).sum::<u64>() - before;
@@ -70,7 +73,10 @@ fn half_of_the_gets_fail_and_nothing_else_does() {
     for i in 0..200 {
         assert_eq!(c.cmd_str(&["SET", &format!("k{i}"), "w"]), ok());
     }
-    assert!(matches!(c.cmd_str(&["MGET", "k1", "k2", "k3"]), Frame::Array(_)));
+    assert!(matches!(
+        c.cmd_str(&["MGET", "k1", "k2", "k3"]),
+        Frame::Array(_)
+    ));
 }
 
 /// GETs the server has served.
@@ -108,7 +114,10 @@ fn faults_are_off_by_default_and_follow_reloads() {
     for _ in 0..200 {
         assert_eq!(c.cmd_str(&["SET", "k", "v"]), ok());
     }
-    proxy.reload(&config(&redis, "[[faults]]\nkind = \"error\"\ncommands = [\"set\"]\n"));
+    proxy.reload(&config(
+        &redis,
+        "[[faults]]\nkind = \"error\"\ncommands = [\"set\"]\n",
+    ));
     wait_for(Duration::from_secs(10), "the fault to be in force", || {
         is_fault(&c.cmd_str(&["SET", "k", "v"])).then_some(())
     });
@@ -139,7 +148,8 @@ fn a_delay_holds_only_the_targeted_command() {
     let start = Instant::now();
     raw.write_all(&Client::encode(&[b"SET", b"k2", b"v2"]))
         .expect("write");
-    raw.write_all(&Client::encode(&[b"GET", b"k"])).expect("write");
+    raw.write_all(&Client::encode(&[b"GET", b"k"]))
+        .expect("write");
     let mut first = [0u8; 5];
     raw.read_exact(&mut first).expect("the SET's reply");
     let set_took = start.elapsed();

@@ -56,7 +56,10 @@ fn writes_are_copied_to_the_shadow_and_reads_never_are() {
     let proxy = Shardis::start(&config(&main, &shadow, ALL_WRITES, ""));
     let mut c = proxy.client();
     for i in 0..100 {
-        assert_eq!(c.cmd_str(&["SET", &format!("k:{i}"), &format!("v{i}")]), ok());
+        assert_eq!(
+            c.cmd_str(&["SET", &format!("k:{i}"), &format!("v{i}")]),
+            ok()
+        );
     }
     // A split write is mirrored key by key; a key outside the route is not mirrored.
     assert_eq!(
@@ -65,9 +68,11 @@ fn writes_are_copied_to_the_shadow_and_reads_never_are() {
     );
     assert_eq!(c.cmd_str(&["INCR", "k:n"]), Frame::Integer(1));
     let mut s = shadow.client();
-    wait_for(Duration::from_secs(2), "the shadow to hold the writes", || {
-        (s.cmd_str(&["DBSIZE"]) == Frame::Integer(103)).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(2),
+        "the shadow to hold the writes",
+        || (s.cmd_str(&["DBSIZE"]) == Frame::Integer(103)).then_some(()),
+    );
     assert_eq!(s.cmd_str(&["GET", "k:7"]), Frame::Bulk(b"v7".to_vec()));
     assert_eq!(s.cmd_str(&["GET", "k:b"]), Frame::Bulk(b"2".to_vec()));
     assert_eq!(s.cmd_str(&["EXISTS", "other"]), Frame::Integer(0));
@@ -176,13 +181,22 @@ fn a_hung_or_dead_shadow_never_slows_or_fails_the_client() {
     );
     // At most 2x the healthy p99 (with a floor for a busy machine's noise).
     let bound = (before * 2).max(Duration::from_millis(20));
-    assert!(hung <= bound, "p99 {hung:?} with a hung mirror, {before:?} before");
+    assert!(
+        hung <= bound,
+        "p99 {hung:?} with a hung mirror, {before:?} before"
+    );
 
     // Dead: every copy fails, the client does not notice.
     shadow.kill();
     let dead = big_sets(&mut c, 2000, "dead");
-    assert!(dead <= bound, "p99 {dead:?} with a dead mirror, {before:?} before");
-    assert!(mirrored(&proxy, "failed") > 0.0, "no copy counted as failed");
+    assert!(
+        dead <= bound,
+        "p99 {dead:?} with a dead mirror, {before:?} before"
+    );
+    assert!(
+        mirrored(&proxy, "failed") > 0.0,
+        "no copy counted as failed"
+    );
     let grown = rss(proxy.pid()).saturating_sub(rss_before);
     assert!(grown < 20 << 20, "RSS grew by {} MiB", grown >> 20);
     // Every write reached the primary pool.

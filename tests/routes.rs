@@ -106,14 +106,21 @@ fn each_key_lands_on_one_backend_of_its_pool_as_shardis_route_says() {
         let index = address[addr];
         assert_eq!(backend, &format!("{want_pool}{}", index % 2 + 1), "{key}");
         // On exactly that backend, and on no other of any pool.
-        assert_eq!(holders(&redis, stored), vec![index], "{key} stored as {stored}");
+        assert_eq!(
+            holders(&redis, stored),
+            vec![index],
+            "{key} stored as {stored}"
+        );
         assert_eq!(redis[index].client().cmd_str(&["GET", stored]), bulk(key));
         assert_eq!(c.cmd_str(&["GET", key]), bulk(key));
     }
     // Both backends of every pool got keys.
     for (i, r) in redis.iter().enumerate() {
         let n = r.client().cmd_str(&["DBSIZE"]);
-        assert!(matches!(n, Frame::Integer(n) if n > 0), "backend {i}: {n:?}");
+        assert!(
+            matches!(n, Frame::Integer(n) if n > 0),
+            "backend {i}: {n:?}"
+        );
     }
 }
 
@@ -355,7 +362,10 @@ fn status_info_and_metrics_name_each_pool() {
     };
     let info = String::from_utf8_lossy(&info).into_owned();
     for p in ["a", "b", "c"] {
-        assert!(info.contains(&format!("# Backend {p}1\r\npool:{p}\r\n")), "{info}");
+        assert!(
+            info.contains(&format!("# Backend {p}1\r\npool:{p}\r\n")),
+            "{info}"
+        );
     }
     let metrics = http_get(proxy.admin, "/metrics").body;
     for b in ["a1", "b2", "c1"] {
@@ -372,8 +382,11 @@ fn a_duplicate_pool_name_or_an_unknown_route_pool_is_refused() {
     let redis = start_redises(6);
     let dir = TempDir::new("check");
     let path = dir.path().join("shardis.toml");
-    let bad = three_pools(&redis, "\n[[routes]]\nprefix = \"x:\"\npool = \"nope\"\n")
-        .replacen("name = \"b\"", "name = \"a\"", 1);
+    let bad = three_pools(&redis, "\n[[routes]]\nprefix = \"x:\"\npool = \"nope\"\n").replacen(
+        "name = \"b\"",
+        "name = \"a\"",
+        1,
+    );
     std::fs::write(&path, bad).expect("write");
     let out = Command::new(env!("CARGO_BIN_EXE_shardis"))
         .args(["check", "--config"])

@@ -60,7 +60,11 @@ pub(super) struct RawFault {
 }
 
 /// Validates every `[[faults]]` entry.
-pub(super) fn faults(p: &mut Problems, raw: Vec<RawFault>, pools: &[PoolConfig]) -> Vec<FaultConfig> {
+pub(super) fn faults(
+    p: &mut Problems,
+    raw: Vec<RawFault>,
+    pools: &[PoolConfig],
+) -> Vec<FaultConfig> {
     let mut out = Vec::with_capacity(raw.len());
     for (i, f) in raw.into_iter().enumerate() {
         let key = format!("faults[{i}]");
@@ -75,14 +79,20 @@ pub(super) fn faults(p: &mut Problems, raw: Vec<RawFault>, pools: &[PoolConfig])
                 None
             }
             None => {
-                p.add(format_args!("{key}.kind"), "is required: \"error\" or \"delay\"");
+                p.add(
+                    format_args!("{key}.kind"),
+                    "is required: \"error\" or \"delay\"",
+                );
                 None
             }
         };
         let fraction = fraction(p, &format!("{key}.fraction"), f.fraction);
         let delay = match (kind, f.delay_ms) {
             (Some(FaultKind::Delay), None) => {
-                p.add(format_args!("{key}.delay_ms"), "is required for kind = \"delay\"");
+                p.add(
+                    format_args!("{key}.delay_ms"),
+                    "is required for kind = \"delay\"",
+                );
                 0
             }
             (Some(FaultKind::Delay), Some(_)) => p.int(

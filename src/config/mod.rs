@@ -24,8 +24,8 @@ use std::time::Duration;
 pub use address::{Address, AddressError};
 pub use cluster::{ClusterConfig, ReadFrom};
 pub use faults::{FaultConfig, FaultKind, MAX_FAULT_DELAY_MS};
-pub use routes::{MIRROR_BUFFER_BYTES, MirrorConfig, RouteConfig, RoutingConfig};
 pub use json::{MASK, mask_secrets};
+pub use routes::{MIRROR_BUFFER_BYTES, MirrorConfig, RouteConfig, RoutingConfig};
 pub use secret::{
     BackendPassword, ClientPassword, Credentials, MAX_SECRET_FILE, PasswordDigest, Secret,
     SecretSource,

@@ -316,7 +316,9 @@ pub(super) fn describe(out: &mut String, r: &RoutingConfig, pools: &[PoolConfig]
         return;
     }
     let _ = writeln!(out, "[routing]");
-    let catch_all = r.catch_all.map_or("none: keys that match no route are refused", name);
+    let catch_all = r
+        .catch_all
+        .map_or("none: keys that match no route are refused", name);
     let _ = writeln!(out, "  catch_all                {catch_all}");
     let _ = writeln!(out, "  mirror_buffer_bytes      {}", r.mirror_buffer_bytes);
     describe_mirrors(out, "catch_all_mirror", &r.catch_all_mirror, pools);

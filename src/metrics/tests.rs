@@ -8,7 +8,10 @@ fn recorded() -> String {
     metrics::with_local_recorder(&recorder, || {
         describe();
         let m = Metrics::new(&["get", "set"]);
-        let backends = [BackendMetrics::new("main", "s1"), BackendMetrics::new("main", "s2")];
+        let backends = [
+            BackendMetrics::new("main", "s1"),
+            BackendMetrics::new("main", "s2"),
+        ];
         for _ in 0..3 {
             m.command(0).record(Duration::from_micros(200), true);
         }

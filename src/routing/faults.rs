@@ -114,9 +114,7 @@ mod tests {
         let config_get = crate::protocol::command::lookup_sub("config", b"get")
             .unwrap()
             .0;
-        let kind = |id, pool: usize, roll: u32| {
-            f.pick(id, |p| p == pool, || roll).map(|f| f.kind)
-        };
+        let kind = |id, pool: usize, roll: u32| f.pick(id, |p| p == pool, || roll).map(|f| f.kind);
         assert_eq!(kind(get, 0, 0), Some(FaultKind::Error));
         assert_eq!(kind(config_get, 0, 0), Some(FaultKind::Error));
         // Past the fraction, or another pool: the next fault, which takes everything.

@@ -40,9 +40,7 @@ impl Mirror {
     /// The state of mirror pool `pool` with a budget of `limit` bytes; its reply task runs on
     /// the current runtime (without one, replies are discarded and no byte is given back).
     pub fn new(pool: &str, limit: usize) -> Arc<Mirror> {
-        let counter = |result: &'static str| {
-            metrics::counter!(MIRROR_REQUESTS_TOTAL, "pool" => pool.to_owned(), "result" => result)
-        };
+        let counter = |result: &'static str| metrics::counter!(MIRROR_REQUESTS_TOTAL, "pool" => pool.to_owned(), "result" => result);
         let budget = Arc::new(Budget {
             used: AtomicUsize::new(0),
             limit: AtomicUsize::new(limit),

@@ -113,8 +113,8 @@ impl Table {
         faults: Option<Faults>,
         mirrors: Vec<Option<Arc<Mirror>>>,
     ) -> Table {
-        self.special = routes.as_ref().is_some_and(|r| r.strips() || r.mirrors())
-            || faults.is_some();
+        self.special =
+            routes.as_ref().is_some_and(|r| r.strips() || r.mirrors()) || faults.is_some();
         self.routes = routes.map(Box::new);
         self.faults = faults.map(Box::new);
         if mirrors.len() == self.pools.len() {
@@ -204,12 +204,11 @@ impl Table {
         let mirrors = mirror_pools(config)
             .map(|(i, on)| on.then(|| Mirror::new(&config.pools[i].name, 0)))
             .collect();
-        let table = Table::new(pools, catch_all, Settings::default(), String::new())
-            .with_routing(
-                Routes::new(&config.routing),
-                Faults::new(&config.faults),
-                mirrors,
-            );
+        let table = Table::new(pools, catch_all, Settings::default(), String::new()).with_routing(
+            Routes::new(&config.routing),
+            Faults::new(&config.faults),
+            mirrors,
+        );
         (table, receivers)
     }
 
@@ -305,11 +304,14 @@ pub fn default_pool(config: &crate::config::Config) -> usize {
 /// Each pool of `config` (by index), and whether some route mirrors to it.
 pub fn mirror_pools(config: &crate::config::Config) -> impl Iterator<Item = (usize, bool)> + '_ {
     let r = &config.routing;
-    (0..config.pools.len()).map(move |i| {
-        r.catch_all_mirror.iter().any(|m| m.pool == i)
-            || r.routes.iter().any(|route| route.mirror.iter().any(|m| m.pool == i))
-    })
-    .enumerate()
+    (0..config.pools.len())
+        .map(move |i| {
+            r.catch_all_mirror.iter().any(|m| m.pool == i)
+                || r.routes
+                    .iter()
+                    .any(|route| route.mirror.iter().any(|m| m.pool == i))
+        })
+        .enumerate()
 }
 
 /// The live routing table, swapped atomically. Sessions keep the table they loaded and look

@@ -158,7 +158,10 @@ mod tests {
     fn wide_nodes_are_bisected() {
         let names: Vec<String> = (0..=255u8).map(|b| format!("{}x", b as char)).collect();
         let t = Prefixes::new(
-            names.iter().enumerate().map(|(i, p)| (p.as_bytes(), i as u32)),
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.as_bytes(), i as u32)),
             false,
         );
         for (i, name) in names.iter().enumerate() {

@@ -109,7 +109,10 @@ impl Table {
         }
         let key = |pos: usize| &frame[args[pos].clone()];
         let first = key(span.dest.unwrap_or(span.first));
-        let pool = self.pools.get(self.catch_all).ok_or(RouteError::NoBackend)?;
+        let pool = self
+            .pools
+            .get(self.catch_all)
+            .ok_or(RouteError::NoBackend)?;
         let backend = if span.dest.is_none() && span.first == span.last {
             // One key, most commands: no other key to agree with.
             pool.owner(first)

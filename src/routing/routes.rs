@@ -117,7 +117,11 @@ impl Routes {
                 pool,
                 strip: 0,
                 prefix: Box::from(""),
-                mirrors: config.catch_all_mirror.iter().map(MirrorRule::new).collect(),
+                mirrors: config
+                    .catch_all_mirror
+                    .iter()
+                    .map(MirrorRule::new)
+                    .collect(),
             });
             (targets.len() - 1) as u32
         });
@@ -238,8 +242,11 @@ impl Table {
                     return Err(RouteError::CrossPool);
                 }
             }
-            pool.single(span.positions().filter_map(|pos| sent(pos).ok().map(|s| s.1)))
-                .map_err(|e| e.named(cmd.name))?
+            pool.single(
+                span.positions()
+                    .filter_map(|pos| sent(pos).ok().map(|s| s.1)),
+            )
+            .map_err(|e| e.named(cmd.name))?
         };
         pool.node_for(backend, super::keyed_read(cmd), client)
     }
@@ -266,7 +273,10 @@ impl Table {
             }
             _ => return frame,
         };
-        let strip = |pos: usize| self.locate(&frame[args[pos].clone()]).map_or(0, |l| l.strip);
+        let strip = |pos: usize| {
+            self.locate(&frame[args[pos].clone()])
+                .map_or(0, |l| l.strip)
+        };
         if span.positions().all(|pos| strip(pos) == 0) {
             return frame;
         }

@@ -76,7 +76,14 @@ impl Session {
         via: mpsc::UnboundedSender<Inbound>,
     ) {
         let seq = self.next_seq();
-        let req = Request::new(frame.clone(), ReplyTo { tx: via, seq, part: 0 });
+        let req = Request::new(
+            frame.clone(),
+            ReplyTo {
+                tx: via,
+                seq,
+                part: 0,
+            },
+        );
         self.send_to(&dest.backend, req).await;
         self.push_waiting(Pending::Single {
             cmd: id,

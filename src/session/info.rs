@@ -160,7 +160,11 @@ pub fn render_info(
     let mut out = String::with_capacity(256 + 96 * backends.len());
     let infos: Vec<BackendInfo> = backends
         .iter()
-        .map(|b| b.text.map(|text| parse_info(text, b.db)).unwrap_or_default())
+        .map(|b| {
+            b.text
+                .map(|text| parse_info(text, b.db))
+                .unwrap_or_default()
+        })
         .collect();
     // Writing to a String cannot fail; the results are ignored for that reason.
     if sections & INFO_PROXY != 0 {

@@ -83,7 +83,10 @@ impl Session {
         let (write, roll) = (writes(call.cmd), self.mirror_roll());
         let name = call.arg(0).unwrap_or_default();
         for pos in span.positions() {
-            let route = route_at.get(pos).copied().unwrap_or(crate::routing::NO_ROUTE);
+            let route = route_at
+                .get(pos)
+                .copied()
+                .unwrap_or(crate::routing::NO_ROUTE);
             let rules = table.mirrors_of(route);
             if !rules.iter().any(|r| r.takes(write, roll)) {
                 continue;

@@ -81,23 +81,14 @@ impl Session {
             };
         }
         let table = self.table.clone();
-        let mut via = None;
-        if special && let Some(faults) = table.faults() {
-            let groups = std::mem::take(&mut self.split.group_of);
-            let in_pool = |p: usize| {
-                groups
-                    .iter()
-                    .any(|&g| table.group_at(g).map(|x| x.0) == Some(p))
-            };
-            let injected = self.inject(faults, id, in_pool);
-            self.split.group_of = groups;
-            match injected {
-                Some(Injected::Error) => return self.fail(id, now, FAULT_ERROR),
-                Some(Injected::Delay(tx)) => via = Some(tx),
-                None => {}
-            }
-        }
-        let order = self.split.plan(groups, span.positions(), merge == Merge::Mget);
+        let via = match self.split_fault(&table, id) {
+            Some(Injected::Error) => return self.fail(id, now, FAULT_ERROR),
+            Some(Injected::Delay(tx)) => Some(tx),
+            None => None,
+        };
+        let order = self
+            .split
+            .plan(groups, span.positions(), merge == Merge::Mget);
         let nparts = self.split.counts.len();
         let seq = self.next_seq();
         let tx = via.unwrap_or_else(|| self.tx.clone());
@@ -129,10 +120,13 @@ impl Session {
                 part: part as u32,
             };
             let req = Request::new(part_frame, reply);
-            let dest = table.group_at(group).ok_or(RouteError::NoBackend).and_then(|(p, g)| {
-                let pool = &table.pools[p];
-                pool.node_for(pool.group_owner(g), read, client)
-            });
+            let dest = table
+                .group_at(group)
+                .ok_or(RouteError::NoBackend)
+                .and_then(|(p, g)| {
+                    let pool = &table.pools[p];
+                    pool.node_for(pool.group_owner(g), read, client)
+                });
             match dest {
                 Ok(dest) => fanout.sent.push(Some(self.send_part(dest, req).await)),
                 Err(e) => {
@@ -147,6 +141,21 @@ impl Session {
             self.mirror_keys(&table, &call, &span, per_key, &route_at);
             self.split.route_at = route_at;
         }
+    }
+
+    /// The fault to inject into split command `id`, whose keys' groups are in
+    /// `self.split.group_of`, if the table has faults and one applies.
+    fn split_fault(&mut self, table: &Table, id: usize) -> Option<Injected> {
+        let faults = table.faults()?;
+        let groups = std::mem::take(&mut self.split.group_of);
+        let in_pool = |p: usize| {
+            groups
+                .iter()
+                .any(|&g| table.group_at(g).map(|x| x.0) == Some(p))
+        };
+        let injected = self.inject(faults, id, in_pool);
+        self.split.group_of = groups;
+        injected
     }
 }
 

@@ -140,7 +140,9 @@ impl Session {
                 tx.count += 1;
                 return self.ok(id, now, b"+QUEUED\r\n");
             }
-            let frame = self.table.unprefixed(call.cmd, call.frame.clone(), call.args);
+            let frame = self
+                .table
+                .unprefixed(call.cmd, call.frame.clone(), call.args);
             tx.frames.extend_from_slice(&frame);
             tx.count += 1;
         }

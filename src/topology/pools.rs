@@ -62,7 +62,11 @@ pub(super) fn table(
             if !mirrored {
                 state.mirror = None;
             }
-            let mirror = mirrored.then(|| state.mirror.get_or_insert_with(|| Mirror::new(&p.name, limit)));
+            let mirror = mirrored.then(|| {
+                state
+                    .mirror
+                    .get_or_insert_with(|| Mirror::new(&p.name, limit))
+            });
             mirrors.push(mirror.map(|m| {
                 m.set_limit(limit);
                 m.clone()
