@@ -34,7 +34,7 @@ SUITE_ARGS ?=
 FUZZ_SECONDS ?= 600
 FUZZ_TARGETS ?=
 
-.PHONY: help deps build test demo demo-stop bench bench-load compat redis-suite fuzz k8s
+.PHONY: help deps build test demo demo-stop bench bench-load compat redis-suite fuzz k8s model
 
 help: ## list the targets
 	@echo "shardis make targets:"
@@ -94,6 +94,17 @@ redis-suite: deps ## Redis's own test suite against shardis (SUITE_ARGS='--targe
 # kubectl's built-in kustomize renders each overlay; tests/k8s.rs validates the renders.
 k8s: ## render every Kubernetes overlay to target/k8s/NAME.yaml (CARGO_TARGET_DIR/k8s if set)
 	scripts/k8s.sh render "$(TARGET_DIR)/k8s"
+
+# MODEL_BOUND picks the exhaustive run's bound: tiny (seconds), small (the default, minutes),
+# medium, large (hours). The checker runs about 5x faster under PyPy (apt-get install pypy3),
+# which is used when installed.
+MODEL_BOUND ?= small
+MODEL_PYTHON ?= $(shell command -v pypy3 2>/dev/null || echo $(PYTHON))
+
+model: ## check the rebalancing protocol exhaustively, then that every mutation is caught
+	$(MODEL_PYTHON) scripts/rebalance_model.py --bound $(MODEL_BOUND) --expect ok --no-trace
+	$(MODEL_PYTHON) scripts/rebalance_model.py --scenario proposal --expect ok
+	$(MODEL_PYTHON) scripts/rebalance_model.py --mutations --no-trace
 
 fuzz: ## fuzz the request, reply and config parsers (cargo-fuzz on stable, FUZZ_SECONDS each)
 	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh $(FUZZ_TARGETS)

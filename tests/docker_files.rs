@@ -66,6 +66,9 @@ fn dashboard_parses_and_queries_known_metrics() {
         "result=\"error\"",
         "shardis_backend_up",
         "shardis_client_connections",
+        "shardis_failovers_total",
+        "shardis_held_requests",
+        "shardis_hold_seconds_bucket",
     ] {
         assert!(exprs.contains(wanted), "dashboard lacks {wanted}");
     }

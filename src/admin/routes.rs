@@ -99,7 +99,11 @@ pub async fn route(
     }
     match endpoint {
         Endpoint::Metrics => match &admin.prometheus {
-            Some(handle) => Response::with_type(200, PROMETHEUS_TEXT, handle.render().into_bytes()),
+            Some(handle) => Response::with_type(
+                200,
+                PROMETHEUS_TEXT,
+                crate::metrics::local::render(handle).into_bytes(),
+            ),
             None => Response::text(404, "metrics are not enabled\n"),
         },
         Endpoint::Healthz => Response::text(200, "ok\n"),

@@ -64,6 +64,9 @@ pub struct Status {
     /// refreshes and redirections by kind.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<serde_json::Value>,
+    /// Scripts and transactions across backends running in the proxy now, and the number of
+    /// scripts cached.
+    pub scripts: serde_json::Value,
 }
 
 /// One backend in [`Status`].
@@ -90,6 +93,10 @@ pub struct BackendStatus {
     /// Its kind, as the `kind` label of `shardis_backend_errors_total`: `auth` when the
     /// backend refused the pool's credentials.
     pub last_error_kind: Option<&'static str>,
+    /// A replicated shard (Sentinel-managed, or a cluster primary): its primary now, its
+    /// replicas and the last failover shardis followed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<serde_json::Value>,
 }
 
 impl Status {
@@ -127,9 +134,11 @@ impl Status {
                     inflight: b.inflight(),
                     last_error: b.last_error(),
                     last_error_kind: b.last_error_kind(),
+                    shard: b.shard_json(),
                 })
                 .collect(),
             cluster: state.cluster_status(),
+            scripts: state.scripting.status(),
         }
     }
 }

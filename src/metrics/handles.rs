@@ -1,10 +1,11 @@
 //! The handles the data path records through: built once (per proxy, per backend) so that a
 //! request costs no metric lookup, only the update of a handle it already holds.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
-use metrics::{Counter, Gauge, Histogram};
+use metrics::{Counter, Gauge};
 
+use super::local::{Family, Series};
 use super::*;
 
 /// Why a backend request or connection failed; the `kind` label of [`BACKEND_ERRORS_TOTAL`].
@@ -107,21 +108,14 @@ impl Metrics {
 #[derive(Debug)]
 pub struct CommandMetrics {
     name: &'static str,
-    handles: OnceLock<CommandHandles>,
-}
-
-#[derive(Debug)]
-struct CommandHandles {
-    duration: Histogram,
-    ok: Counter,
-    error: Counter,
+    series: OnceLock<Arc<Series>>,
 }
 
 impl CommandMetrics {
     fn new(name: &'static str) -> Self {
         Self {
             name,
-            handles: OnceLock::new(),
+            series: OnceLock::new(),
         }
     }
 
@@ -130,35 +124,19 @@ impl CommandMetrics {
         self.name
     }
 
-    /// Records one answered command.
+    /// Records one answered command: its latency, in this worker's buckets, and its result.
     #[inline]
     pub fn record(&self, elapsed: Duration, ok: bool) {
-        let h = self.handles();
-        h.duration.record(elapsed.as_secs_f64());
-        if ok {
-            h.ok.increment(1);
-        } else {
-            h.error.increment(1);
-        }
-    }
-
-    #[inline]
-    fn handles(&self) -> &CommandHandles {
-        self.handles.get_or_init(|| {
-            let command = self.name;
-            CommandHandles {
-                duration: metrics::histogram!(COMMAND_DURATION_SECONDS, "command" => command),
-                ok: metrics::counter!(COMMANDS_TOTAL, "command" => command, "result" => "ok"),
-                error: metrics::counter!(COMMANDS_TOTAL, "command" => command, "result" => "error"),
-            }
-        })
+        self.series
+            .get_or_init(|| Series::new(Family::Command, &[("command", self.name)]))
+            .record(elapsed, !ok);
     }
 }
 
 /// Latency, health and error handles of one backend.
 #[derive(Debug)]
 pub struct BackendMetrics {
-    duration: Histogram,
+    duration: Arc<Series>,
     up: Gauge,
     connections: Gauge,
     errors: [Counter; BackendErrorKind::ALL.len()],
@@ -197,8 +175,9 @@ impl BackendMetrics {
         let up = metrics::gauge!(BACKEND_UP, labels.clone());
         // Register the series at 0 so a backend that never connected shows as down.
         up.set(0.0);
+        let pairs: Vec<(&str, &str)> = labels.iter().map(|l| (l.key(), l.value())).collect();
         Self {
-            duration: metrics::histogram!(BACKEND_REQUEST_DURATION_SECONDS, labels.clone()),
+            duration: Series::new(Family::Backend, &pairs),
             up,
             connections: metrics::gauge!(BACKEND_CONNECTIONS, labels.clone()),
             errors,
@@ -222,10 +201,10 @@ impl BackendMetrics {
         self.exclusive_refused.increment(1);
     }
 
-    /// Records the round trip of one request.
+    /// Records the round trip of one request, in this worker's buckets.
     #[inline]
     pub fn record(&self, elapsed: Duration) {
-        self.duration.record(elapsed.as_secs_f64());
+        self.duration.record(elapsed, false);
     }
 
     /// Sets `shardis_backend_up` to 1 or 0.

@@ -63,6 +63,18 @@ pub const CLUSTER_SLOT_MAP_REFRESHES_TOTAL: &str = "shardis_cluster_slot_map_ref
 pub const MIRROR_REQUESTS_TOTAL: &str = "shardis_mirror_requests_total";
 /// Faults injected (`[[faults]]`); label `kind` (`error` | `delay`).
 pub const FAULTS_INJECTED_TOTAL: &str = "shardis_faults_injected_total";
+/// Scripts and transactions whose keys span backends, run in the proxy; labels `kind`
+/// (`script` | `transaction`), `result` (`ok` | `error` | `timeout` | `locked`).
+pub const CROSS_SHARD_TOTAL: &str = "shardis_cross_shard_total";
+/// Time a cross-backend script or transaction waited for its locks.
+pub const LOCK_WAIT_SECONDS: &str = "shardis_lock_wait_seconds";
+/// Failovers shardis followed: a shard's primary replaced by another (Sentinel, or a cluster
+/// primary's successor); labels `pool`, `backend`.
+pub const FAILOVERS_TOTAL: &str = "shardis_failovers_total";
+/// Requests held now, waiting for a primary to come back or be replaced.
+pub const HELD_REQUESTS: &str = "shardis_held_requests";
+/// How long requests were held, from being held to being sent again or failed.
+pub const HOLD_SECONDS: &str = "shardis_hold_seconds";
 
 /// Every metric name above, for tests that check dashboards and alert rules against the code.
 pub const ALL_METRICS: &[&str] = &[
@@ -90,6 +102,16 @@ pub const ALL_METRICS: &[&str] = &[
     CLUSTER_SLOT_MAP_REFRESHES_TOTAL,
     MIRROR_REQUESTS_TOTAL,
     FAULTS_INJECTED_TOTAL,
+    CROSS_SHARD_TOTAL,
+    LOCK_WAIT_SECONDS,
+    FAILOVERS_TOTAL,
+    HELD_REQUESTS,
+    HOLD_SECONDS,
+];
+
+/// Bucket upper bounds in seconds of [`HOLD_SECONDS`]: holds last up to `failover_hold_ms`.
+pub const HOLD_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 30.0, 60.0,
 ];
 
 /// Histogram bucket upper bounds in seconds, 10 µs to 1 s, shared by both latency histograms.
@@ -116,27 +138,20 @@ pub enum MetricsError {
 /// A Prometheus builder with shardis' histogram buckets; [`install`] uses it, and tests build a
 /// local recorder from it.
 pub fn builder() -> Result<PrometheusBuilder, MetricsError> {
-    Ok(PrometheusBuilder::new().set_buckets(LATENCY_BUCKETS)?)
+    Ok(PrometheusBuilder::new()
+        .set_buckets(LATENCY_BUCKETS)?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(HOLD_SECONDS.to_string()),
+            HOLD_BUCKETS,
+        )?)
 }
 
 /// Registers the HELP text of every metric with the current recorder (global, or a local one
 /// inside `metrics::with_local_recorder`).
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_histogram!(
-        COMMAND_DURATION_SECONDS,
-        Unit::Seconds,
-        "Time from reading a client command to having its reply ready, by command."
-    );
-    describe_counter!(
-        COMMANDS_TOTAL,
-        "Client commands answered, by command and result (ok or error)."
-    );
-    describe_histogram!(
-        BACKEND_REQUEST_DURATION_SECONDS,
-        Unit::Seconds,
-        "Time from writing a request to a backend to reading its reply, by backend."
-    );
+    // The latency histograms and commands_total are described where they are rendered
+    // (local.rs).
     describe_gauge!(
         BACKEND_UP,
         "1 while at least one connection to the backend is established, else 0."
@@ -205,6 +220,33 @@ pub fn describe() {
         CLUSTER_SLOT_MAP_REFRESHES_TOTAL,
         "Cluster pools: fetches of the slot map, by result (ok or error)."
     );
+    describe_routing();
+    describe_counter!(
+        CROSS_SHARD_TOTAL,
+        "Scripts and transactions whose keys span backends run in the proxy, by kind (script, transaction) and result (ok, error, timeout, locked)."
+    );
+    describe_histogram!(
+        LOCK_WAIT_SECONDS,
+        Unit::Seconds,
+        "Time a script or transaction across backends waited to take its locks."
+    );
+    describe_counter!(
+        FAILOVERS_TOTAL,
+        "Failovers followed: a shard's primary replaced by another, by pool and backend."
+    );
+    describe_gauge!(
+        HELD_REQUESTS,
+        "Requests held now while a shard's primary is away (failover, restart)."
+    );
+    describe_histogram!(
+        HOLD_SECONDS,
+        Unit::Seconds,
+        "How long held requests waited before they were sent again or failed."
+    );
+}
+
+/// The descriptions of the mirror and fault metrics.
+fn describe_routing() {
     describe_counter!(
         MIRROR_REQUESTS_TOTAL,
         "Requests mirrored to a pool, by mirror pool and result: sent (handed to a backend link), dropped (the mirror's buffer was full) or failed (not sent, or answered with an error)."
@@ -240,6 +282,32 @@ pub fn tls_handshake_failed(timed_out: bool) {
         .increment(1);
 }
 
+/// Counts a script or transaction run across backends (`kind`: script | transaction).
+pub fn cross_shard(kind: &'static str, result: &'static str) {
+    metrics::counter!(CROSS_SHARD_TOTAL, "kind" => kind, "result" => result).increment(1);
+}
+
+/// Records how long a script or transaction across backends waited for its locks.
+pub fn lock_wait(waited: Duration) {
+    metrics::histogram!(LOCK_WAIT_SECONDS).record(waited.as_secs_f64());
+}
+
+/// Counts a failover of `backend` in `pool` (rare: no pre-built handle).
+pub fn failover(pool: &str, backend: &str) {
+    metrics::counter!(FAILOVERS_TOTAL, "pool" => pool.to_owned(), "backend" => backend.to_owned())
+        .increment(1);
+}
+
+/// Requests held changed by `delta` (only during failovers: no pre-built handle).
+pub fn held_requests(delta: f64) {
+    metrics::gauge!(HELD_REQUESTS).increment(delta);
+}
+
+/// A held request was released after `held`.
+pub fn hold_seconds(held: std::time::Duration) {
+    metrics::histogram!(HOLD_SECONDS).record(held.as_secs_f64());
+}
+
 /// Counts a configuration reload.
 pub fn config_reload(ok: bool) {
     metrics::counter!(CONFIG_RELOADS_TOTAL, "result" => if ok { "ok" } else { "error" })
@@ -257,6 +325,7 @@ pub fn config_info(digest: &str, previous: Option<&str>) {
 }
 
 mod handles;
+pub mod local;
 
 pub use handles::{BackendErrorKind, BackendMetrics, ClientMetrics, CommandMetrics, Metrics};
 

@@ -5,62 +5,69 @@ use super::*;
 fn recorded() -> String {
     let recorder = builder().unwrap().build_recorder();
     let handle = recorder.handle();
-    metrics::with_local_recorder(&recorder, || {
-        describe();
-        let m = Metrics::new(&["get", "set"]);
-        let backends = [
-            BackendMetrics::new("main", "s1"),
-            BackendMetrics::new("main", "s2"),
-        ];
-        for _ in 0..3 {
-            m.command(0).record(Duration::from_micros(200), true);
-        }
-        m.command(1).record(Duration::from_millis(2), false);
-        m.command(2).record(Duration::from_micros(5), true);
-        m.command(usize::MAX).record(Duration::from_micros(5), true);
-        let s1 = &backends[0];
-        s1.record(Duration::from_micros(300));
-        s1.set_up(true);
-        s1.set_connections(2);
-        s1.error(BackendErrorKind::Timeout);
-        s1.error(BackendErrorKind::Timeout);
-        s1.set_exclusive(1, 2);
-        s1.exclusive_refused();
-        let c = m.clients();
-        c.connected();
-        c.connected();
-        c.disconnected();
-        c.protocol_error();
-        c.received(100);
-        c.sent(40);
-        slow_subscriber();
-        client_disconnect("idle_timeout");
-        tls_handshake_failed(false);
-        tls_handshake_failed(true);
-        tls_handshake_failed(true);
-        config_reload(true);
-        config_reload(false);
-        config_info("abc", None);
-        config_info("def", Some("abc"));
-        metrics::counter!(AUTH_FAILURES_TOTAL, "user" => "app").increment(1);
-        metrics::counter!(ACL_DENIED_TOTAL, "user" => "app", "reason" => "key").increment(1);
-        let cluster = crate::cluster::Stats::new();
-        cluster.redirected(crate::cluster::redirect::Kind::Moved);
-        cluster.refreshed("127.0.0.1:7000");
-        let mirror = crate::routing::Mirror::new("shadow", 10);
-        mirror.sent();
-        assert!(mirror.reserve(11).is_none());
-        mirror.failed();
-        let faults = crate::config::Config::parse(
-            "[server]\nlisten = \"127.0.0.1:1\"\n[[pools]]\nbackends = [{ address = \"127.0.0.1:2\" }]\n\
-             [[faults]]\nkind = \"error\"\n",
-        )
-        .unwrap()
-        .faults;
-        let faults = crate::routing::Faults::new(&faults).unwrap();
-        faults.pick(0, |_| true, || 0).unwrap().count();
+    let registry = std::sync::Arc::new(local::Registry::default());
+    // The handles below live in this closure; their series are rendered before they go.
+    let local_text = local::with_registry(&registry, || {
+        metrics::with_local_recorder(&recorder, || {
+            describe();
+            let m = Metrics::new(&["get", "set"]);
+            let backends = [
+                BackendMetrics::new("main", "s1"),
+                BackendMetrics::new("main", "s2"),
+            ];
+            for _ in 0..3 {
+                m.command(0).record(Duration::from_micros(200), true);
+            }
+            m.command(1).record(Duration::from_millis(2), false);
+            m.command(2).record(Duration::from_micros(5), true);
+            m.command(usize::MAX).record(Duration::from_micros(5), true);
+            let s1 = &backends[0];
+            s1.record(Duration::from_micros(300));
+            s1.set_up(true);
+            s1.set_connections(2);
+            s1.error(BackendErrorKind::Timeout);
+            s1.error(BackendErrorKind::Timeout);
+            s1.set_exclusive(1, 2);
+            s1.exclusive_refused();
+            let c = m.clients();
+            c.connected();
+            c.connected();
+            c.disconnected();
+            c.protocol_error();
+            c.received(100);
+            c.sent(40);
+            slow_subscriber();
+            client_disconnect("idle_timeout");
+            tls_handshake_failed(false);
+            tls_handshake_failed(true);
+            tls_handshake_failed(true);
+            config_reload(true);
+            config_reload(false);
+            config_info("abc", None);
+            config_info("def", Some("abc"));
+            cross_shard("script", "ok");
+            lock_wait(std::time::Duration::from_micros(300));
+            metrics::counter!(AUTH_FAILURES_TOTAL, "user" => "app").increment(1);
+            metrics::counter!(ACL_DENIED_TOTAL, "user" => "app", "reason" => "key").increment(1);
+            let cluster = crate::cluster::Stats::new();
+            cluster.redirected(crate::cluster::redirect::Kind::Moved);
+            cluster.refreshed("127.0.0.1:7000");
+            let mirror = crate::routing::Mirror::new("shadow", 10);
+            mirror.sent();
+            assert!(mirror.reserve(11).is_none());
+            mirror.failed();
+            let faults = crate::config::Config::parse(
+                "[server]\nlisten = \"127.0.0.1:1\"\n[[pools]]\nbackends = [{ address = \"127.0.0.1:2\" }]\n\
+                 [[faults]]\nkind = \"error\"\n",
+            )
+            .unwrap()
+            .faults;
+            let faults = crate::routing::Faults::new(&faults).unwrap();
+            faults.pick(0, |_| true, || 0).unwrap().count();
+            registry.render()
+        })
     });
-    handle.render()
+    handle.render() + &local_text
 }
 
 #[test]
@@ -74,6 +81,8 @@ fn renders_every_metric_with_help_and_counts() {
     }
     for line in [
         r#"shardis_commands_total{command="get",result="ok"} 3"#,
+        r#"shardis_cross_shard_total{kind="script",result="ok"} 1"#,
+        r#"shardis_lock_wait_seconds_bucket{le="0.0005"} 1"#,
         r#"shardis_client_tls_handshake_errors_total{reason="error"} 1"#,
         r#"shardis_client_tls_handshake_errors_total{reason="timeout"} 2"#,
         r#"shardis_commands_total{command="get",result="error"} 0"#,
@@ -115,7 +124,7 @@ fn renders_every_metric_with_help_and_counts() {
 }
 
 #[test]
-fn handles_without_a_recorder_are_no_ops() {
+fn handles_work_without_a_recorder() {
     let m = Metrics::new(&["get"]);
     m.command(0).record(Duration::from_micros(1), true);
     m.unknown_command().record(Duration::from_micros(1), false);
@@ -144,4 +153,67 @@ fn error_kind_labels() {
     for (i, k) in BackendErrorKind::ALL.iter().enumerate() {
         assert_eq!(k.index(), i);
     }
+}
+
+#[test]
+fn fixed_buckets_count_every_sample_in_constant_memory() {
+    let registry = std::sync::Arc::new(local::Registry::default());
+    local::with_registry(&registry, || {
+        let m = Metrics::new(&["get"]);
+        // A million samples spread over every bucket, +Inf included: the series's size does not
+        // change, only its counters.
+        for i in 0..1_000_000u64 {
+            let elapsed = Duration::from_nanos(1 + (i * 7_919) % 2_000_000_000);
+            m.command(0).record(elapsed, i % 10 != 0);
+        }
+        let text = registry.render();
+        let count = |le: &str| -> u64 {
+            let prefix =
+                format!(r#"shardis_command_duration_seconds_bucket{{command="get",le="{le}"}} "#);
+            text.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no bucket {le}:\n{text}"))
+        };
+        assert_eq!(count("+Inf"), 1_000_000);
+        assert!(
+            count("1") < count("+Inf"),
+            "samples above 1 s land in +Inf only"
+        );
+        assert!(
+            count("0.00001") <= count("0.000025"),
+            "buckets are cumulative"
+        );
+        assert!(text.contains(r#"shardis_commands_total{command="get",result="error"} 100000"#));
+        assert!(text.contains(r#"shardis_commands_total{command="get",result="ok"} 900000"#));
+        assert!(text.contains(r#"shardis_command_duration_seconds_count{command="get"} 1000000"#));
+    });
+}
+
+#[test]
+fn a_backend_rebuilt_under_the_same_name_keeps_its_series() {
+    let registry = std::sync::Arc::new(local::Registry::default());
+    local::with_registry(&registry, || {
+        let old = BackendMetrics::new("s1");
+        old.record(Duration::from_micros(50));
+        // A reload that changes s1's settings makes a new backend while the old one finishes.
+        let new = BackendMetrics::new("s1");
+        new.record(Duration::from_micros(50));
+        let text = registry.render();
+        let series = text
+            .lines()
+            .filter(|l| {
+                l.starts_with(r#"shardis_backend_request_duration_seconds_count{backend="s1"}"#)
+            })
+            .collect::<Vec<_>>();
+        assert_eq!(
+            series,
+            [r#"shardis_backend_request_duration_seconds_count{backend="s1"} 2"#]
+        );
+        drop((old, new));
+        assert!(
+            !registry.render().contains(r#"backend="s1""#),
+            "a backend gone is not rendered"
+        );
+    });
 }

@@ -46,6 +46,17 @@ pub(super) fn pool(p: &mut Problems, key: &str, mut raw: RawPool) -> PoolConfig 
             ..Sources::default()
         },
     );
+    let hold = super::super::sentinel::hold(p, key, &raw);
+    let masters = raw
+        .backends
+        .iter()
+        .flatten()
+        .filter(|b| b.sentinel_master.is_some())
+        .count();
+    let sentinel = match cluster {
+        Some(_) => None,
+        None => super::super::sentinel::sentinel(p, key, &mut raw, masters),
+    };
     let backends = match cluster {
         // Its nodes come from the cluster.
         Some(_) => Vec::new(),
@@ -71,6 +82,8 @@ pub(super) fn pool(p: &mut Problems, key: &str, mut raw: RawPool) -> PoolConfig 
     config.db = db as u32;
     config.backends = backends;
     config.cluster = cluster;
+    config.sentinel = sentinel;
+    config.hold = hold;
     config
 }
 
