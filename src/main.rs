@@ -205,9 +205,9 @@ fn route(path: &Path, keys: &[String]) -> ExitCode {
             );
             continue;
         }
-        if !layouts.contains_key(&index) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = layouts.entry(index) {
             match cluster_layout(pool) {
-                Ok(layout) => layouts.insert(index, layout),
+                Ok(layout) => slot.insert(layout),
                 Err(e) => {
                     eprintln!("shardis route: pool {}: {e}", pool.name);
                     return ExitCode::FAILURE;

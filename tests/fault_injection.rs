@@ -50,7 +50,7 @@ fn half_of_the_gets_fail_and_nothing_else_does() {
     for i in 0..200 {
         assert_eq!(c.cmd_str(&["SET", &format!("k{i}"), "v"]), ok());
     }
-    let before = redis.iter().map(|r| gets(r)).sum::<u64>();
+    let before = redis.iter().map(gets).sum::<u64>();
     let mut failed = 0;
     for i in 0..2000 {
         let reply = c.cmd_str(&["GET", &format!("k{}", i % 200)]);
@@ -67,7 +67,7 @@ fn half_of_the_gets_fail_and_nothing_else_does() {
     );
     assert_eq!(injected(&proxy, "error"), failed as f64);
     // A faulted GET is not sent.
-    let sent = redis.iter().map(|r| gets(r)).sum::<u64>() - before;
+    let sent = redis.iter().map(gets).sum::<u64>() - before;
     assert_eq!(sent, 2000 - failed);
     // Other commands are untouched, split ones too.
     for i in 0..200 {

@@ -247,6 +247,7 @@ pub fn describe() {
 
 /// The descriptions of the mirror and fault metrics.
 fn describe_routing() {
+    use metrics::describe_counter;
     describe_counter!(
         MIRROR_REQUESTS_TOTAL,
         "Requests mirrored to a pool, by mirror pool and result: sent (handed to a backend link), dropped (the mirror's buffer was full) or failed (not sent, or answered with an error)."

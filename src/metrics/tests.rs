@@ -194,21 +194,23 @@ fn fixed_buckets_count_every_sample_in_constant_memory() {
 fn a_backend_rebuilt_under_the_same_name_keeps_its_series() {
     let registry = std::sync::Arc::new(local::Registry::default());
     local::with_registry(&registry, || {
-        let old = BackendMetrics::new("s1");
+        let old = BackendMetrics::new("main", "s1");
         old.record(Duration::from_micros(50));
         // A reload that changes s1's settings makes a new backend while the old one finishes.
-        let new = BackendMetrics::new("s1");
+        let new = BackendMetrics::new("main", "s1");
         new.record(Duration::from_micros(50));
         let text = registry.render();
         let series = text
             .lines()
             .filter(|l| {
-                l.starts_with(r#"shardis_backend_request_duration_seconds_count{backend="s1"}"#)
+                l.starts_with(
+                    r#"shardis_backend_request_duration_seconds_count{pool="main",backend="s1"}"#,
+                )
             })
             .collect::<Vec<_>>();
         assert_eq!(
             series,
-            [r#"shardis_backend_request_duration_seconds_count{backend="s1"} 2"#]
+            [r#"shardis_backend_request_duration_seconds_count{pool="main",backend="s1"} 2"#]
         );
         drop((old, new));
         assert!(
