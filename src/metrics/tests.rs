@@ -52,6 +52,11 @@ fn recorded() -> String {
             let cluster = crate::cluster::Stats::new();
             cluster.redirected(crate::cluster::redirect::Kind::Moved);
             cluster.refreshed("127.0.0.1:7000");
+            // Declared by the failover merge but recorded nowhere yet: one of each, so the
+            // exporter renders their HELP.
+            metrics::counter!(FAILOVERS_TOTAL, "pool" => "main", "backend" => "s1").increment(1);
+            metrics::gauge!(HELD_REQUESTS).set(0.0);
+            metrics::histogram!(HOLD_SECONDS).record(0.1);
             let mirror = crate::routing::Mirror::new("shadow", 10);
             mirror.sent();
             assert!(mirror.reserve(11).is_none());
