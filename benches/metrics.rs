@@ -23,7 +23,7 @@ fn latencies() -> Vec<Duration> {
 
 fn backends() -> Vec<BackendMetrics> {
     (1..=4)
-        .map(|i| BackendMetrics::new(&format!("s{i}")))
+        .map(|i| BackendMetrics::new("main", &format!("s{i}")))
         .collect()
 }
 

@@ -60,8 +60,10 @@ enum Command {
         #[arg(long, value_name = "ADDR", default_value = shardis::config::DEFAULT_ADMIN_LISTEN)]
         admin: SocketAddr,
     },
-    /// Print the backend name and address each KEY is placed on (for a cluster pool: its
-    /// hash slot and the primary that owns it now, asked of the seeds).
+    /// Print where each KEY goes, as the running proxy routes it: "KEY<TAB>POOL<TAB>BACKEND<TAB>ADDRESS"
+    /// (the pool its route or the catch-all names, and the backend its key as sent hashes to;
+    /// for a cluster pool BACKEND is "slot N" and ADDRESS the primary that owns it now, asked
+    /// of the seeds). A key that no route takes is reported on stderr, and the exit code is 1.
     Route {
         #[arg(long, short = 'c', value_name = "FILE")]
         config: PathBuf,
@@ -186,51 +188,72 @@ fn route(path: &Path, keys: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // The pool of every key until prefix routes name others.
-    let Some(pool) = config.pools.get(config.catch_all()) else {
-        return ExitCode::FAILURE;
-    };
-    if pool.cluster.is_some() {
-        return route_cluster(pool, keys);
-    }
-    let ring = pool.ring();
+    // The same routes and rings as the proxy's table, built from the same file.
+    let routes = shardis::routing::Routes::new(&config.routing);
+    let rings: Vec<_> = config.pools.iter().map(|p| p.ring()).collect();
+    let mut layouts = std::collections::HashMap::new();
+    let mut code = ExitCode::SUCCESS;
     for key in keys {
-        let backend = &pool.backends[ring.backend_for(key.as_bytes())];
-        println!("{key}\t{}\t{}", backend.name, backend.address);
+        let located = match &routes {
+            None => config
+                .catch_all()
+                .map(|pool| (pool, 0))
+                .ok_or_else(|| "no pool".to_string()),
+            Some(r) => r
+                .locate(key.as_bytes())
+                .map(|l| (l.pool, l.strip))
+                .map_err(|e| e.to_string()),
+        };
+        let (index, strip) = match located {
+            Ok(found) => found,
+            Err(e) => {
+                eprintln!("{key}: {e}");
+                code = ExitCode::FAILURE;
+                continue;
+            }
+        };
+        let pool = &config.pools[index];
+        let sent = &key.as_bytes()[strip..];
+        if pool.cluster.is_none() {
+            let backend = &pool.backends[rings[index].backend_for(sent)];
+            println!(
+                "{key}\t{}\t{}\t{}",
+                pool.name, backend.name, backend.address
+            );
+            continue;
+        }
+        if let std::collections::hash_map::Entry::Vacant(slot) = layouts.entry(index) {
+            match cluster_layout(pool) {
+                Ok(layout) => slot.insert(layout),
+                Err(e) => {
+                    eprintln!("shardis route: pool {}: {e}", pool.name);
+                    return ExitCode::FAILURE;
+                }
+            };
+        }
+        if let Some(layout) = layouts.get(&index) {
+            use shardis::cluster::{Route, UNASSIGNED};
+            let slot = Route::slot(sent);
+            let owner = match layout.owner[slot as usize] {
+                UNASSIGNED => "unassigned",
+                i => layout.shards[i as usize].primary.as_str(),
+            };
+            println!("{key}\t{}\tslot {slot}\t{owner}", pool.name);
+        }
     }
-    ExitCode::SUCCESS
+    code
 }
 
-/// `shardis route` for a cluster pool: the slot of each key and its owner in the slot map the
-/// seeds give now.
-fn route_cluster(pool: &shardis::config::PoolConfig, keys: &[String]) -> ExitCode {
-    use shardis::cluster::{Route, UNASSIGNED};
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+/// The slot map a cluster pool's seeds give now.
+fn cluster_layout(pool: &shardis::config::PoolConfig) -> Result<shardis::cluster::Layout, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("shardis: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let layout = match runtime.block_on(shardis::cluster::refresh::from_seeds(pool)) {
-        Ok((layout, _)) => layout,
-        Err(e) => {
-            eprintln!("shardis route: cannot fetch the slot map from the seeds: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    for key in keys {
-        let slot = Route::slot(key.as_bytes());
-        let owner = match layout.owner[slot as usize] {
-            UNASSIGNED => "unassigned",
-            i => layout.shards[i as usize].primary.as_str(),
-        };
-        println!("{key}\tslot {slot}\t{owner}");
-    }
-    ExitCode::SUCCESS
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime
+        .block_on(shardis::cluster::refresh::from_seeds(pool))
+        .map(|(layout, _)| layout)
+        .map_err(|e| format!("cannot fetch the slot map from the seeds: {e}"))
 }
 
 fn run(cli: &Cli) -> ExitCode {

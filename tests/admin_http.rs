@@ -162,7 +162,7 @@ async fn metrics_endpoint_renders_the_recorder() {
     let _m = metrics::with_local_recorder(&recorder, || {
         describe();
         let m = Metrics::new(&["get"]);
-        let _s1 = shardis::metrics::BackendMetrics::new("s1");
+        let _s1 = shardis::metrics::BackendMetrics::new("main", "s1");
         m.command(0).record(Duration::from_micros(150), true);
         m.clients().connected();
         m
@@ -180,7 +180,10 @@ async fn metrics_endpoint_renders_the_recorder() {
         r.body
             .contains("shardis_commands_total{command=\"get\",result=\"ok\"} 1\n")
     );
-    assert!(r.body.contains("shardis_backend_up{backend=\"s1\"} 0\n"));
+    assert!(
+        r.body
+            .contains("shardis_backend_up{pool=\"main\",backend=\"s1\"} 0\n")
+    );
     stop(admin).await;
 }
 

@@ -816,7 +816,7 @@ fn a_backend_that_refuses_the_password_is_down_with_kind_auth_and_the_log_stays_
     assert!(
         must_metric(
             &text,
-            r#"shardis_backend_errors_total{backend="s2",kind="auth"}"#
+            r#"shardis_backend_errors_total{pool="main",backend="s2",kind="auth"}"#
         ) >= 1.0
     );
     // Keys on s1 are served; keys on s2 get an error, not a hang.

@@ -30,7 +30,7 @@ fn exclusive(cluster: &Cluster, state: &str) -> f64 {
             metric(
                 &text,
                 &format!(
-                    "shardis_backend_exclusive_connections{{backend=\"s{}\",state=\"{state}\"}}",
+                    "shardis_backend_exclusive_connections{{pool=\"main\",backend=\"s{}\",state=\"{state}\"}}",
                     i + 1
                 ),
             )
@@ -252,7 +252,7 @@ fn the_pool_is_bounded_and_a_client_over_it_gets_an_error_at_once() {
     assert_eq!(
         metric(
             &text,
-            r#"shardis_backend_exclusive_refused_total{backend="s1"}"#
+            r#"shardis_backend_exclusive_refused_total{pool="main",backend="s1"}"#
         ),
         Some(1.0)
     );

@@ -198,10 +198,11 @@ fn route_prints_where_keys_really_land() {
     let mut c = proxy.client();
     for (key, line) in keys.iter().zip(&lines) {
         let fields: Vec<&str> = line.split('\t').collect();
-        let [shown, name, address] = fields[..] else {
-            panic!("not key<TAB>name<TAB>address: {line:?}");
+        let [shown, pool, name, address] = fields[..] else {
+            panic!("not key<TAB>pool<TAB>name<TAB>address: {line:?}");
         };
         assert_eq!(shown, key);
+        assert_eq!(pool, "main");
         let index = by_name
             .iter()
             .position(|(n, a)| *n == name && a == address)
@@ -218,8 +219,8 @@ fn route_prints_where_keys_really_land() {
         }
     }
     // The hash tag co-locates: "{user:7}:cart" is where "user:7" is.
-    let tagged = lines[keys.len() - 2].split('\t').nth(1);
-    let plain = lines[8].split('\t').nth(1);
+    let tagged = lines[keys.len() - 2].split('\t').nth(2);
+    let plain = lines[8].split('\t').nth(2);
     assert_eq!(tagged, plain);
 }
 

@@ -703,7 +703,7 @@ fn a_new_primary_added_and_rebalanced_shows_in_the_slot_map_and_serves_its_keys(
     );
     // Its metrics carry its role.
     let metrics = http_get(shardis.admin, "/metrics").body;
-    let series = format!("shardis_backend_up{{backend=\"{addr}\",role=\"primary\"}}");
+    let series = format!("shardis_backend_up{{pool=\"main\",backend=\"{addr}\",role=\"primary\"}}");
     assert_eq!(metric(&metrics, &series), Some(1.0), "{metrics}");
 }
 

@@ -261,7 +261,7 @@ fn a_backend_that_stays_down_is_logged_once_then_its_return() {
         let metrics = http_get(shardis.admin, "/metrics").body;
         let failed = metric(
             &metrics,
-            r#"shardis_backend_errors_total{backend="s1",kind="connect"}"#,
+            r#"shardis_backend_errors_total{pool="main",backend="s1",kind="connect"}"#,
         )?;
         (failed >= 5.0).then_some(())
     });

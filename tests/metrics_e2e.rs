@@ -156,21 +156,28 @@ fn known_traffic_gives_exact_counts_histograms_and_gauges() {
         .iter()
         .map(|b| {
             m(&format!(
-                "shardis_backend_request_duration_seconds_count{{backend=\"{b}\"}}"
+                "shardis_backend_request_duration_seconds_count{{pool=\"main\",backend=\"{b}\"}}"
             ))
         })
         .sum();
     assert_eq!(on_links, (GETS + SETS + 2) as f64);
     for b in &NAMES[..3] {
-        assert_eq!(m(&format!("shardis_backend_up{{backend=\"{b}\"}}")), 1.0);
         assert_eq!(
-            m(&format!("shardis_backend_connections{{backend=\"{b}\"}}")),
+            m(&format!(
+                "shardis_backend_up{{pool=\"main\",backend=\"{b}\"}}"
+            )),
+            1.0
+        );
+        assert_eq!(
+            m(&format!(
+                "shardis_backend_connections{{pool=\"main\",backend=\"{b}\"}}"
+            )),
             LINKS as f64
         );
         for kind in ["connect", "timeout", "closed", "protocol"] {
             assert_eq!(
                 m(&format!(
-                    "shardis_backend_errors_total{{backend=\"{b}\",kind=\"{kind}\"}}"
+                    "shardis_backend_errors_total{{pool=\"main\",backend=\"{b}\",kind=\"{kind}\"}}"
                 )),
                 0.0
             );
@@ -256,23 +263,27 @@ fn a_dead_backend_shows_everywhere_and_recovers() {
         let text = metrics(&shardis);
         let connect = metric(
             &text,
-            r#"shardis_backend_errors_total{backend="s2",kind="connect"}"#,
+            r#"shardis_backend_errors_total{pool="main",backend="s2",kind="connect"}"#,
         );
-        (metric(&text, r#"shardis_backend_up{backend="s2"}"#) == Some(0.0) && connect > Some(0.0))
-            .then_some(text)
+        (metric(&text, r#"shardis_backend_up{pool="main",backend="s2"}"#) == Some(0.0)
+            && connect > Some(0.0))
+        .then_some(text)
     });
     assert_eq!(
-        must_metric(&text, r#"shardis_backend_up{backend="s1"}"#),
+        must_metric(&text, r#"shardis_backend_up{pool="main",backend="s1"}"#),
         1.0
     );
     assert_eq!(
-        must_metric(&text, r#"shardis_backend_connections{backend="s2"}"#),
+        must_metric(
+            &text,
+            r#"shardis_backend_connections{pool="main",backend="s2"}"#
+        ),
         0.0
     );
     assert!(
         must_metric(
             &text,
-            r#"shardis_backend_errors_total{backend="s2",kind="closed"}"#
+            r#"shardis_backend_errors_total{pool="main",backend="s2",kind="closed"}"#
         ) >= 1.0,
         "the lost connections are counted as closed"
     );
@@ -303,8 +314,11 @@ fn a_dead_backend_shows_everywhere_and_recovers() {
     redises[1].restart();
     wait_for(Duration::from_secs(10), "s2 to be up again", || {
         let text = metrics(&shardis);
-        (metric(&text, r#"shardis_backend_up{backend="s2"}"#) == Some(1.0)
-            && metric(&text, r#"shardis_backend_connections{backend="s2"}"#) == Some(LINKS as f64))
+        (metric(&text, r#"shardis_backend_up{pool="main",backend="s2"}"#) == Some(1.0)
+            && metric(
+                &text,
+                r#"shardis_backend_connections{pool="main",backend="s2"}"#,
+            ) == Some(LINKS as f64))
         .then_some(())
     });
     assert_eq!(http_get(shardis.admin, "/readyz?strict=1").status, 200);
@@ -336,8 +350,12 @@ fn timeouts_and_protocol_errors_are_counted_by_kind() {
     let text = metrics(&shardis);
     let m = |series: &str| must_metric(&text, series);
     // Each handshake attempt that fails counts once; the proxy retries with backoff.
-    assert!(m(r#"shardis_backend_errors_total{backend="silent",kind="timeout"}"#) >= 1.0);
-    assert!(m(r#"shardis_backend_errors_total{backend="liar",kind="protocol"}"#) >= 1.0);
+    assert!(
+        m(r#"shardis_backend_errors_total{pool="main",backend="silent",kind="timeout"}"#) >= 1.0
+    );
+    assert!(
+        m(r#"shardis_backend_errors_total{pool="main",backend="liar",kind="protocol"}"#) >= 1.0
+    );
     assert_eq!(
         m(r#"shardis_commands_total{command="get",result="error"}"#),
         2.0

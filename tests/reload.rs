@@ -45,7 +45,7 @@ fn route(config: &str, keys: &[String]) -> Vec<String> {
     );
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(|l| l.split('\t').nth(1).expect("route line").to_string())
+        .map(|l| l.split('\t').nth(2).expect("route line").to_string())
         .collect()
 }
 

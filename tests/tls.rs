@@ -615,7 +615,7 @@ fn assert_down_with_tls_error(proxy: &Shardis, what: &str) {
     let text = http_get(proxy.admin, "/metrics").body;
     let tls_errors = metric(
         &text,
-        "shardis_backend_errors_total{backend=\"s1\",kind=\"tls\"}",
+        "shardis_backend_errors_total{pool=\"main\",backend=\"s1\",kind=\"tls\"}",
     )
     .unwrap_or(0.0);
     assert!(tls_errors >= 2.0, "{text}");
@@ -625,7 +625,7 @@ fn assert_down_with_tls_error(proxy: &Shardis, what: &str) {
         let text = http_get(proxy.admin, "/metrics").body;
         metric(
             &text,
-            "shardis_backend_errors_total{backend=\"s1\",kind=\"tls\"}",
+            "shardis_backend_errors_total{pool=\"main\",backend=\"s1\",kind=\"tls\"}",
         )
         .filter(|n| *n >= retries + 3.0)
     });

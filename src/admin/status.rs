@@ -79,6 +79,8 @@ pub struct Status {
 pub struct BackendStatus {
     /// Configured name.
     pub name: String,
+    /// The pool it belongs to.
+    pub pool: String,
     /// Configured `host:port`.
     pub address: String,
     /// `up` (connected and answering), `down` (marked down after failures), or `connecting`.
@@ -124,6 +126,7 @@ impl Status {
                 .iter()
                 .map(|b| BackendStatus {
                     name: b.name.clone(),
+                    pool: b.pool.clone(),
                     address: b.address.clone(),
                     state: if b.is_up() {
                         "up"
@@ -166,8 +169,8 @@ mod tests {
     use crate::backend::BackendState;
 
     fn state() -> ProxyState {
-        let s1 = Arc::new(BackendState::new("s1", "127.0.0.1:7001"));
-        let s2 = Arc::new(BackendState::new("s2", "127.0.0.1:7002"));
+        let s1 = Arc::new(BackendState::new("s1", "127.0.0.1:7001").in_pool("main"));
+        let s2 = Arc::new(BackendState::new("s2", "127.0.0.1:7002").in_pool("main"));
         s2.connection_opened();
         s2.add_inflight(3);
         s1.set_failure_limit(1);
@@ -226,6 +229,7 @@ mod tests {
         assert!(v["uptime_seconds"].is_u64());
         let b = &v["backends"];
         assert_eq!(b[0]["name"], "s1");
+        assert_eq!(b[0]["pool"], "main");
         assert_eq!(b[0]["state"], "down");
         assert_eq!(b[0]["last_error"], "connect: connection refused");
         assert_eq!(b[0]["last_error_kind"], "connect");

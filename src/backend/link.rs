@@ -113,13 +113,16 @@ pub struct Spec {
 }
 
 impl Spec {
-    pub fn new(name: &str, address: &str, target: Target, timeout: Duration) -> Spec {
-        Spec::with_metrics(name, address, target, timeout, BackendMetrics::new(name))
+    /// Backend `name` of pool `pool`.
+    pub fn new(pool: &str, name: &str, address: &str, target: Target, timeout: Duration) -> Spec {
+        let metrics = BackendMetrics::new(pool, name);
+        Spec::with_metrics(pool, name, address, target, timeout, metrics)
     }
 
     /// Like [`Spec::new`], with metric handles made by the caller (a cluster node's carry its
     /// role).
     pub fn with_metrics(
+        pool: &str,
         name: &str,
         address: &str,
         target: Target,
@@ -136,7 +139,7 @@ impl Spec {
             address: address.to_string(),
             target,
             timeout,
-            state: Arc::new(BackendState::new(name, address)),
+            state: Arc::new(BackendState::new(name, address).in_pool(pool)),
             metrics,
             describe,
             timeout_reply,

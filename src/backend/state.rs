@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 pub struct BackendState {
     /// Configured name (the placement identity).
     pub name: String,
+    /// The pool it belongs to (empty when made outside one, in tests).
+    pub pool: String,
     /// "host:port" as configured.
     pub address: String,
     connections: AtomicUsize,
@@ -44,6 +46,7 @@ impl BackendState {
     pub fn new(name: impl Into<String>, address: impl Into<String>) -> Self {
         Self {
             name: name.into(),
+            pool: String::new(),
             address: address.into(),
             connections: AtomicUsize::new(0),
             inflight: AtomicUsize::new(0),
@@ -55,6 +58,11 @@ impl BackendState {
             ejected: AtomicBool::new(false),
             shard: Mutex::new(None),
         }
+    }
+    /// This state, of pool `pool`.
+    pub fn in_pool(mut self, pool: &str) -> Self {
+        self.pool = pool.to_owned();
+        self
     }
     /// True while a shared link is connected (its handshake answered) and the backend is not
     /// marked down.

@@ -276,8 +276,8 @@ fn start_node(
     events: &mpsc::UnboundedSender<HealthEvent>,
 ) -> Arc<Backend> {
     let target = build::target(b, pool, None, role == Role::Replica);
-    let metrics = BackendMetrics::with_role(&b.name, role.label());
-    let mut spec = Spec::with_metrics(&b.name, &b.name, target, pool.timeout, metrics);
+    let metrics = BackendMetrics::with_role(&pool.name, &b.name, role.label());
+    let mut spec = Spec::with_metrics(&pool.name, &b.name, &b.name, target, pool.timeout, metrics);
     // A primary's requests wait for its successor; a replica's fail at once, as before.
     spec.hold = build::hold(pool, role == Role::Primary);
     if role == Role::Primary {

@@ -29,6 +29,8 @@ impl Config {
         for p in &self.pools {
             describe_pool(&mut out, p);
         }
+        super::routes::describe(&mut out, &self.routing, &self.pools);
+        super::faults::describe(&mut out, &self.faults, &self.pools);
         for u in &self.users {
             describe_user(&mut out, u);
         }

@@ -15,6 +15,7 @@ impl Config {
     pub fn to_json(&self) -> Value {
         let s = &self.server;
         let pools: Vec<Value> = self.pools.iter().map(pool_json).collect();
+        let (routing, routes) = super::routes::to_json(&self.routing, &self.pools);
         let users: Vec<Value> = self
             .users
             .iter()
@@ -66,6 +67,9 @@ impl Config {
                 "allow_mutations": self.admin.allow_mutations,
             },
             "pools": pools,
+            "routing": routing,
+            "routes": routes,
+            "faults": super::faults::to_json(&self.faults, &self.pools),
             "users": users,
             "digest": self.digest,
         });

@@ -6,9 +6,11 @@
 mod address;
 mod cluster;
 mod describe;
+mod faults;
 mod json;
 mod memory;
 mod raw;
+mod routes;
 mod secret;
 mod sentinel;
 mod tls;
@@ -23,8 +25,10 @@ use std::time::Duration;
 
 pub use address::{Address, AddressError};
 pub use cluster::{ClusterConfig, ReadFrom};
+pub use faults::{FaultConfig, FaultKind, MAX_FAULT_DELAY_MS};
 pub use json::{MASK, mask_secrets};
 pub use memory::{cgroup_memory_limit, default_max_client_memory};
+pub use routes::{MIRROR_BUFFER_BYTES, MirrorConfig, RouteConfig, RoutingConfig};
 pub use secret::{
     BackendPassword, ClientPassword, Credentials, MAX_SECRET_FILE, PasswordDigest, Secret,
     SecretSource,
@@ -49,8 +53,12 @@ pub struct Config {
     pub server: ServerConfig,
     /// `[admin]`: the HTTP admin listener.
     pub admin: AdminConfig,
-    /// `[[pools]]`: exactly one today.
+    /// `[[pools]]`, in file order; names are unique.
     pub pools: Vec<PoolConfig>,
+    /// `[routing]` and `[[routes]]`: which pool serves which keys, and the mirrors.
+    pub routing: RoutingConfig,
+    /// `[[faults]]`: errors and delays injected into commands; none by default.
+    pub faults: Vec<FaultConfig>,
     /// `[[users]]`: the ACL users clients may authenticate as.
     pub users: Vec<UserConfig>,
     /// Hex MD5 of the canonical settings ([`Config::describe`] without the digest line): equal
@@ -401,10 +409,10 @@ impl ConfigError {
 }
 
 impl Config {
-    /// The pool of keys that no route names: the catch-all. One pool is allowed today, and
-    /// it is the catch-all; prefix routes will name others.
-    pub fn catch_all(&self) -> usize {
-        0
+    /// The pool (index into `pools`) of keys that no route names: the catch-all; `None` when
+    /// such keys are refused.
+    pub fn catch_all(&self) -> Option<usize> {
+        self.routing.catch_all
     }
 
     /// Reads and validates a TOML file.
@@ -438,6 +446,9 @@ impl Config {
             }),
             admin: None,
             users: Vec::new(),
+            routing: None,
+            routes: Vec::new(),
+            faults: Vec::new(),
             pools: vec![RawPool {
                 name: Some("main".to_string()),
                 backends: Some(

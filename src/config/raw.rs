@@ -13,6 +13,12 @@ pub(super) struct RawConfig {
     pub pools: Vec<RawPool>,
     #[serde(default)]
     pub users: Vec<RawUser>,
+    /// `[routing]`, `[[routes]]` and `[[faults]]`: in `super::routes` and `super::faults`.
+    pub routing: Option<super::routes::RawRouting>,
+    #[serde(default)]
+    pub routes: Vec<super::routes::RawRoute>,
+    #[serde(default)]
+    pub faults: Vec<super::faults::RawFault>,
 }
 
 /// `[server]`.

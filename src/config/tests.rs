@@ -280,7 +280,11 @@ fn rejects_bad_pool_counts() {
     );
     assert_problem(
         &two,
-        "pools: 2 pools are defined, but this version of shardis supports exactly one",
+        "routing.catch_all: with several pools, say which pool serves which keys",
+    );
+    assert_problem(
+        &two.replace("name = \"b\"", "name = \"main\""),
+        "pools[1].name: \"main\" is already the name of pools[0]",
     );
     assert_problem(
         &MINIMAL.replace("[{ address = \"127.0.0.1:7001\" }]", "[]"),

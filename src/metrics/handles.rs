@@ -146,15 +146,19 @@ pub struct BackendMetrics {
 }
 
 impl BackendMetrics {
-    /// The handles of backend `backend`, bound to the recorder installed now.
-    pub fn new(backend: &str) -> Self {
-        Self::labelled(vec![metrics::Label::new("backend", backend.to_owned())])
+    /// The handles of backend `backend` of pool `pool`, bound to the recorder installed now.
+    pub fn new(pool: &str, backend: &str) -> Self {
+        Self::labelled(vec![
+            metrics::Label::new("pool", pool.to_owned()),
+            metrics::Label::new("backend", backend.to_owned()),
+        ])
     }
 
-    /// The handles of a cluster node: labels `backend` (its address) and `role` (`primary`,
-    /// `replica`).
-    pub fn with_role(backend: &str, role: &'static str) -> Self {
+    /// The handles of a node of cluster pool `pool`: labels `pool`, `backend` (its address)
+    /// and `role` (`primary`, `replica`).
+    pub fn with_role(pool: &str, backend: &str, role: &'static str) -> Self {
         Self::labelled(vec![
+            metrics::Label::new("pool", pool.to_owned()),
             metrics::Label::new("backend", backend.to_owned()),
             metrics::Label::new("role", role),
         ])

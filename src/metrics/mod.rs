@@ -11,7 +11,8 @@ use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandl
 pub const COMMAND_DURATION_SECONDS: &str = "shardis_command_duration_seconds";
 /// Client commands answered; labels `command`, `result` (`ok` | `error`).
 pub const COMMANDS_TOTAL: &str = "shardis_commands_total";
-/// Latency of one request on a backend link; label `backend`.
+/// Latency of one request on a backend link; labels `pool`, `backend` (every backend metric
+/// carries both: backends of two pools may share a name).
 pub const BACKEND_REQUEST_DURATION_SECONDS: &str = "shardis_backend_request_duration_seconds";
 /// 1 while at least one connection to the backend is up; label `backend`.
 pub const BACKEND_UP: &str = "shardis_backend_up";
@@ -60,6 +61,11 @@ pub const SENT_BYTES_TOTAL: &str = "shardis_sent_bytes_total";
 pub const CLUSTER_REDIRECTIONS_TOTAL: &str = "shardis_cluster_redirections_total";
 /// Cluster pools: fetches of the slot map; label `result` (`ok` | `error`).
 pub const CLUSTER_SLOT_MAP_REFRESHES_TOTAL: &str = "shardis_cluster_slot_map_refreshes_total";
+/// Mirrored requests; labels `pool` (the mirror pool), `result` (`sent` | `dropped` |
+/// `failed`).
+pub const MIRROR_REQUESTS_TOTAL: &str = "shardis_mirror_requests_total";
+/// Faults injected (`[[faults]]`); label `kind` (`error` | `delay`).
+pub const FAULTS_INJECTED_TOTAL: &str = "shardis_faults_injected_total";
 /// Scripts and transactions whose keys span backends, run in the proxy; labels `kind`
 /// (`script` | `transaction`), `result` (`ok` | `error` | `timeout` | `locked`).
 pub const CROSS_SHARD_TOTAL: &str = "shardis_cross_shard_total";
@@ -98,6 +104,8 @@ pub const ALL_METRICS: &[&str] = &[
     SENT_BYTES_TOTAL,
     CLUSTER_REDIRECTIONS_TOTAL,
     CLUSTER_SLOT_MAP_REFRESHES_TOTAL,
+    MIRROR_REQUESTS_TOTAL,
+    FAULTS_INJECTED_TOTAL,
     CROSS_SHARD_TOTAL,
     LOCK_WAIT_SECONDS,
     FAILOVERS_TOTAL,
@@ -145,7 +153,7 @@ pub fn builder() -> Result<PrometheusBuilder, MetricsError> {
 /// Registers the HELP text of every metric with the current recorder (global, or a local one
 /// inside `metrics::with_local_recorder`).
 pub fn describe() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    use metrics::{describe_counter, describe_gauge};
     // The latency histograms and commands_total are described where they are rendered
     // (local.rs).
     describe_gauge!(
@@ -221,6 +229,13 @@ pub fn describe() {
         CLUSTER_SLOT_MAP_REFRESHES_TOTAL,
         "Cluster pools: fetches of the slot map, by result (ok or error)."
     );
+    describe_routing();
+    describe_scripts_and_failover();
+}
+
+/// The descriptions of the cross-backend script and failover metrics.
+fn describe_scripts_and_failover() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         CROSS_SHARD_TOTAL,
         "Scripts and transactions whose keys span backends run in the proxy, by kind (script, transaction) and result (ok, error, timeout, locked)."
@@ -242,6 +257,19 @@ pub fn describe() {
         HOLD_SECONDS,
         Unit::Seconds,
         "How long held requests waited before they were sent again or failed."
+    );
+}
+
+/// The descriptions of the mirror and fault metrics.
+fn describe_routing() {
+    use metrics::describe_counter;
+    describe_counter!(
+        MIRROR_REQUESTS_TOTAL,
+        "Requests mirrored to a pool, by mirror pool and result: sent (handed to a backend link), dropped (the mirror's buffer was full) or failed (not sent, or answered with an error)."
+    );
+    describe_counter!(
+        FAULTS_INJECTED_TOTAL,
+        "Faults injected into client commands ([[faults]]), by kind (error, delay)."
     );
 }
 

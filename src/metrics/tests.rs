@@ -11,7 +11,10 @@ fn recorded() -> String {
         metrics::with_local_recorder(&recorder, || {
             describe();
             let m = Metrics::new(&["get", "set"]);
-            let backends = [BackendMetrics::new("s1"), BackendMetrics::new("s2")];
+            let backends = [
+                BackendMetrics::new("main", "s1"),
+                BackendMetrics::new("main", "s2"),
+            ];
             for _ in 0..3 {
                 m.command(0).record(Duration::from_micros(200), true);
             }
@@ -51,6 +54,23 @@ fn recorded() -> String {
             let cluster = crate::cluster::Stats::new();
             cluster.redirected(crate::cluster::redirect::Kind::Moved);
             cluster.refreshed("127.0.0.1:7000");
+            // Declared by the failover merge but recorded nowhere yet: one of each, so the
+            // exporter renders their HELP.
+            metrics::counter!(FAILOVERS_TOTAL, "pool" => "main", "backend" => "s1").increment(1);
+            metrics::gauge!(HELD_REQUESTS).set(0.0);
+            metrics::histogram!(HOLD_SECONDS).record(0.1);
+            let mirror = crate::routing::Mirror::new("shadow", 10);
+            mirror.sent();
+            assert!(mirror.reserve(11).is_none());
+            mirror.failed();
+            let faults = crate::config::Config::parse(
+                "[server]\nlisten = \"127.0.0.1:1\"\n[[pools]]\nbackends = [{ address = \"127.0.0.1:2\" }]\n\
+                 [[faults]]\nkind = \"error\"\n",
+            )
+            .unwrap()
+            .faults;
+            let faults = crate::routing::Faults::new(&faults).unwrap();
+            faults.pick(0, |_| true, || 0).unwrap().count();
             registry.render()
         })
     });
@@ -79,15 +99,15 @@ fn renders_every_metric_with_help_and_counts() {
         r#"shardis_command_duration_seconds_bucket{command="get",le="0.0001"} 0"#,
         r#"shardis_command_duration_seconds_count{command="get"} 3"#,
         r#"shardis_command_duration_seconds_bucket{command="set",le="0.0025"} 1"#,
-        r#"shardis_backend_request_duration_seconds_count{backend="s1"} 1"#,
-        r#"shardis_backend_up{backend="s1"} 1"#,
-        r#"shardis_backend_up{backend="s2"} 0"#,
-        r#"shardis_backend_connections{backend="s1"} 2"#,
-        r#"shardis_backend_errors_total{backend="s1",kind="timeout"} 2"#,
-        r#"shardis_backend_errors_total{backend="s2",kind="connect"} 0"#,
-        r#"shardis_backend_exclusive_connections{backend="s1",state="idle"} 1"#,
-        r#"shardis_backend_exclusive_connections{backend="s1",state="leased"} 2"#,
-        r#"shardis_backend_exclusive_refused_total{backend="s1"} 1"#,
+        r#"shardis_backend_request_duration_seconds_count{pool="main",backend="s1"} 1"#,
+        r#"shardis_backend_up{pool="main",backend="s1"} 1"#,
+        r#"shardis_backend_up{pool="main",backend="s2"} 0"#,
+        r#"shardis_backend_connections{pool="main",backend="s1"} 2"#,
+        r#"shardis_backend_errors_total{pool="main",backend="s1",kind="timeout"} 2"#,
+        r#"shardis_backend_errors_total{pool="main",backend="s2",kind="connect"} 0"#,
+        r#"shardis_backend_exclusive_connections{pool="main",backend="s1",state="idle"} 1"#,
+        r#"shardis_backend_exclusive_connections{pool="main",backend="s1",state="leased"} 2"#,
+        r#"shardis_backend_exclusive_refused_total{pool="main",backend="s1"} 1"#,
         "shardis_client_connections 1",
         "shardis_client_connections_total 2",
         "shardis_client_protocol_errors_total 1",
@@ -101,6 +121,10 @@ fn renders_every_metric_with_help_and_counts() {
         r#"shardis_config_reloads_total{result="error"} 1"#,
         r#"shardis_config_info{digest="abc"} 0"#,
         r#"shardis_config_info{digest="def"} 1"#,
+        r#"shardis_mirror_requests_total{pool="shadow",result="sent"} 1"#,
+        r#"shardis_mirror_requests_total{pool="shadow",result="dropped"} 1"#,
+        r#"shardis_mirror_requests_total{pool="shadow",result="failed"} 1"#,
+        r#"shardis_faults_injected_total{kind="error"} 1"#,
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
     }
@@ -113,7 +137,7 @@ fn handles_work_without_a_recorder() {
     let m = Metrics::new(&["get"]);
     m.command(0).record(Duration::from_micros(1), true);
     m.unknown_command().record(Duration::from_micros(1), false);
-    BackendMetrics::new("s1").error(BackendErrorKind::Closed);
+    BackendMetrics::new("main", "s1").error(BackendErrorKind::Closed);
     m.clients().connected();
     assert_eq!(m.command(7).name(), "unknown");
     assert_eq!(m.command(0).name(), "get");
@@ -179,21 +203,23 @@ fn fixed_buckets_count_every_sample_in_constant_memory() {
 fn a_backend_rebuilt_under_the_same_name_keeps_its_series() {
     let registry = std::sync::Arc::new(local::Registry::default());
     local::with_registry(&registry, || {
-        let old = BackendMetrics::new("s1");
+        let old = BackendMetrics::new("main", "s1");
         old.record(Duration::from_micros(50));
         // A reload that changes s1's settings makes a new backend while the old one finishes.
-        let new = BackendMetrics::new("s1");
+        let new = BackendMetrics::new("main", "s1");
         new.record(Duration::from_micros(50));
         let text = registry.render();
         let series = text
             .lines()
             .filter(|l| {
-                l.starts_with(r#"shardis_backend_request_duration_seconds_count{backend="s1"}"#)
+                l.starts_with(
+                    r#"shardis_backend_request_duration_seconds_count{pool="main",backend="s1"}"#,
+                )
             })
             .collect::<Vec<_>>();
         assert_eq!(
             series,
-            [r#"shardis_backend_request_duration_seconds_count{backend="s1"} 2"#]
+            [r#"shardis_backend_request_duration_seconds_count{pool="main",backend="s1"} 2"#]
         );
         drop((old, new));
         assert!(

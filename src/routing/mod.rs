@@ -13,9 +13,13 @@
 //! Building tables from the configuration is [`crate::topology`]'s; connections are
 //! [`crate::backend`]'s. Nothing here does I/O.
 
+pub mod faults;
 pub mod followup;
+pub mod mirror;
 mod pool;
+mod prefix;
 mod route;
+mod routes;
 mod settings;
 
 use std::sync::Arc;
@@ -25,23 +29,44 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 
+pub use faults::{Fault, Faults};
 pub use followup::{Goal, Next, Retry, Sent};
+pub use mirror::Mirror;
 pub use pool::{Placement, Pool};
+pub use prefix::Prefixes;
 pub use route::{Dest, RouteError, keyed_read, names_other_db};
+pub use routes::{Located, MirrorRule, NO_ROUTE, Routes, Target};
 pub use settings::Settings;
 
 use crate::backend::{Backend, BackendState, Request, Spec, build};
 
-/// A routing table: the pools, and the settings in force. Immutable; a reload, an ejection or
-/// a new slot map builds a new one and swaps it whole.
+/// A routing table: the pools, the prefix routes, mirrors and faults, and the settings in
+/// force. Immutable; a reload, an ejection or a new slot map builds a new one and swaps it
+/// whole.
 pub struct Table {
     /// Every pool, in configuration order.
     pub pools: Vec<Pool>,
-    /// The pool of keys that no route names: the catch-all (today, the one pool).
+    /// The pool of keys when there are no routes (the catch-all), and of commands about no key
+    /// that any one backend answers (the catch-all, else the first route's pool).
     catch_all: usize,
-    /// Where each pool's backends start in the proxy-wide numbering that broadcasts and SCAN
-    /// cursors use (pool `p`'s backend `i` is number `first[p] + i`).
+    /// Where each pool's backends start in the proxy-wide numbering that broadcasts use (pool
+    /// `p`'s backend `i` is number `first[p] + i`).
     first: Vec<usize>,
+    /// The same for the pools that serve keys only (not those that are only mirrors): the
+    /// numbering of SCAN cursors, KEYS, DBSIZE and RANDOMKEY. (pool, first number) each.
+    keyspace: Vec<(usize, usize)>,
+    /// Where each pool's groups ([`Pool::group_of`]) start in the numbering of a split
+    /// command's groups, so keys of several pools split by pool and group.
+    group_base: Vec<usize>,
+    /// Prefix routes; `None`: every key goes to the catch-all as it is.
+    routes: Option<Box<Routes>>,
+    /// Injected errors and delays; `None`: off.
+    faults: Option<Box<Faults>>,
+    /// By pool: the mirror state of each pool that routes mirror to.
+    mirrors: Vec<Option<Arc<Mirror>>>,
+    /// A route removes a prefix or mirrors, or a fault is on: keyed commands take the
+    /// session's slower path that handles them.
+    special: bool,
     pub settings: Settings,
     /// Digest of the configuration, and when it was loaded.
     pub digest: String,
@@ -52,19 +77,85 @@ impl Table {
     /// A table over `pools`; keys go to `catch_all` unless a route names another.
     pub fn new(pools: Vec<Pool>, catch_all: usize, settings: Settings, digest: String) -> Table {
         let mut first = Vec::with_capacity(pools.len());
-        let mut at = 0;
-        for p in &pools {
+        let mut keyspace = Vec::with_capacity(pools.len());
+        let mut group_base = Vec::with_capacity(pools.len());
+        let (mut at, mut served, mut groups) = (0, 0, 0);
+        for (i, p) in pools.iter().enumerate() {
             first.push(at);
             at += p.backends.len();
+            if p.serves {
+                keyspace.push((i, served));
+                served += p.backends.len();
+            }
+            group_base.push(groups);
+            groups += p.groups();
         }
         Table {
+            mirrors: vec![None; pools.len()],
             pools,
             catch_all,
             first,
+            keyspace,
+            group_base,
+            routes: None,
+            faults: None,
+            special: false,
             settings,
             digest,
             loaded: SystemTime::now(),
         }
+    }
+
+    /// This table with prefix routes, faults and the mirror states by pool.
+    pub fn with_routing(
+        mut self,
+        routes: Option<Routes>,
+        faults: Option<Faults>,
+        mirrors: Vec<Option<Arc<Mirror>>>,
+    ) -> Table {
+        self.special =
+            routes.as_ref().is_some_and(|r| r.strips() || r.mirrors()) || faults.is_some();
+        self.routes = routes.map(Box::new);
+        self.faults = faults.map(Box::new);
+        if mirrors.len() == self.pools.len() {
+            self.mirrors = mirrors;
+        }
+        self
+    }
+
+    /// Whether keyed commands must take the slower path: a prefix to remove, a mirror or a
+    /// fault.
+    #[inline]
+    pub fn special(&self) -> bool {
+        self.special
+    }
+
+    /// The faults in force, if any.
+    #[inline]
+    pub fn faults(&self) -> Option<&Faults> {
+        self.faults.as_deref()
+    }
+
+    /// The mirror state of pool `pool`, if routes mirror to it.
+    pub fn mirror(&self, pool: usize) -> Option<&Arc<Mirror>> {
+        self.mirrors.get(pool)?.as_ref()
+    }
+
+    /// Group `group` of pool `pool` in the numbering of split groups.
+    #[inline]
+    pub fn group_base(&self, pool: usize) -> usize {
+        self.group_base.get(pool).copied().unwrap_or(0)
+    }
+
+    /// How many split groups all pools have together.
+    pub fn groups(&self) -> usize {
+        self.pools.iter().map(Pool::groups).sum()
+    }
+
+    /// The pool and its group of number `n` of the split-group numbering.
+    pub fn group_at(&self, n: usize) -> Option<(usize, usize)> {
+        let p = self.group_base.iter().rposition(|&b| b <= n)?;
+        Some((p, n - self.group_base[p]))
     }
 
     /// A table with no pool: every keyed command fails, every broadcast gets no reply part.
@@ -81,7 +172,8 @@ impl Table {
             .iter()
             .map(|b| {
                 let target = build::target(b, pool, None, false);
-                let spec = Spec::new(&b.name, &b.address.to_string(), target, pool.timeout);
+                let address = b.address.to_string();
+                let spec = Spec::new(&pool.name, &b.name, &address, target, pool.timeout);
                 let (backend, rx) = Backend::detached(Arc::new(spec));
                 receivers.push(rx);
                 backend
@@ -93,10 +185,49 @@ impl Table {
         (table, receivers)
     }
 
-    /// The pool that serves `key`.
+    /// A table of every hashed pool of `config`, with its routes, faults and mirrors, whose
+    /// links are not started (see [`Table::detached`]): the receivers of each pool's backends,
+    /// by pool. For benches and tests without sockets.
+    pub fn detached_config(
+        config: &crate::config::Config,
+    ) -> (Table, Vec<Vec<mpsc::Receiver<Request>>>) {
+        let mut pools = Vec::with_capacity(config.pools.len());
+        let mut receivers = Vec::with_capacity(config.pools.len());
+        for (i, p) in config.pools.iter().enumerate() {
+            let (mut one, rx) = Table::detached(p);
+            let mut pool = one.pools.remove(0);
+            pool.serves = config.routing.serves(i);
+            pools.push(pool);
+            receivers.push(rx);
+        }
+        let catch_all = default_pool(config);
+        let mirrors = mirror_pools(config)
+            .map(|(i, on)| on.then(|| Mirror::new(&config.pools[i].name, 0)))
+            .collect();
+        let table = Table::new(pools, catch_all, Settings::default(), String::new()).with_routing(
+            Routes::new(&config.routing),
+            Faults::new(&config.faults),
+            mirrors,
+        );
+        (table, receivers)
+    }
+
+    /// [`Table::detached_config`]'s table alone.
+    #[cfg(test)]
+    pub(crate) fn for_tests(config: &crate::config::Config) -> Table {
+        Table::detached_config(config).0
+    }
+
+    /// The pool that serves `key` (for a channel name: no prefix is removed from those).
     #[inline]
-    pub fn pool_of(&self, _key: &[u8]) -> Option<&Pool> {
-        self.pools.get(self.catch_all)
+    pub fn pool_of(&self, key: &[u8]) -> Option<&Pool> {
+        self.pools.get(self.locate(key).ok()?.pool)
+    }
+
+    /// The index of [`Table::default_pool`].
+    #[inline]
+    pub fn default_index(&self) -> usize {
+        self.catch_all
     }
 
     /// The pool that answers commands about no key that any one backend can answer.
@@ -122,6 +253,33 @@ impl Table {
         pool.dest(n - self.first[p])
     }
 
+    /// How many backends the pools that serve keys have: the numbering of SCAN cursors and of
+    /// KEYS, DBSIZE and RANDOMKEY's parts ([`Table::keyspace_dest_at`]). Pools that are only
+    /// mirrors hold copies, and are left out.
+    pub fn keyspace_count(&self) -> usize {
+        self.keyspace
+            .iter()
+            .map(|&(p, _)| self.pools[p].backends.len())
+            .sum()
+    }
+
+    /// Backend number `n` of the pools that serve keys, as a destination, and its pool.
+    pub fn keyspace_dest_at(&self, n: usize) -> Option<(usize, Dest)> {
+        let i = self.keyspace.iter().rposition(|&(_, f)| f <= n)?;
+        let (p, f) = self.keyspace[i];
+        Some((p, self.pools.get(p)?.dest(n - f)?))
+    }
+
+    /// Whether some pool only mirrors (so the keyspace numbering differs from the backends').
+    pub fn has_mirror_only_pools(&self) -> bool {
+        self.pools.iter().any(|p| !p.serves)
+    }
+
+    /// Where pool `pool`'s backends start in the proxy-wide numbering of [`Table::backends`].
+    pub fn first_of(&self, pool: usize) -> usize {
+        self.first.get(pool).copied().unwrap_or(0)
+    }
+
     /// The number [`Table::backends`] gives `backend`, if this table has it.
     pub fn number_of(&self, backend: &Arc<Backend>) -> Option<usize> {
         self.backends().position(|b| Arc::ptr_eq(b, backend))
@@ -132,6 +290,28 @@ impl Table {
     pub fn states(&self) -> Vec<Arc<BackendState>> {
         self.pools.iter().flat_map(Pool::states).collect()
     }
+}
+
+/// The pool of keyless commands that any backend answers: the catch-all, else the first
+/// route's pool, else the first pool.
+pub fn default_pool(config: &crate::config::Config) -> usize {
+    config
+        .catch_all()
+        .or_else(|| config.routing.routes.first().map(|r| r.pool))
+        .unwrap_or(0)
+}
+
+/// Each pool of `config` (by index), and whether some route mirrors to it.
+pub fn mirror_pools(config: &crate::config::Config) -> impl Iterator<Item = (usize, bool)> + '_ {
+    let r = &config.routing;
+    (0..config.pools.len())
+        .map(move |i| {
+            r.catch_all_mirror.iter().any(|m| m.pool == i)
+                || r.routes
+                    .iter()
+                    .any(|route| route.mirror.iter().any(|m| m.pool == i))
+        })
+        .enumerate()
 }
 
 /// The live routing table, swapped atomically. Sessions keep the table they loaded and look

@@ -32,6 +32,9 @@ pub struct Pool {
     pub placement: Placement,
     /// The database the pool's connections select: the one its clients see.
     pub db: u32,
+    /// A route or the catch-all sends keys here; false for a pool that is only a mirror,
+    /// which SCAN, KEYS, DBSIZE and RANDOMKEY leave out (it holds copies).
+    pub serves: bool,
 }
 
 impl Pool {
@@ -48,6 +51,7 @@ impl Pool {
             backends,
             placement: Placement::Ring { ring, slots },
             db,
+            serves: true,
         }
     }
 
@@ -58,6 +62,7 @@ impl Pool {
             backends: primaries,
             placement: Placement::Cluster(Box::new(route)),
             db: 0,
+            serves: true,
         }
     }
 

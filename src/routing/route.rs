@@ -37,6 +37,17 @@ pub enum RouteError {
     /// A pool (or a configuration) without backends.
     #[error("ERR shardis has no backend to serve this")]
     NoBackend,
+    /// Keys of several pools in a command that cannot be split.
+    #[error("CROSSSLOT Keys in request don't route to the same pool")]
+    CrossPool,
+    /// A key that matches no route, with no catch-all.
+    #[error(
+        "ERR no route for key '{0}': no [[routes]] prefix matches it and there is no [routing] catch_all"
+    )]
+    NoRoute(String),
+    /// A key that is nothing but its route's prefix, which the route removes.
+    #[error("ERR key '{0}' is empty once its route removes its prefix (remove_prefix)")]
+    EmptyKey(String),
 }
 
 impl RouteError {
@@ -49,7 +60,7 @@ impl RouteError {
     }
 
     /// Fills in the command name of an error made without one.
-    fn named(self, name: &'static str) -> RouteError {
+    pub(super) fn named(self, name: &'static str) -> RouteError {
         match self {
             RouteError::NoKeys(_) => RouteError::NoKeys(name),
             other => other,
@@ -93,9 +104,15 @@ impl Table {
         span: &KeySpan,
         client: u64,
     ) -> Result<Dest, RouteError> {
+        if self.routes.is_some() {
+            return self.route_routed(cmd, frame, args, span, client);
+        }
         let key = |pos: usize| &frame[args[pos].clone()];
         let first = key(span.dest.unwrap_or(span.first));
-        let pool = self.pool_of(first).ok_or(RouteError::NoBackend)?;
+        let pool = self
+            .pools
+            .get(self.catch_all)
+            .ok_or(RouteError::NoBackend)?;
         let backend = if span.dest.is_none() && span.first == span.last {
             // One key, most commands: no other key to agree with.
             pool.owner(first)
@@ -106,10 +123,21 @@ impl Table {
         pool.node_for(backend, keyed_read(cmd), client)
     }
 
-    /// The owner of `key` (a channel name, or DEBUG OBJECT's key), on its pool's primary.
-    pub fn owner_of(&self, key: &[u8]) -> Result<Dest, RouteError> {
-        let pool = self.pool_of(key).ok_or(RouteError::NoBackend)?;
-        pool.dest(pool.owner(key)).ok_or_else(|| pool.no_node())
+    /// The owner of channel `name`, on its pool's primary: channels follow routes like keys,
+    /// but no prefix is removed from them.
+    pub fn owner_of(&self, name: &[u8]) -> Result<Dest, RouteError> {
+        let at = self.locate(name)?;
+        let pool = self.pools.get(at.pool).ok_or(RouteError::NoBackend)?;
+        pool.dest(pool.owner(name)).ok_or_else(|| pool.no_node())
+    }
+
+    /// The owner of key `key` (DEBUG OBJECT's), on its pool's primary, and the key as sent.
+    pub fn owner_of_key<'k>(&self, key: &'k [u8]) -> Result<(Dest, &'k [u8]), RouteError> {
+        let at = self.locate(key)?;
+        let pool = self.pools.get(at.pool).ok_or(RouteError::NoBackend)?;
+        let sent = &key[at.strip..];
+        let dest = pool.dest(pool.owner(sent)).ok_or_else(|| pool.no_node())?;
+        Ok((dest, sent))
     }
 
     /// The backend that answers a command about no key that any backend can answer.

@@ -168,9 +168,10 @@ impl Session {
                     return self.broadcast(call, Merge::AllOk).await;
                 }
                 let key = call.arg(2).unwrap_or_default();
-                match self.table.owner_of(key) {
-                    Ok(dest) => {
-                        self.forward(call.id, dest, call.frame, call.start, Then::Pass)
+                match self.table.owner_of_key(key) {
+                    Ok((dest, _)) => {
+                        let frame = self.table.unprefixed(call.cmd, call.frame, call.args);
+                        self.forward(call.id, dest, frame, call.start, Then::Pass)
                             .await
                     }
                     Err(e) => self.fail(call.id, call.start, &e.to_string()),
@@ -244,6 +245,8 @@ impl Session {
             }
         }
         match self.route(&call) {
+            // A prefix to remove, a mirror or a fault: see `routed.rs`.
+            Ok(Some(dest)) if self.table.special() => self.forward_routed(call, dest, then).await,
             Ok(Some(dest)) => {
                 self.forward(call.id, dest, call.frame, call.start, then)
                     .await
@@ -305,13 +308,24 @@ impl Session {
         setup: impl FnOnce(&mut Fanout),
     ) {
         let table = self.table.clone();
-        let n = table.backend_count();
+        // KEYS, DBSIZE and RANDOMKEY count keys: pools that only mirror hold copies.
+        let keyspace = table.has_mirror_only_pools() && super::scan::counts_keys(id);
+        let n = if keyspace {
+            table.keyspace_count()
+        } else {
+            table.backend_count()
+        };
         let seq = self.next_seq();
         let mut fanout = Box::new(Fanout::new(id, now, merge, self.out.proto, n, Vec::new()));
         setup(&mut fanout);
         for part in 0..n {
             let req = Request::new(frame.clone(), self.reply_to(seq, part as u32));
-            match table.dest_at(part) {
+            let dest = if keyspace {
+                table.keyspace_dest_at(part).map(|(_, d)| d)
+            } else {
+                table.dest_at(part)
+            };
+            match dest {
                 Some(dest) => fanout.sent.push(Some(self.send_part(dest, req).await)),
                 None => {
                     fanout.sent.push(None);

@@ -1,11 +1,50 @@
-//! The proxy's own answer to `INFO`: a `# Proxy` section, one section per backend with the
-//! figures taken from that backend's `INFO` text, and a `# Keyspace` section summing the
-//! backends' keyspaces; `INFO <section> ...` picks some of them.
+//! The proxy's own answer to `INFO`: a `# Proxy` section, one section per backend (with its
+//! pool) with the figures taken from that backend's `INFO` text, and a `# Keyspace` section
+//! summing the keyspaces of the pools that serve keys, each read in its pool's database;
+//! `INFO <section> ...` picks some of them.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
+use crate::backend::BackendState;
 use crate::protocol::parse_version;
+use crate::routing::Table;
 use crate::state::ProxyState;
+
+/// One backend as `INFO` shows it.
+pub struct InfoBackend<'a> {
+    pub state: Arc<BackendState>,
+    /// Its pool's name and database.
+    pub pool: &'a str,
+    pub db: u32,
+    /// Its pool serves keys (one that only mirrors holds copies: left out of `# Keyspace`).
+    pub serves: bool,
+    /// The text of its `INFO` reply, if it answered (a cluster replica is not asked).
+    pub text: Option<&'a [u8]>,
+}
+
+/// Every backend of `table` (each pool's, a cluster's replicas after its primaries) with the
+/// `INFO` text `texts` holds for it (indexed like [`Table::backends`]).
+pub fn info_backends<'a>(table: &'a Table, texts: &[Option<&'a [u8]>]) -> Vec<InfoBackend<'a>> {
+    let mut out = Vec::new();
+    for (p, pool) in table.pools.iter().enumerate() {
+        let first = table.first_of(p);
+        for (i, state) in pool.states().enumerate() {
+            out.push(InfoBackend {
+                state,
+                pool: &pool.name,
+                db: pool.db,
+                serves: pool.serves,
+                text: if i < pool.backends.len() {
+                    texts.get(first + i).copied().flatten()
+                } else {
+                    None
+                },
+            });
+        }
+    }
+    out
+}
 
 /// The figures shardis takes from one backend's `INFO` reply.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -118,24 +157,21 @@ fn db_field(value: &str, name: &str) -> u64 {
 /// for, in the order Proxy, Clients, Backend ..., Cluster (a cluster pool only), Keyspace,
 /// separated by blank lines.
 ///
-/// `backend_info[i]`: the raw text of `INFO` from backend i (config order), or None if it failed;
-/// `db`: the database shardis serves.
+/// `backends`: every backend, with its pool and its `INFO` text; `db`: the database clients
+/// see (the catch-all pool's).
 pub fn render_info(
     state: &ProxyState,
-    backend_info: &[Option<&[u8]>],
+    backends: &[InfoBackend<'_>],
     sections: InfoSections,
     db: u32,
 ) -> String {
-    let backends = state.backends();
-    let up = backends.iter().filter(|b| b.is_up()).count();
+    let up = backends.iter().filter(|b| b.state.is_up()).count();
     let mut out = String::with_capacity(256 + 96 * backends.len());
-    let infos: Vec<BackendInfo> = (0..backends.len())
-        .map(|i| {
-            backend_info
-                .get(i)
-                .copied()
-                .flatten()
-                .map(|text| parse_info(text, db))
+    let infos: Vec<BackendInfo> = backends
+        .iter()
+        .map(|b| {
+            b.text
+                .map(|text| parse_info(text, b.db))
                 .unwrap_or_default()
         })
         .collect();
@@ -164,13 +200,15 @@ pub fn render_info(
             let _ = write!(
                 out,
                 "# Backend {}\r\n\
+                 pool:{}\r\n\
                  address:{}\r\n\
                  connected:{}\r\n\
                  used_memory:{}\r\n\
                  keys:{}\r\n",
-                backend.name,
-                backend.address,
-                u8::from(backend.is_up()),
+                backend.state.name,
+                backend.pool,
+                backend.state.address,
+                u8::from(backend.state.is_up()),
                 info.used_memory,
                 info.keys,
             );
@@ -210,9 +248,11 @@ pub fn render_info(
     if sections & INFO_KEYSPACE != 0 {
         separate(&mut out);
         out.push_str("# Keyspace\r\n");
-        // shardis serves one database; like Redis, an empty keyspace has no db line.
-        let keys: u64 = infos.iter().map(|i| i.db_keys).sum();
-        let expires: u64 = infos.iter().map(|i| i.db_expires).sum();
+        // shardis serves one database (each pool's own); like Redis, an empty keyspace has
+        // no db line. Pools that only mirror hold copies.
+        let served = || backends.iter().zip(&infos).filter(|(b, _)| b.serves);
+        let keys: u64 = served().map(|(_, i)| i.db_keys).sum();
+        let expires: u64 = served().map(|(_, i)| i.db_expires).sum();
         if keys > 0 {
             let _ = write!(out, "db{db}:keys={keys},expires={expires},avg_ttl=0\r\n");
         }
@@ -318,41 +358,80 @@ mod tests {
         );
     }
 
-    #[test]
-    fn renders_proxy_and_backend_sections() {
+    /// Backends s1 (up) and s2 of pool "main" with `texts`, in database `db`.
+    fn two<'a>(texts: &[Option<&'a [u8]>], db: u32) -> Vec<InfoBackend<'a>> {
         let s1 = Arc::new(BackendState::new("s1", "127.0.0.1:7001"));
         let s2 = Arc::new(BackendState::new("s2", "127.0.0.1:7002"));
         s1.connection_opened();
-        let state = ProxyState::new("d".into(), vec![s1, s2]);
+        [s1, s2]
+            .into_iter()
+            .enumerate()
+            .map(|(i, state)| InfoBackend {
+                state,
+                pool: "main",
+                db,
+                serves: true,
+                text: texts.get(i).copied().flatten(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn renders_proxy_and_backend_sections() {
+        let state = ProxyState::new("d".into(), vec![]);
         state.clients.insert(crate::clients::Clients::detached(1));
         state.add_commands(7);
-        let text = render_info(&state, &[Some(REDIS_7_0), None], INFO_ALL, 0);
+        let text = render_info(&state, &two(&[Some(REDIS_7_0), None], 0), INFO_ALL, 0);
         let expected = format!(
             "# Proxy\r\nredis_version:7.0.15\r\nshardis_version:{}\r\nuptime_in_seconds:0\r\nconnected_clients:1\r\n\
              total_commands_processed:7\r\nbackends_up:1\r\nbackends_total:2\r\n\
              \r\n# Clients\r\nconnected_clients:1\r\nblocked_clients:0\r\n\
-             \r\n# Backend s1\r\naddress:127.0.0.1:7001\r\nconnected:1\r\nused_memory:1016104\r\nkeys:5\r\n\
-             \r\n# Backend s2\r\naddress:127.0.0.1:7002\r\nconnected:0\r\nused_memory:0\r\nkeys:0\r\n\
+             \r\n# Backend s1\r\npool:main\r\naddress:127.0.0.1:7001\r\nconnected:1\r\nused_memory:1016104\r\nkeys:5\r\n\
+             \r\n# Backend s2\r\npool:main\r\naddress:127.0.0.1:7002\r\nconnected:0\r\nused_memory:0\r\nkeys:0\r\n\
              \r\n# Keyspace\r\ndb0:keys=3,expires=0,avg_ttl=0\r\n",
             env!("CARGO_PKG_VERSION")
         );
         assert_eq!(text, expected);
-        // A short backend_info slice counts as "failed" for the missing backends.
+        // A backend without a text counts as "failed".
         assert!(
-            render_info(&state, &[], INFO_BACKENDS, 0).ends_with("used_memory:0\r\nkeys:0\r\n")
+            render_info(&state, &two(&[], 0), INFO_BACKENDS, 0)
+                .ends_with("used_memory:0\r\nkeys:0\r\n")
         );
         // One section alone, or none for an unknown name.
         assert_eq!(
-            render_info(&state, &[Some(REDIS_7_0)], INFO_KEYSPACE, 0),
+            render_info(&state, &two(&[Some(REDIS_7_0)], 0), INFO_KEYSPACE, 0),
             "# Keyspace\r\ndb0:keys=3,expires=0,avg_ttl=0\r\n"
         );
-        assert_eq!(render_info(&state, &[], INFO_KEYSPACE, 0), "# Keyspace\r\n");
-        // With a pool's `db`, its line is the one shown.
         assert_eq!(
-            render_info(&state, &[Some(REDIS_7_0)], INFO_KEYSPACE, 3),
+            render_info(&state, &two(&[], 0), INFO_KEYSPACE, 0),
+            "# Keyspace\r\n"
+        );
+        // With a pool's `db`, its line is the one read.
+        assert_eq!(
+            render_info(&state, &two(&[Some(REDIS_7_0)], 3), INFO_KEYSPACE, 3),
             "# Keyspace\r\ndb3:keys=2,expires=1,avg_ttl=0\r\n"
         );
-        assert_eq!(render_info(&state, &[], 0, 0), "");
+        assert_eq!(render_info(&state, &two(&[], 0), 0, 0), "");
+    }
+
+    #[test]
+    fn keyspace_sums_each_serving_pool_in_its_own_database() {
+        let state = ProxyState::new("d".into(), vec![]);
+        // Pool "a" in db 0 (3 keys), pool "b" in db 3 (2 keys), a mirror pool (left out).
+        let mut list = two(&[Some(REDIS_7_0)], 0);
+        list.truncate(1);
+        let mut b = two(&[Some(REDIS_7_0)], 3);
+        b[0].pool = "b";
+        let mut shadow = two(&[Some(REDIS_7_0)], 0);
+        shadow[0].pool = "shadow";
+        shadow[0].serves = false;
+        list.push(b.remove(0));
+        list.push(shadow.remove(0));
+        assert_eq!(
+            render_info(&state, &list, INFO_KEYSPACE, 0),
+            "# Keyspace\r\ndb0:keys=5,expires=1,avg_ttl=0\r\n"
+        );
+        assert!(render_info(&state, &list, INFO_BACKENDS, 0).contains("pool:shadow"));
     }
 
     #[test]
@@ -363,23 +442,17 @@ mod tests {
         assert_eq!(parse_version(""), None);
         assert_eq!(parse_version("7.x.1"), None);
         // The oldest backend's version is the proxy's.
-        let s1 = Arc::new(BackendState::new("s1", "127.0.0.1:7001"));
-        let s2 = Arc::new(BackendState::new("s2", "127.0.0.1:7002"));
-        let state = ProxyState::new("d".into(), vec![s1, s2]);
-        let text = render_info(
-            &state,
-            &[
-                Some(&b"redis_version:7.2.4\r\n"[..]),
-                Some(&b"redis_version:6.2.14\r\n"[..]),
-            ],
-            INFO_PROXY,
-            0,
-        );
+        let state = ProxyState::new("d".into(), vec![]);
+        let texts = [
+            Some(&b"redis_version:7.2.4\r\n"[..]),
+            Some(&b"redis_version:6.2.14\r\n"[..]),
+        ];
+        let text = render_info(&state, &two(&texts, 0), INFO_PROXY, 0);
         assert!(
             text.starts_with("# Proxy\r\nredis_version:6.2.14\r\n"),
             "{text}"
         );
-        let text = render_info(&state, &[None, None], INFO_PROXY, 0);
+        let text = render_info(&state, &two(&[None, None], 0), INFO_PROXY, 0);
         assert!(!text.contains("redis_version"), "{text}");
     }
 

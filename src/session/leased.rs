@@ -73,7 +73,8 @@ impl Session {
             Err(e) => return self.fail(id, now, &e.to_string()),
         };
         let seq = self.next_seq();
-        let mut req = Request::new(call.frame, self.reply_to(seq, 0));
+        let frame = self.table.unprefixed(call.cmd, call.frame, call.args);
+        let mut req = Request::new(frame, self.reply_to(seq, 0));
         req.blocking = true;
         let sent = Sent::plain(dest.backend, &req);
         Self::send_leased(&lease, req);

@@ -181,9 +181,10 @@ impl Fanout {
                     .iter()
                     .map(|p| p.as_deref().and_then(info_text))
                     .collect();
+                let backends = super::info::info_backends(env.table, &texts);
                 let text = super::info::render_info(
                     env.state,
-                    &texts,
+                    &backends,
                     self.info_sections,
                     env.table.settings.db,
                 );

@@ -1,7 +1,9 @@
 //! SCAN over every backend: the cursor a client sees holds the backend's index in its low
 //! [`INDEX_BITS`] bits and that backend's own cursor above them. A scan walks backend 0 to the
 //! end, then backend 1, and so on; a full iteration therefore returns every key that existed
-//! throughout, as Redis's own SCAN guarantees on one server.
+//! throughout, as Redis's own SCAN guarantees on one server. With several pools, the backends
+//! are those of every pool that serves keys, in configuration order (a pool that is only a
+//! mirror holds copies, and is left out, as it is by KEYS, DBSIZE and RANDOMKEY).
 
 use bytes::{Bytes, BytesMut};
 
@@ -62,11 +64,11 @@ impl super::Session {
     /// backends) and its cursor there.
     pub(super) async fn scan(&mut self, call: super::call::Call<'_>) {
         let (id, now) = (call.id, call.start);
-        let n = self.table.backend_count();
+        let n = self.table.keyspace_count();
         let Some((index, inner)) = call.arg(1).and_then(|c| decode(c, n)) else {
             return self.fail(id, now, "ERR invalid cursor");
         };
-        let Some(dest) = self.table.dest_at(index) else {
+        let Some((_, dest)) = self.table.keyspace_dest_at(index) else {
             return self.fail(id, now, "ERR invalid cursor");
         };
         let mut request = BytesMut::with_capacity(call.frame.len() + 8);
@@ -84,6 +86,14 @@ impl super::Session {
         };
         self.forward(id, dest, request.freeze(), now, then).await;
     }
+}
+
+/// Whether command `id` counts or lists keys (KEYS, DBSIZE, RANDOMKEY): what leaves out the
+/// pools that only mirror.
+pub(super) fn counts_keys(id: usize) -> bool {
+    crate::protocol::command::COMMANDS
+        .get(id)
+        .is_some_and(|c| matches!(c.name, "keys" | "dbsize" | "randomkey"))
 }
 
 #[cfg(test)]

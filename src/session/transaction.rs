@@ -167,7 +167,10 @@ impl Session {
                 tx.parts.push((None, start..tx.frames.len()));
                 return self.ok(id, now, b"+QUEUED\r\n");
             }
-            tx.frames.extend_from_slice(&call.frame);
+            let frame = self
+                .table
+                .unprefixed(call.cmd, call.frame.clone(), call.args);
+            tx.frames.extend_from_slice(&frame);
             tx.count += 1;
             tx.parts.push((dest, start..tx.frames.len()));
         }
@@ -203,8 +206,8 @@ impl Session {
             {
                 let key = call.arg(2).unwrap_or_default();
                 self.table
-                    .owner_of(key)
-                    .map(Some)
+                    .owner_of_key(key)
+                    .map(|(dest, _)| Some(dest))
                     .map_err(QueueError::Route)
             }
             Kind::Refused(reason) => Err(QueueError::Refused(cmd.name, reason)),
@@ -319,7 +322,8 @@ impl Session {
             }
         }
         let seq = self.next_seq();
-        let req = Request::new(call.frame, self.reply_to(seq, 0));
+        let frame = self.table.unprefixed(call.cmd, call.frame, call.args);
+        let req = Request::new(frame, self.reply_to(seq, 0));
         let sent = Sent::plain(dest.backend, &req);
         if let Some(w) = &self.modes.watch {
             Self::send_leased(&w.lease, req);

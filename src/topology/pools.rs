@@ -11,7 +11,7 @@ use crate::auth::Auth;
 use crate::backend::{Backend, HealthEvent, Spec, build};
 use crate::cluster::{Layout, Shared};
 use crate::config::{BackendConfig, Config, Discovery, PoolConfig};
-use crate::routing::{Pool, Settings, Table};
+use crate::routing::{Faults, Mirror, Pool, Routes, Settings, Table};
 
 /// What one pool's part of the table is built from besides the configuration; kept across
 /// reloads while a pool of that name stays.
@@ -26,6 +26,8 @@ pub(super) struct PoolState {
     pub(super) cluster: Arc<Shared>,
     /// A task keeps this cluster pool's slot map current.
     pub(super) refreshing: bool,
+    /// While routes mirror to this pool: its budget and counters.
+    pub(super) mirror: Option<Arc<Mirror>>,
     /// With sentinels: each master's primary as last verified (`host`, `port`), by master
     /// name, for the backends a reload starts.
     pub(super) masters: HashMap<String, (String, u16)>,
@@ -41,6 +43,7 @@ impl PoolState {
             layout: None,
             cluster: Shared::new(),
             refreshing: false,
+            mirror: None,
             masters: HashMap::new(),
             watching: false,
         }
@@ -55,18 +58,39 @@ pub(super) fn table(
     states: &mut HashMap<String, PoolState>,
     events: &mpsc::UnboundedSender<HealthEvent>,
 ) -> Table {
+    let mut mirrors = Vec::with_capacity(config.pools.len());
     let pools: Vec<Pool> = config
         .pools
         .iter()
-        .map(|p| {
+        .zip(crate::routing::mirror_pools(config))
+        .map(|(p, (i, mirrored))| {
             let state = states.entry(p.name.clone()).or_insert_with(PoolState::new);
-            pool(p, state, events)
+            let limit = config.routing.mirror_buffer_bytes;
+            if !mirrored {
+                state.mirror = None;
+            }
+            let mirror = mirrored.then(|| {
+                state
+                    .mirror
+                    .get_or_insert_with(|| Mirror::new(&p.name, limit))
+            });
+            mirrors.push(mirror.map(|m| {
+                m.set_limit(limit);
+                m.clone()
+            }));
+            let mut pool = pool(p, state, events);
+            pool.serves = config.routing.serves(i);
+            pool
         })
         .collect();
-    let catch_all = config.catch_all();
+    let catch_all = crate::routing::default_pool(config);
     let db = config.pools.get(catch_all).map_or(0, |p| p.db);
     let settings = Settings::of(config, auth.clone(), db);
-    Table::new(pools, catch_all, settings, config.digest.clone())
+    Table::new(pools, catch_all, settings, config.digest.clone()).with_routing(
+        Routes::new(&config.routing),
+        Faults::new(&config.faults),
+        mirrors,
+    )
 }
 
 /// One pool of the table.
@@ -144,7 +168,13 @@ fn start(
 ) -> Arc<Backend> {
     let mut target = build::target(b, config, listed_host, false);
     let Some(master) = &b.sentinel_master else {
-        let mut spec = Spec::new(&b.name, &b.address.to_string(), target, config.timeout);
+        let mut spec = Spec::new(
+            &config.name,
+            &b.name,
+            &b.address.to_string(),
+            target,
+            config.timeout,
+        );
         spec.hold = build::hold(config, false);
         return build::start(spec, config, fp, events);
     };
@@ -160,7 +190,7 @@ fn start(
         }
         None => format!("sentinel:{master}"),
     };
-    let mut spec = Spec::new(&b.name, &address, target, config.timeout);
+    let mut spec = Spec::new(&config.name, &b.name, &address, target, config.timeout);
     spec.hold = build::hold(config, true);
     spec.read_from = config
         .sentinel

@@ -338,7 +338,7 @@ fn set_replicas(
                 target.host = host.clone();
                 target.port = *port;
                 let name = format!("{}@{addr}", b.name);
-                let spec = Spec::new(&name, addr, target, config.timeout);
+                let spec = Spec::new(&config.name, &name, addr, target, config.timeout);
                 build::start(spec, config, fp.clone(), &t.events)
             }
         };

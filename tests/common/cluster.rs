@@ -148,14 +148,14 @@ impl Cluster {
             .zip(keys)
             .map(|(line, key)| {
                 let fields: Vec<&str> = line.split('\t').collect();
-                assert_eq!(fields.len(), 3, "route line {line:?}");
+                assert_eq!(fields.len(), 4, "route line {line:?}");
                 assert_eq!(fields[0], *key, "route line {line:?}");
                 let i = self
                     .redis
                     .iter()
-                    .position(|r| r.addr() == fields[2])
+                    .position(|r| r.addr() == fields[3])
                     .unwrap_or_else(|| panic!("route names an unknown address: {line:?}"));
-                assert_eq!(fields[1], format!("s{}", i + 1), "route line {line:?}");
+                assert_eq!(fields[2], format!("s{}", i + 1), "route line {line:?}");
                 i
             })
             .collect()

@@ -247,7 +247,7 @@ pub fn non_loopback_ipv4() -> Option<std::net::IpAddr> {
 }
 
 /// The value of one series in Prometheus text, `series` written exactly as exported, e.g.
-/// `shardis_backend_up{backend="s1"}` or `shardis_client_connections`.
+/// `shardis_backend_up{pool="main",backend="s1"}` or `shardis_client_connections`.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| {
         let rest = line.strip_prefix(series)?;

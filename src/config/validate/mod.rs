@@ -98,14 +98,19 @@ pub(super) fn validate(raw: RawConfig, unknown: Vec<String>) -> Result<Config, C
         .enumerate()
         .map(|(i, pool)| pool::pool(&mut p, &format!("pools[{i}]"), pool))
         .collect();
-    match pools.len() {
-        0 => p.add("pools", "at least one [[pools]] section is required"),
-        1 => {}
-        n => p.add(
-            "pools",
-            format_args!("{n} pools are defined, but this version of shardis supports exactly one"),
-        ),
+    if pools.is_empty() {
+        p.add("pools", "at least one [[pools]] section is required");
     }
+    for (i, pool) in pools.iter().enumerate() {
+        if let Some(first) = pools[..i].iter().position(|o| o.name == pool.name) {
+            p.add(
+                format_args!("pools[{i}].name"),
+                format_args!("{:?} is already the name of pools[{first}]", pool.name),
+            );
+        }
+    }
+    let routing = super::routes::routing(&mut p, raw.routing, raw.routes, &pools);
+    let faults = super::faults::faults(&mut p, raw.faults, &pools);
     let users = super::users::users(&mut p, raw.users, server.password.is_some());
     if !p.0.is_empty() {
         return Err(ConfigError::Invalid(p.0));
@@ -114,6 +119,8 @@ pub(super) fn validate(raw: RawConfig, unknown: Vec<String>) -> Result<Config, C
         server,
         admin,
         pools,
+        routing,
+        faults,
         users,
         digest: String::new(),
     };
