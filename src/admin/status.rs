@@ -64,6 +64,9 @@ pub struct Status {
     /// refreshes and redirections by kind.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<serde_json::Value>,
+    /// Per pool, each backend's share of the requests against the share its ring gives it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub load_balance: Vec<serde_json::Value>,
 }
 
 /// One backend in [`Status`].
@@ -127,6 +130,7 @@ impl Status {
                 })
                 .collect(),
             cluster: state.cluster_status(),
+            load_balance: super::keys::balance(state),
         }
     }
 }

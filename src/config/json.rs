@@ -118,6 +118,7 @@ fn pool_json(p: &PoolConfig) -> Value {
             "max_exclusive_per_backend": p.max_exclusive,
         });
         credentials(&mut pool, p.username.as_deref(), p.password.is_some());
+        super::keys::to_json(&mut pool, &p.keys);
         return pool;
     }
     let backends: Vec<Value> = p
@@ -165,6 +166,7 @@ fn pool_json(p: &PoolConfig) -> Value {
         }
     }
     credentials(&mut pool, p.username.as_deref(), p.password.is_some());
+    super::keys::to_json(&mut pool, &p.keys);
     pool
 }
 

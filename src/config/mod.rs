@@ -7,6 +7,7 @@ mod address;
 mod cluster;
 mod describe;
 mod json;
+mod keys;
 mod raw;
 mod secret;
 mod tls;
@@ -22,6 +23,7 @@ use std::time::Duration;
 pub use address::{Address, AddressError};
 pub use cluster::{ClusterConfig, ReadFrom};
 pub use json::{MASK, mask_secrets};
+pub use keys::KeysConfig;
 pub use secret::{
     BackendPassword, ClientPassword, Credentials, MAX_SECRET_FILE, PasswordDigest, Secret,
     SecretSource,
@@ -260,6 +262,8 @@ pub struct PoolConfig {
     pub backends: Vec<BackendConfig>,
     /// `kind = "cluster"`: a Redis Cluster upstream, whose nodes come from its slot map.
     pub cluster: Option<ClusterConfig>,
+    /// Hot keys, big keys and the near cache.
+    pub keys: KeysConfig,
 }
 
 impl PoolConfig {
@@ -296,6 +300,7 @@ impl PoolConfig {
             db: 0,
             backends: Vec::new(),
             cluster: None,
+            keys: KeysConfig::default(),
         }
     }
 

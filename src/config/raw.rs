@@ -110,6 +110,13 @@ pub(super) struct RawPool {
     pub seeds: Option<Vec<String>>,
     pub read_from: Option<String>,
     pub refresh_interval_ms: Option<i64>,
+    /// Key watch: hot keys, big keys, near cache (`super::keys`).
+    pub hotkeys_capacity: Option<i64>,
+    pub hotkeys_sample: Option<i64>,
+    pub bigkey_reply_bytes: Option<i64>,
+    pub bigkey_request_bytes: Option<i64>,
+    pub near_cache: Option<bool>,
+    pub near_cache_bytes: Option<i64>,
 }
 
 /// One entry of `backends = [...]`.

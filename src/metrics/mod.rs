@@ -57,6 +57,26 @@ pub const SENT_BYTES_TOTAL: &str = "shardis_sent_bytes_total";
 pub const CLUSTER_REDIRECTIONS_TOTAL: &str = "shardis_cluster_redirections_total";
 /// Cluster pools: fetches of the slot map; label `result` (`ok` | `error`).
 pub const CLUSTER_SLOT_MAP_REFRESHES_TOTAL: &str = "shardis_cluster_slot_map_refreshes_total";
+/// Share of a backend's recent requests that its hottest key takes; labels `pool`, `backend`
+/// (never a key: that would explode the series count).
+pub const HOT_KEY_SHARE: &str = "shardis_hot_key_share";
+/// Replies over the pool's `bigkey_reply_bytes`; labels `pool`, `backend`.
+pub const BIG_REPLIES_TOTAL: &str = "shardis_big_replies_total";
+/// Requests over the pool's `bigkey_request_bytes`; labels `pool`, `backend`.
+pub const BIG_REQUESTS_TOTAL: &str = "shardis_big_requests_total";
+/// Near cache: reads answered from it; label `pool`.
+pub const NEAR_CACHE_HITS_TOTAL: &str = "shardis_near_cache_hits_total";
+/// Near cache: reads of a cached hot key it could not answer; label `pool`.
+pub const NEAR_CACHE_MISSES_TOTAL: &str = "shardis_near_cache_misses_total";
+/// Near cache: values read into it; label `pool`.
+pub const NEAR_CACHE_FILLS_TOTAL: &str = "shardis_near_cache_fills_total";
+/// Near cache: values dropped for room, for keys no longer hot, or a lost tracking
+/// connection; label `pool`.
+pub const NEAR_CACHE_EVICTIONS_TOTAL: &str = "shardis_near_cache_evictions_total";
+/// Near cache: invalidation messages from the backends; label `pool`.
+pub const NEAR_CACHE_INVALIDATIONS_TOTAL: &str = "shardis_near_cache_invalidations_total";
+/// Near cache: bytes of values held; label `pool`.
+pub const NEAR_CACHE_BYTES: &str = "shardis_near_cache_bytes";
 
 /// Every metric name above, for tests that check dashboards and alert rules against the code.
 pub const ALL_METRICS: &[&str] = &[
@@ -82,6 +102,15 @@ pub const ALL_METRICS: &[&str] = &[
     SENT_BYTES_TOTAL,
     CLUSTER_REDIRECTIONS_TOTAL,
     CLUSTER_SLOT_MAP_REFRESHES_TOTAL,
+    HOT_KEY_SHARE,
+    BIG_REPLIES_TOTAL,
+    BIG_REQUESTS_TOTAL,
+    NEAR_CACHE_HITS_TOTAL,
+    NEAR_CACHE_MISSES_TOTAL,
+    NEAR_CACHE_FILLS_TOTAL,
+    NEAR_CACHE_EVICTIONS_TOTAL,
+    NEAR_CACHE_INVALIDATIONS_TOTAL,
+    NEAR_CACHE_BYTES,
 ];
 
 /// Histogram bucket upper bounds in seconds, 10 µs to 1 s, shared by both latency histograms.
@@ -185,6 +214,26 @@ pub fn describe() {
         CLUSTER_SLOT_MAP_REFRESHES_TOTAL,
         "Cluster pools: fetches of the slot map, by result (ok or error)."
     );
+    // The hot-key share and the near cache's counters are rendered at scrape
+    // (hotkeys::report).
+    describe_counter!(
+        BIG_REPLIES_TOTAL,
+        "Replies over the pool's bigkey_reply_bytes, by pool and backend (the keys are in /admin/bigkeys)."
+    );
+    describe_counter!(
+        BIG_REQUESTS_TOTAL,
+        "Requests over the pool's bigkey_request_bytes, by pool and backend (the keys are in /admin/bigkeys)."
+    );
+}
+
+/// Counts a big reply or request (a rare event: no pre-built handle).
+pub fn big_key(reply: bool, pool: &str, backend: &str) {
+    let name = if reply {
+        BIG_REPLIES_TOTAL
+    } else {
+        BIG_REQUESTS_TOTAL
+    };
+    metrics::counter!(name, "pool" => pool.to_owned(), "backend" => backend.to_owned()).increment(1);
 }
 
 /// Installs the global Prometheus recorder with shardis' buckets and descriptions; call once in

@@ -43,6 +43,10 @@ pub struct Table {
     /// cursors use (pool `p`'s backend `i` is number `first[p] + i`).
     first: Vec<usize>,
     pub settings: Settings,
+    /// The smallest `bigkey_reply_bytes` and `bigkey_request_bytes` of the pools (`usize::MAX`:
+    /// none): what the request path compares a size with before looking further.
+    pub bigkey_reply: usize,
+    pub bigkey_request: usize,
     /// Digest of the configuration, and when it was loaded.
     pub digest: String,
     pub loaded: SystemTime,
@@ -57,7 +61,18 @@ impl Table {
             first.push(at);
             at += p.backends.len();
         }
+        let threshold = |f: fn(&crate::config::KeysConfig) -> usize| {
+            pools
+                .iter()
+                .filter_map(|p| p.watch.as_ref())
+                .map(|w| f(&w.settings))
+                .filter(|&v| v > 0)
+                .min()
+                .unwrap_or(usize::MAX)
+        };
         Table {
+            bigkey_reply: threshold(|k| k.bigkey_reply_bytes),
+            bigkey_request: threshold(|k| k.bigkey_request_bytes),
             pools,
             catch_all,
             first,

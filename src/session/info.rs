@@ -30,9 +30,15 @@ pub const INFO_KEYSPACE: InfoSections = 4;
 pub const INFO_CLIENTS: InfoSections = 8;
 /// A cluster pool's slot map and counters (nothing for a hashed pool).
 pub const INFO_CLUSTER: InfoSections = 16;
-/// `INFO`, `INFO default`, `INFO all`, `INFO everything`.
+/// Each watched pool's hottest keys (`INFO hotkeys`, or `all`).
+pub const INFO_HOTKEYS: InfoSections = 32;
+/// Each watched pool's big keys (`INFO bigkeys`, or `all`).
+pub const INFO_BIGKEYS: InfoSections = 64;
+/// `INFO` and `INFO default`.
 pub const INFO_ALL: InfoSections =
     INFO_PROXY | INFO_CLIENTS | INFO_BACKENDS | INFO_CLUSTER | INFO_KEYSPACE;
+/// `INFO all` and `INFO everything`: the default sections, and the key-watch ones.
+pub const INFO_EVERYTHING: InfoSections = INFO_ALL | INFO_HOTKEYS | INFO_BIGKEYS;
 
 /// The sections named by `INFO`'s arguments (case-insensitive); none named means all. An
 /// unknown name adds nothing, so `INFO nosuch` is empty, as in Redis.
@@ -43,7 +49,10 @@ pub fn info_sections<'a>(names: impl IntoIterator<Item = &'a [u8]>) -> InfoSecti
         any = true;
         let lower = name.to_ascii_lowercase();
         set |= match lower.as_slice() {
-            b"default" | b"all" | b"everything" => INFO_ALL,
+            b"default" => INFO_ALL,
+            b"all" | b"everything" => INFO_EVERYTHING,
+            b"hotkeys" => INFO_HOTKEYS,
+            b"bigkeys" => INFO_BIGKEYS,
             // The proxy is the server the client talks to.
             b"proxy" | b"server" => INFO_PROXY,
             b"backends" => INFO_BACKENDS,
@@ -173,6 +182,9 @@ pub fn render_info(
         separate(&mut out);
         out.push_str(&text);
     }
+    if sections & (INFO_HOTKEYS | INFO_BIGKEYS) != 0 {
+        keys_sections(&mut out, state, sections);
+    }
     if sections & INFO_KEYSPACE != 0 {
         separate(&mut out);
         out.push_str("# Keyspace\r\n");
@@ -184,6 +196,33 @@ pub fn render_info(
         }
     }
     out
+}
+
+/// `# Hotkeys` and `# Bigkeys`: each watched pool's hottest keys and big keys.
+fn keys_sections(out: &mut String, state: &ProxyState, sections: InfoSections) {
+    let Some(table) = state.table() else {
+        return;
+    };
+    let watched: Vec<_> = table
+        .pools
+        .iter()
+        .filter_map(|p| p.watch.as_deref().map(|w| (p, w)))
+        .collect();
+    if sections & INFO_HOTKEYS != 0 {
+        separate(out);
+        out.push_str("# Hotkeys\r\n");
+        for (pool, watch) in &watched {
+            let names: Vec<&str> = pool.backends.iter().map(|b| b.state.name.as_str()).collect();
+            crate::hotkeys::report::info_hotkeys(out, watch, &names);
+        }
+    }
+    if sections & INFO_BIGKEYS != 0 {
+        separate(out);
+        out.push_str("# Bigkeys\r\n");
+        for (_, watch) in &watched {
+            crate::hotkeys::report::info_bigkeys(out, watch);
+        }
+    }
 }
 
 /// A blank line between two sections.
@@ -334,7 +373,8 @@ mod tests {
     fn section_names() {
         let sections = |names: &[&str]| info_sections(names.iter().map(|n| n.as_bytes()));
         assert_eq!(sections(&[]), INFO_ALL);
-        assert_eq!(sections(&["everything"]), INFO_ALL);
+        assert_eq!(sections(&["everything"]), INFO_EVERYTHING);
+        assert_eq!(sections(&["hotkeys", "bigkeys"]), INFO_HOTKEYS | INFO_BIGKEYS);
         assert_eq!(sections(&["Default"]), INFO_ALL);
         assert_eq!(sections(&["KEYSPACE"]), INFO_KEYSPACE);
         assert_eq!(sections(&["clients"]), INFO_CLIENTS);

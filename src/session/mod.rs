@@ -39,6 +39,7 @@ mod client;
 mod conn;
 mod dispatch;
 pub mod info;
+mod keywatch;
 mod leased;
 mod local;
 mod login;
@@ -133,6 +134,8 @@ pub struct Session {
     split: SplitScratch,
     /// For RANDOMKEY's pick.
     rng: u64,
+    /// Writes in flight that hold the near cache's copies of their keys.
+    holds: crate::nearcache::Holds,
 }
 
 /// A session's commands in flight.
@@ -212,6 +215,7 @@ impl Session {
             split: SplitScratch::default(),
             evicted: None,
             who: Who::default(),
+            holds: crate::nearcache::Holds::default(),
         };
         session.check_login();
         (session, rx)

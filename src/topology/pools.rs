@@ -26,6 +26,8 @@ pub(super) struct PoolState {
     pub(super) cluster: Arc<Shared>,
     /// A task keeps this cluster pool's slot map current.
     pub(super) refreshing: bool,
+    /// Its hot keys, big keys and near cache counters.
+    pub(super) keys: Option<Arc<crate::hotkeys::Shared>>,
 }
 
 impl PoolState {
@@ -36,6 +38,7 @@ impl PoolState {
             layout: None,
             cluster: Shared::new(),
             refreshing: false,
+            keys: None,
         }
     }
 }
@@ -53,7 +56,12 @@ pub(super) fn table(
         .iter()
         .map(|p| {
             let state = states.entry(p.name.clone()).or_insert_with(PoolState::new);
-            pool(p, state, events)
+            let mut pool = pool(p, state, events);
+            let keys = state
+                .keys
+                .get_or_insert_with(|| crate::hotkeys::Shared::new(&p.name));
+            pool.watch = Some(crate::hotkeys::Watch::new(p.keys, keys.clone()));
+            pool
         })
         .collect();
     let catch_all = config.catch_all();
