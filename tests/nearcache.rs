@@ -30,7 +30,11 @@ fn pair(n: usize) -> Pair {
 
 fn near_metric(shardis: &Shardis, name: &str) -> f64 {
     let text = http_get(shardis.admin, "/metrics").body;
-    metric(&text, &format!("shardis_near_cache_{name}{{pool=\"main\"}}")).unwrap_or(0.0)
+    metric(
+        &text,
+        &format!("shardis_near_cache_{name}{{pool=\"main\"}}"),
+    )
+    .unwrap_or(0.0)
 }
 
 /// GETs `key` in pipelines until the near cache answers it; returns the value it answers.
@@ -75,11 +79,24 @@ fn a_hot_key_is_answered_by_the_proxy_not_its_backend() {
     let p = pair(2);
     let mut c = p.near.client();
     c.cmd_str(&["SET", "hot", "v1"]);
-    assert_eq!(until_cached(&p.near, &mut c, "hot"), Frame::Bulk(b"v1".to_vec()));
-    let backend = p.redis.iter().position(|r| r.client().cmd_str(&["EXISTS", "hot"]) == Frame::Integer(1)).unwrap();
+    assert_eq!(
+        until_cached(&p.near, &mut c, "hot"),
+        Frame::Bulk(b"v1".to_vec())
+    );
+    let backend = p
+        .redis
+        .iter()
+        .position(|r| r.client().cmd_str(&["EXISTS", "hot"]) == Frame::Integer(1))
+        .unwrap();
     // The tracking connection is a client of the key's backend, with tracking on.
-    let list = p.redis[backend].client().cmd_str(&["CLIENT", "LIST"]).as_text();
-    let tracking = list.lines().find(|l| l.contains("name=shardis-nearcache")).expect("tracking connection");
+    let list = p.redis[backend]
+        .client()
+        .cmd_str(&["CLIENT", "LIST"])
+        .as_text();
+    let tracking = list
+        .lines()
+        .find(|l| l.contains("name=shardis-nearcache"))
+        .expect("tracking connection");
     assert!(tracking.contains("flags=t"), "{tracking}");
     let before = gets_on(&p.redis[backend]);
     let mut raw = Vec::new();
@@ -93,18 +110,39 @@ fn a_hot_key_is_answered_by_the_proxy_not_its_backend() {
     let reached = gets_on(&p.redis[backend]) - before;
     assert!(reached < 200, "{reached} of 2000 GETs reached the backend");
     // RESP3 clients get the same answers, nulls in their own form.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let url = format!("redis://{}/?protocol=resp3", p.near.addr);
-        let mut con = redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let mut con = redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
         for _ in 0..100 {
-            let v: Option<String> = redis::cmd("GET").arg("hot").query_async(&mut con).await.unwrap();
+            let v: Option<String> = redis::cmd("GET")
+                .arg("hot")
+                .query_async(&mut con)
+                .await
+                .unwrap();
             assert_eq!(v.as_deref(), Some("v1"));
         }
     });
     let text = http_get(p.near.admin, "/metrics").body;
-    for name in ["hits_total", "misses_total", "fills_total", "evictions_total", "invalidations_total", "bytes"] {
-        assert!(text.contains(&format!("shardis_near_cache_{name}{{pool=\"main\"}}")), "{name}");
+    for name in [
+        "hits_total",
+        "misses_total",
+        "fills_total",
+        "evictions_total",
+        "invalidations_total",
+        "bytes",
+    ] {
+        assert!(
+            text.contains(&format!("shardis_near_cache_{name}{{pool=\"main\"}}")),
+            "{name}"
+        );
     }
 }
 
@@ -119,15 +157,22 @@ fn a_write_through_another_proxy_is_seen_at_once() {
     let mut lags = Vec::with_capacity(1000);
     for i in 1..=1000 {
         let value = format!("w{i}");
-        assert_eq!(writer.cmd_str(&["SET", "hot", &value]), Frame::Simple("OK".into()));
+        assert_eq!(
+            writer.cmd_str(&["SET", "hot", &value]),
+            Frame::Simple("OK".into())
+        );
         let written = Instant::now();
         let seen = wait_for(Duration::from_secs(5), "the write", || {
-            (reader.cmd_str(&["GET", "hot"]) == Frame::Bulk(value.clone().into_bytes())).then(|| written.elapsed())
+            (reader.cmd_str(&["GET", "hot"]) == Frame::Bulk(value.clone().into_bytes()))
+                .then(|| written.elapsed())
         });
         lags.push(seen);
         // Once seen, never the old value again; these reads refill and hit the cache.
         for _ in 0..5 {
-            assert_eq!(reader.cmd_str(&["GET", "hot"]), Frame::Bulk(value.clone().into_bytes()));
+            assert_eq!(
+                reader.cmd_str(&["GET", "hot"]),
+                Frame::Bulk(value.clone().into_bytes())
+            );
         }
     }
     lags.sort();
@@ -138,7 +183,10 @@ fn a_write_through_another_proxy_is_seen_at_once() {
     );
     // The target is 50 ms; the bound is generous because the machine is shared.
     assert!(lags[999] < Duration::from_secs(2), "{:?}", lags[999]);
-    assert!(hits > 1000.0, "the cache answered reads between the writes: {hits}");
+    assert!(
+        hits > 1000.0,
+        "the cache answered reads between the writes: {hits}"
+    );
     assert!(near_metric(&p.near, "invalidations_total") > 0.0);
 }
 
@@ -160,8 +208,16 @@ fn a_client_reads_its_own_writes_in_order() {
         c.send_raw(&raw);
         c.read_reply();
         assert_eq!(c.read_reply(), Frame::Simple("OK".into()));
-        assert_eq!(c.read_reply(), Frame::Bulk(v.clone().into_bytes()), "write {i}");
-        assert_eq!(c.read_reply(), Frame::Bulk(v.clone().into_bytes()), "write {i}");
+        assert_eq!(
+            c.read_reply(),
+            Frame::Bulk(v.clone().into_bytes()),
+            "write {i}"
+        );
+        assert_eq!(
+            c.read_reply(),
+            Frame::Bulk(v.clone().into_bytes()),
+            "write {i}"
+        );
         // A transaction, and a script, write keys the proxy does not see.
         if i % 3 == 0 {
             let t = format!("t{i}");
@@ -173,9 +229,19 @@ fn a_client_reads_its_own_writes_in_order() {
             for _ in 0..3 {
                 c.read_reply();
             }
-            assert_eq!(c.read_reply(), Frame::Bulk(t.into_bytes()), "transaction {i}");
+            assert_eq!(
+                c.read_reply(),
+                Frame::Bulk(t.into_bytes()),
+                "transaction {i}"
+            );
             let s = format!("s{i}");
-            let mut raw = Client::encode(&[b"EVAL", b"return redis.call('SET', KEYS[1], ARGV[1])", b"1", b"hot", s.as_bytes()]);
+            let mut raw = Client::encode(&[
+                b"EVAL",
+                b"return redis.call('SET', KEYS[1], ARGV[1])",
+                b"1",
+                b"hot",
+                s.as_bytes(),
+            ]);
             raw.extend(Client::encode(&[b"GET", b"hot"]));
             c.send_raw(&raw);
             c.read_reply();
@@ -184,7 +250,10 @@ fn a_client_reads_its_own_writes_in_order() {
             c.cmd_str(&["SET", "hot", &v]);
         }
     }
-    assert!(near_metric(&p.near, "hits_total") > hits_before, "reads were cached between writes");
+    assert!(
+        near_metric(&p.near, "hits_total") > hits_before,
+        "reads were cached between writes"
+    );
 }
 
 #[test]
@@ -192,23 +261,38 @@ fn a_killed_tracking_connection_never_leaves_a_stale_value() {
     let p = pair(1);
     let mut c = p.near.client();
     c.cmd_str(&["SET", "hot", "old"]);
-    assert_eq!(until_cached(&p.near, &mut c, "hot"), Frame::Bulk(b"old".to_vec()));
+    assert_eq!(
+        until_cached(&p.near, &mut c, "hot"),
+        Frame::Bulk(b"old".to_vec())
+    );
     let ids = tracking_ids(&p.redis[0]);
     assert_eq!(ids.len(), 1, "{ids:?}");
     let mut admin = p.redis[0].client();
-    assert_eq!(admin.cmd_str(&["CLIENT", "KILL", "ID", &ids[0]]), Frame::Integer(1));
+    assert_eq!(
+        admin.cmd_str(&["CLIENT", "KILL", "ID", &ids[0]]),
+        Frame::Integer(1)
+    );
     // Written behind the proxy's back: no invalidation can reach the dead connection.
-    assert_eq!(admin.cmd_str(&["SET", "hot", "new"]), Frame::Simple("OK".into()));
+    assert_eq!(
+        admin.cmd_str(&["SET", "hot", "new"]),
+        Frame::Simple("OK".into())
+    );
     let started = Instant::now();
     wait_for(Duration::from_secs(5), "the new value", || {
         (c.cmd_str(&["GET", "hot"]) == Frame::Bulk(b"new".to_vec())).then_some(())
     });
-    eprintln!("after CLIENT KILL, the new value was read after {:?}", started.elapsed());
+    eprintln!(
+        "after CLIENT KILL, the new value was read after {:?}",
+        started.elapsed()
+    );
     for _ in 0..500 {
         assert_eq!(c.cmd_str(&["GET", "hot"]), Frame::Bulk(b"new".to_vec()));
     }
     // A new tracking connection caches again, and is invalidated again.
-    assert_eq!(until_cached(&p.near, &mut c, "hot"), Frame::Bulk(b"new".to_vec()));
+    assert_eq!(
+        until_cached(&p.near, &mut c, "hot"),
+        Frame::Bulk(b"new".to_vec())
+    );
     let ids2 = tracking_ids(&p.redis[0]);
     assert_eq!(ids2.len(), 1, "{ids2:?}");
     assert_ne!(ids2, ids);
@@ -236,19 +320,36 @@ fn hashes_are_invalidated_and_ttls_expire_in_the_cache() {
         c.send_raw(&raw);
         for _ in 0..200 {
             assert_eq!(c.read_reply(), Frame::Bulk(b"v1".to_vec()));
-            assert_eq!(c.read_reply(), Frame::Array(vec![Frame::Bulk(b"v1".to_vec()), Frame::Null]));
+            assert_eq!(
+                c.read_reply(),
+                Frame::Array(vec![Frame::Bulk(b"v1".to_vec()), Frame::Null])
+            );
         }
         (near_metric(&p.near, "hits_total") > hits + 10.0).then_some(())
     });
     w.cmd_str(&["HSET", "h", "f", "v2"]);
-    wait_for(Duration::from_secs(5), "HSET seen", || (hget(&mut c) == Frame::Bulk(b"v2".to_vec())).then_some(()));
+    wait_for(Duration::from_secs(5), "HSET seen", || {
+        (hget(&mut c) == Frame::Bulk(b"v2".to_vec())).then_some(())
+    });
     // A key with a TTL, with Redis's active expiry off: only the cache's own expiry can
     // stop it serving the value after the TTL.
-    assert_eq!(p.redis[0].client().cmd_str(&["DEBUG", "SET-ACTIVE-EXPIRE", "0"]), Frame::Simple("OK".into()));
+    assert_eq!(
+        p.redis[0]
+            .client()
+            .cmd_str(&["DEBUG", "SET-ACTIVE-EXPIRE", "0"]),
+        Frame::Simple("OK".into())
+    );
     c.cmd_str(&["SET", "ttl", "soon", "PX", "8000"]);
     let set_at = Instant::now();
-    assert_eq!(until_cached(&p.near, &mut c, "ttl"), Frame::Bulk(b"soon".to_vec()));
-    assert!(set_at.elapsed() < Duration::from_millis(7500), "cached too late to test: {:?}", set_at.elapsed());
+    assert_eq!(
+        until_cached(&p.near, &mut c, "ttl"),
+        Frame::Bulk(b"soon".to_vec())
+    );
+    assert!(
+        set_at.elapsed() < Duration::from_millis(7500),
+        "cached too late to test: {:?}",
+        set_at.elapsed()
+    );
     std::thread::sleep(Duration::from_millis(8100).saturating_sub(set_at.elapsed()));
     assert_eq!(c.cmd_str(&["GET", "ttl"]), Frame::Null);
 }

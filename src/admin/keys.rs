@@ -133,7 +133,9 @@ fn pool_balance(pool: &Pool) -> Value {
         .as_deref()
         .filter(|w| w.settings.hotkeys_sample > 0)
         .map(View::of);
-    let recent_total = recent.as_ref().map_or(0.0, |v| v.backends.iter().sum::<f64>());
+    let recent_total = recent
+        .as_ref()
+        .map_or(0.0, |v| v.backends.iter().sum::<f64>());
     let backends: Vec<Value> = pool
         .backends
         .iter()

@@ -53,10 +53,10 @@ pub struct BigKey {
 /// A pool's big keys.
 pub struct BigKeys {
     list: Mutex<Vec<BigKey>>,
-    /// When the last warning was logged (ms since `epoch`, +1; 0: never), and how many were not
-    /// logged since.
-    warned: AtomicU64,
-    quiet: AtomicU64,
+    /// Per kind (reply, request): when the last warning was logged (ms since `epoch`, +1; 0:
+    /// never), and how many were not logged since.
+    warned: [AtomicU64; 2],
+    quiet: [AtomicU64; 2],
     epoch: Instant,
 }
 
@@ -64,8 +64,8 @@ impl Default for BigKeys {
     fn default() -> Self {
         BigKeys {
             list: Mutex::new(Vec::new()),
-            warned: AtomicU64::new(0),
-            quiet: AtomicU64::new(0),
+            warned: Default::default(),
+            quiet: Default::default(),
             epoch: Instant::now(),
         }
     }
@@ -81,8 +81,8 @@ pub struct Seen<'a> {
 }
 
 impl BigKeys {
-    /// Records `seen` in `pool`'s list; returns whether to log it (and how many were not
-    /// logged before it), at most once per [`WARN_EVERY`].
+    /// Records `seen` in `pool`'s list; returns whether to log it (and how many of its kind were
+    /// not logged before it), at most once per [`WARN_EVERY`] for each kind.
     pub fn record(&self, seen: &Seen<'_>) -> Option<u64> {
         let now = SystemTime::now();
         if let Ok(mut list) = self.list.lock() {
@@ -122,22 +122,22 @@ impl BigKeys {
                 }
             }
         }
-        self.may_warn()
+        self.may_warn(seen.kind as usize)
     }
 
-    fn may_warn(&self) -> Option<u64> {
+    fn may_warn(&self, kind: usize) -> Option<u64> {
+        let (warned, quiet) = (&self.warned[kind], &self.quiet[kind]);
         let now = self.epoch.elapsed().as_millis() as u64 + 1;
-        let last = self.warned.load(Ordering::Relaxed);
+        let last = warned.load(Ordering::Relaxed);
         let due = last == 0 || now.saturating_sub(last) >= WARN_EVERY.as_millis() as u64;
         if due
-            && self
-                .warned
+            && warned
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            return Some(self.quiet.swap(0, Ordering::Relaxed));
+            return Some(quiet.swap(0, Ordering::Relaxed));
         }
-        self.quiet.fetch_add(1, Ordering::Relaxed);
+        quiet.fetch_add(1, Ordering::Relaxed);
         None
     }
 
@@ -172,7 +172,8 @@ mod tests {
         assert_eq!(big.record(&seen(b"a", BigKind::Reply, 10)), Some(0));
         // Within WARN_EVERY: recorded, not logged.
         assert_eq!(big.record(&seen(b"a", BigKind::Reply, 30)), None);
-        assert_eq!(big.record(&seen(b"a", BigKind::Request, 20)), None);
+        // Each kind has its own limit.
+        assert_eq!(big.record(&seen(b"a", BigKind::Request, 20)), Some(0));
         let list = big.list();
         assert_eq!(list.len(), 2);
         assert_eq!(
@@ -185,9 +186,9 @@ mod tests {
         }
         assert_eq!(big.list().len(), MAX_BIG_KEYS);
         // The suppressed warnings are counted in the next one.
-        big.warned.store(1, Ordering::Relaxed);
+        big.warned[BigKind::Reply as usize].store(1, Ordering::Relaxed);
         let quiet = big.record(&seen(b"b", BigKind::Reply, 1));
-        assert_eq!(quiet, Some(2 + MAX_BIG_KEYS as u64 * 2));
+        assert_eq!(quiet, Some(1 + MAX_BIG_KEYS as u64 * 2));
     }
 
     #[test]
@@ -197,6 +198,9 @@ mod tests {
         big.record(&seen(&key, BigKind::Reply, 5));
         big.record(&seen(&key, BigKind::Reply, 5));
         let list = big.list();
-        assert_eq!((list[0].key.len(), list[0].len, list[0].count), (MAX_KEY_BYTES, 1000, 2));
+        assert_eq!(
+            (list[0].key.len(), list[0].len, list[0].count),
+            (MAX_KEY_BYTES, 1000, 2)
+        );
     }
 }

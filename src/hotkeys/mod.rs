@@ -68,10 +68,7 @@ impl Shared {
 
     /// Copies of what every worker published last.
     pub fn published(&self) -> Vec<Published> {
-        self.published
-            .lock()
-            .map(|p| p.clone())
-            .unwrap_or_default()
+        self.published.lock().map(|p| p.clone()).unwrap_or_default()
     }
 
     /// What `f` makes of what the calling worker published last, if it did.

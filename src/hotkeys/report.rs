@@ -285,12 +285,42 @@ pub fn render_metrics(pools: &[(&Watch, Vec<&str>)]) -> String {
         .filter(|w| w.settings.near_cache)
         .collect();
     for (name, what, help, kind) in [
-        (NEAR_CACHE_HITS_TOTAL, Count::Hits, "Reads answered from the near cache.", "counter"),
-        (NEAR_CACHE_MISSES_TOTAL, Count::Misses, "Reads of a near-cached hot key that the cache could not answer (sent to the backend).", "counter"),
-        (NEAR_CACHE_FILLS_TOTAL, Count::Fills, "Values read into the near cache on its tracking connections.", "counter"),
-        (NEAR_CACHE_EVICTIONS_TOTAL, Count::Evictions, "Near cache values dropped for room, for a key no longer hot, or a tracking connection lost.", "counter"),
-        (NEAR_CACHE_INVALIDATIONS_TOTAL, Count::Invalidations, "Invalidation messages from the backends' client tracking (each drops a key at once).", "counter"),
-        (NEAR_CACHE_BYTES, Count::Bytes, "Bytes of values in the near cache.", "gauge"),
+        (
+            NEAR_CACHE_HITS_TOTAL,
+            Count::Hits,
+            "Reads answered from the near cache.",
+            "counter",
+        ),
+        (
+            NEAR_CACHE_MISSES_TOTAL,
+            Count::Misses,
+            "Reads of a near-cached hot key that the cache could not answer (sent to the backend).",
+            "counter",
+        ),
+        (
+            NEAR_CACHE_FILLS_TOTAL,
+            Count::Fills,
+            "Values read into the near cache on its tracking connections.",
+            "counter",
+        ),
+        (
+            NEAR_CACHE_EVICTIONS_TOTAL,
+            Count::Evictions,
+            "Near cache values dropped for room, for a key no longer hot, or a tracking connection lost.",
+            "counter",
+        ),
+        (
+            NEAR_CACHE_INVALIDATIONS_TOTAL,
+            Count::Invalidations,
+            "Invalidation messages from the backends' client tracking (each drops a key at once).",
+            "counter",
+        ),
+        (
+            NEAR_CACHE_BYTES,
+            Count::Bytes,
+            "Bytes of values in the near cache.",
+            "gauge",
+        ),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for w in &near {

@@ -54,11 +54,11 @@ thread_local! {
     static RNG: Cell<u64> = const { Cell::new(0x9E37_79B9_7F4A_7C15) };
 }
 
-/// Counts a request for `key` (hash `hash`) of `watch`'s pool, one in `hotkeys_sample` of
-/// them; `backend` (the index of the backend serving it in its pool) is asked only for the
-/// requests counted.
+/// Counts a request for `key` of `watch`'s pool, one in `hotkeys_sample` of them; the key's
+/// hash and `backend` (the index of the backend serving it in its pool) are computed only for
+/// the requests counted.
 #[inline]
-pub fn observe(watch: &Watch, hash: u64, key: &[u8], backend: impl FnOnce() -> u16) {
+pub fn observe(watch: &Watch, key: &[u8], backend: impl FnOnce() -> u16) {
     let sample = watch.settings.hotkeys_sample;
     if sample == 0 {
         return;
@@ -73,7 +73,7 @@ pub fn observe(watch: &Watch, hash: u64, key: &[u8], backend: impl FnOnce() -> u
         // stride would see only some keys of a client that cycles through them.
         SKIP.with(|s| s.set((next_random() % (2 * u64::from(sample) - 1)) as u32));
     }
-    record(watch, hash, key, backend());
+    record(watch, super::key_hash(key), key, backend());
 }
 
 /// Counts one sample of `key` in this worker's sketch of `watch`'s pool.
@@ -208,9 +208,8 @@ mod tests {
     }
 
     fn count(w: &Watch, key: &str, n: usize, backend: u16) {
-        let hash = super::super::key_hash(key.as_bytes());
         for _ in 0..n {
-            observe(w, hash, key.as_bytes(), || backend);
+            observe(w, key.as_bytes(), || backend);
         }
     }
 

@@ -233,7 +233,8 @@ pub fn big_key(reply: bool, pool: &str, backend: &str) {
     } else {
         BIG_REQUESTS_TOTAL
     };
-    metrics::counter!(name, "pool" => pool.to_owned(), "backend" => backend.to_owned()).increment(1);
+    metrics::counter!(name, "pool" => pool.to_owned(), "backend" => backend.to_owned())
+        .increment(1);
 }
 
 /// Installs the global Prometheus recorder with shardis' buckets and descriptions; call once in

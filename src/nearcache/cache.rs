@@ -259,7 +259,10 @@ mod tests {
         assert!(same_shape(&s, 7, &f, &a));
         assert!(!same_shape(&s, 8, &f, &a));
         let (f2, a2) = args(&["hget", "other", "field"]);
-        assert!(same_shape(&s, 7, &f2, &a2), "the key is not part of the shape");
+        assert!(
+            same_shape(&s, 7, &f2, &a2),
+            "the key is not part of the shape"
+        );
         let (f3, a3) = args(&["HGET", "h", "fielx"]);
         assert!(!same_shape(&s, 7, &f3, &a3));
         let (f4, a4) = args(&["HGET", "h", "field", "x"]);

@@ -90,7 +90,13 @@ pub struct Read<'a> {
 /// The near cache's reply to a read of `key` (hash `hash`) of `watch`'s pool routed to
 /// `backend`, or `None` (the read goes to the backend; a hot key's value is read in the
 /// background for the next time).
-pub fn read(watch: &Arc<Watch>, hash: u64, key: &[u8], read: &Read<'_>, backend: &Arc<Backend>) -> Option<Bytes> {
+pub fn read(
+    watch: &Arc<Watch>,
+    hash: u64,
+    key: &[u8],
+    read: &Read<'_>,
+    backend: &Arc<Backend>,
+) -> Option<Bytes> {
     if !busy() {
         register(watch);
         return None;
@@ -247,7 +253,9 @@ fn tick() {
         if !dead.is_empty() {
             c.clear_where(Count::Evictions, |_, v| dead.contains(&v.backend));
         }
-        c.clear_where(Count::Evictions, |_, v| v.expires.is_some_and(|at| at <= now));
+        c.clear_where(Count::Evictions, |_, v| {
+            v.expires.is_some_and(|at| at <= now)
+        });
         for pool in 0..c.pools.len() {
             follow_hot_keys(&mut c, pool, now);
         }

@@ -167,21 +167,41 @@ mod tests {
         for (name, _) in READS {
             let (_, cmd) = lookup(name.as_bytes()).unwrap();
             assert!(!cmd.is_write(), "{name}");
-            assert_eq!(cmd.keys, crate::protocol::command::Keys::Range { first: 1, last: 1, step: 1 }, "{name}");
+            assert_eq!(
+                cmd.keys,
+                crate::protocol::command::Keys::Range {
+                    first: 1,
+                    last: 1,
+                    step: 1
+                },
+                "{name}"
+            );
         }
     }
 
     #[test]
     fn reply_forms() {
         let f = forms(b"$3\r\nabc\r\n").unwrap();
-        assert_eq!((&f.resp2[..], &f.resp3[..]), (&b"$3\r\nabc\r\n"[..], &b"$3\r\nabc\r\n"[..]));
+        assert_eq!(
+            (&f.resp2[..], &f.resp3[..]),
+            (&b"$3\r\nabc\r\n"[..], &b"$3\r\nabc\r\n"[..])
+        );
         let f = forms(b"_\r\n").unwrap();
-        assert_eq!((&f.resp2[..], &f.resp3[..]), (&b"$-1\r\n"[..], &b"_\r\n"[..]));
+        assert_eq!(
+            (&f.resp2[..], &f.resp3[..]),
+            (&b"$-1\r\n"[..], &b"_\r\n"[..])
+        );
         let f = forms(b"*3\r\n$1\r\na\r\n_\r\n:5\r\n").unwrap();
         assert_eq!(&f.resp2[..], b"*3\r\n$1\r\na\r\n$-1\r\n:5\r\n");
         assert_eq!(&f.resp3[..], b"*3\r\n$1\r\na\r\n_\r\n:5\r\n");
-        assert_eq!(forms(b"+string\r\n").unwrap().resp2, Bytes::from_static(b"+string\r\n"));
-        assert_eq!(forms(b"*0\r\n").unwrap().resp2, Bytes::from_static(b"*0\r\n"));
+        assert_eq!(
+            forms(b"+string\r\n").unwrap().resp2,
+            Bytes::from_static(b"+string\r\n")
+        );
+        assert_eq!(
+            forms(b"*0\r\n").unwrap().resp2,
+            Bytes::from_static(b"*0\r\n")
+        );
         // Not cached: errors, RESP3-only types, nested arrays, partial or trailing bytes.
         for bad in [
             &b"-ERR x\r\n"[..],

@@ -80,7 +80,10 @@ impl Fixture {
 
     /// A fill of `key` as a miss would send it now.
     fn fill(&self, key: &str) -> tracker::Fill {
-        let k = slot_key(self.watch.shared.id(), crate::hotkeys::key_hash(key.as_bytes()));
+        let k = slot_key(
+            self.watch.shared.id(),
+            crate::hotkeys::key_hash(key.as_bytes()),
+        );
         CACHE.with(|c| {
             let c = c.borrow();
             let slot = &c.slots[&k];
@@ -127,8 +130,14 @@ async fn a_fill_is_served_until_invalidated() {
     f.slot("hot", 0);
     let fill = f.fill("hot");
     filled(&fill, f.addr(0), b"$1\r\nv\r\n", -1, Instant::now());
-    assert_eq!(f.read("hot", Proto::Resp2, 0).as_deref(), Some(&b"$1\r\nv\r\n"[..]));
-    assert_eq!(f.read("hot", Proto::Resp3, 0).as_deref(), Some(&b"$1\r\nv\r\n"[..]));
+    assert_eq!(
+        f.read("hot", Proto::Resp2, 0).as_deref(),
+        Some(&b"$1\r\nv\r\n"[..])
+    );
+    assert_eq!(
+        f.read("hot", Proto::Resp3, 0).as_deref(),
+        Some(&b"$1\r\nv\r\n"[..])
+    );
     assert_eq!(f.count(Count::Hits), 2);
     // A read routed to another backend (the ring changed) is not answered from it.
     assert_eq!(f.read("hot", Proto::Resp2, 1), None);
@@ -152,26 +161,50 @@ async fn a_fill_overtaken_by_an_invalidation_is_not_stored() {
     // The next fill, sent after the invalidation, is.
     let fill = f.fill("hot");
     filled(&fill, f.addr(0), b"$3\r\nnew\r\n", -1, Instant::now());
-    assert_eq!(f.read("hot", Proto::Resp2, 0).as_deref(), Some(&b"$3\r\nnew\r\n"[..]));
+    assert_eq!(
+        f.read("hot", Proto::Resp2, 0).as_deref(),
+        Some(&b"$3\r\nnew\r\n"[..])
+    );
 }
 
 #[tokio::test]
 async fn a_write_in_flight_holds_its_key() {
     let f = fixture(1 << 20);
     f.slot("hot", 0);
-    filled(&f.fill("hot"), f.addr(0), b"$1\r\nv\r\n", -1, Instant::now());
+    filled(
+        &f.fill("hot"),
+        f.addr(0),
+        b"$1\r\nv\r\n",
+        -1,
+        Instant::now(),
+    );
     let before = f.fill("hot");
     let hold = hold_key(&f.watch, crate::hotkeys::key_hash(b"hot"), b"hot").unwrap();
     // Dropped at once, and nothing is served or stored while the write is in flight.
     assert_eq!(f.read("hot", Proto::Resp2, 0), None);
-    filled(&f.fill("hot"), f.addr(0), b"$1\r\nv\r\n", -1, Instant::now());
+    filled(
+        &f.fill("hot"),
+        f.addr(0),
+        b"$1\r\nv\r\n",
+        -1,
+        Instant::now(),
+    );
     assert_eq!(f.read("hot", Proto::Resp2, 0), None);
     drop(hold);
     // A fill sent before the write may have read the old value: not stored.
     filled(&before, f.addr(0), b"$1\r\nv\r\n", -1, Instant::now());
     assert_eq!(f.read("hot", Proto::Resp2, 0), None);
-    filled(&f.fill("hot"), f.addr(0), b"$1\r\nw\r\n", -1, Instant::now());
-    assert_eq!(f.read("hot", Proto::Resp2, 0).as_deref(), Some(&b"$1\r\nw\r\n"[..]));
+    filled(
+        &f.fill("hot"),
+        f.addr(0),
+        b"$1\r\nw\r\n",
+        -1,
+        Instant::now(),
+    );
+    assert_eq!(
+        f.read("hot", Proto::Resp2, 0).as_deref(),
+        Some(&b"$1\r\nw\r\n"[..])
+    );
     // A transaction or script holds every key.
     let all = hold_all();
     assert_eq!(f.read("hot", Proto::Resp2, 0), None);
@@ -192,7 +225,10 @@ async fn a_lost_connection_drops_its_values_only() {
     filled(&f.fill("b"), f.addr(1), b":2\r\n", -1, Instant::now());
     flush_backend(f.addr(0), Count::Evictions);
     assert_eq!(f.read("a", Proto::Resp2, 0), None);
-    assert_eq!(f.read("b", Proto::Resp2, 1).as_deref(), Some(&b":2\r\n"[..]));
+    assert_eq!(
+        f.read("b", Proto::Resp2, 1).as_deref(),
+        Some(&b":2\r\n"[..])
+    );
     assert_eq!(f.count(Count::Evictions), 1);
 }
 
@@ -200,7 +236,13 @@ async fn a_lost_connection_drops_its_values_only() {
 async fn values_expire_with_their_ttl_and_nulls_are_cached() {
     let f = fixture(1 << 20);
     f.slot("hot", 0);
-    filled(&f.fill("hot"), f.addr(0), b"$1\r\nv\r\n", 100, Instant::now());
+    filled(
+        &f.fill("hot"),
+        f.addr(0),
+        b"$1\r\nv\r\n",
+        100,
+        Instant::now(),
+    );
     assert!(f.read("hot", Proto::Resp2, 0).is_some());
     tokio::time::advance(Duration::from_millis(101)).await;
     assert_eq!(f.read("hot", Proto::Resp2, 0), None);
@@ -208,33 +250,71 @@ async fn values_expire_with_their_ttl_and_nulls_are_cached() {
     filled(&f.fill("hot"), f.addr(0), b"$1\r\nv\r\n", 0, Instant::now());
     assert_eq!(f.read("hot", Proto::Resp2, 0), None);
     filled(&f.fill("hot"), f.addr(0), b"_\r\n", -2, Instant::now());
-    assert_eq!(f.read("hot", Proto::Resp2, 0).as_deref(), Some(&b"$-1\r\n"[..]));
-    assert_eq!(f.read("hot", Proto::Resp3, 0).as_deref(), Some(&b"_\r\n"[..]));
+    assert_eq!(
+        f.read("hot", Proto::Resp2, 0).as_deref(),
+        Some(&b"$-1\r\n"[..])
+    );
+    assert_eq!(
+        f.read("hot", Proto::Resp3, 0).as_deref(),
+        Some(&b"_\r\n"[..])
+    );
     // Errors and replies of other shapes are never stored.
     filled(&f.fill("hot"), f.addr(0), b"-ERR x\r\n", -1, Instant::now());
-    assert_eq!(f.read("hot", Proto::Resp2, 0).as_deref(), Some(&b"$-1\r\n"[..]));
+    assert_eq!(
+        f.read("hot", Proto::Resp2, 0).as_deref(),
+        Some(&b"$-1\r\n"[..])
+    );
 }
 
 #[tokio::test]
 async fn the_budget_evicts_colder_keys_first() {
     let per_worker = 200 * crate::workers::count().max(1);
     let f = fixture(per_worker.max(1024));
-    let budget = CACHE.with(|c| c.borrow().pools[f.watch.shared.id()].as_ref().unwrap().budget);
+    let budget = CACHE.with(|c| {
+        c.borrow().pools[f.watch.shared.id()]
+            .as_ref()
+            .unwrap()
+            .budget
+    });
     let value = format!("${}\r\n{}\r\n", budget / 2, "x".repeat(budget / 2));
     f.slot("hot", 0);
     f.slot("warm", 1);
-    filled(&f.fill("warm"), f.addr(0), value.as_bytes(), -1, Instant::now());
+    filled(
+        &f.fill("warm"),
+        f.addr(0),
+        value.as_bytes(),
+        -1,
+        Instant::now(),
+    );
     assert!(f.read("warm", Proto::Resp2, 0).is_some());
     // The hotter key takes the room of the colder one.
-    filled(&f.fill("hot"), f.addr(0), value.as_bytes(), -1, Instant::now());
+    filled(
+        &f.fill("hot"),
+        f.addr(0),
+        value.as_bytes(),
+        -1,
+        Instant::now(),
+    );
     assert!(f.read("hot", Proto::Resp2, 0).is_some());
     assert!(f.read("warm", Proto::Resp2, 0).is_none());
     // Not the other way round.
-    filled(&f.fill("warm"), f.addr(0), value.as_bytes(), -1, Instant::now());
+    filled(
+        &f.fill("warm"),
+        f.addr(0),
+        value.as_bytes(),
+        -1,
+        Instant::now(),
+    );
     assert!(f.read("warm", Proto::Resp2, 0).is_none());
     assert!(f.read("hot", Proto::Resp2, 0).is_some());
     // A value larger than the whole budget is never stored.
     let huge = format!("${}\r\n{}\r\n", budget, "x".repeat(budget));
-    filled(&f.fill("hot"), f.addr(0), huge.as_bytes(), -1, Instant::now());
+    filled(
+        &f.fill("hot"),
+        f.addr(0),
+        huge.as_bytes(),
+        -1,
+        Instant::now(),
+    );
     assert!(CACHE.with(|c| c.borrow().bytes) <= budget);
 }

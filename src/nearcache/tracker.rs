@@ -19,7 +19,9 @@ use crate::backend::{Backend, Spec};
 use crate::hotkeys::Count;
 use crate::net::{read_once, write_front};
 use crate::protocol::out::Proto;
-use crate::protocol::reply::{ReplyScanner, elements, integer_value, is_error, is_push, string_value};
+use crate::protocol::reply::{
+    ReplyScanner, elements, integer_value, is_error, is_push, string_value,
+};
 
 /// An idle connection is pinged this often, and the age of the oldest request is checked.
 pub const PING_EVERY: Duration = Duration::from_millis(100);
@@ -81,7 +83,9 @@ pub(super) async fn run(spec: Arc<Spec>, addr: usize, pool: usize, mut rx: mpsc:
         super::flush_backend(addr, Count::Evictions);
         match end {
             Ok(()) => return,
-            Err(e) => info!(backend = %spec.name, "near cache: tracking connection lost ({e}); its values were dropped"),
+            Err(e) => {
+                info!(backend = %spec.name, "near cache: tracking connection lost ({e}); its values were dropped")
+            }
         }
         if opened.elapsed() < Duration::from_secs(1) {
             if !refuse_until(&mut rx, Instant::now() + backoff).await {
@@ -172,7 +176,12 @@ impl<'a> Link<'a> {
     }
 
     /// Serves the connection until it fails (`Err`) or the handle is dropped (`Ok`).
-    async fn serve(&mut self, conn: &Conn, rx: &mut mpsc::Receiver<Fill>, first: Fill) -> Result<(), String> {
+    async fn serve(
+        &mut self,
+        conn: &Conn,
+        rx: &mut mpsc::Receiver<Fill>,
+        first: Fill,
+    ) -> Result<(), String> {
         let sock = &conn.stream;
         self.send(Some(first));
         let mut every = tokio::time::interval(PING_EVERY);
@@ -305,7 +314,12 @@ impl<'a> Link<'a> {
                 super::unfilled(fill);
             }
         }
-        if self.suspect && self.inflight.front().is_none_or(|f| f.sent.elapsed() < SUSPECT) {
+        if self.suspect
+            && self
+                .inflight
+                .front()
+                .is_none_or(|f| f.sent.elapsed() < SUSPECT)
+        {
             self.suspect = false;
         }
         Ok(())

@@ -191,12 +191,21 @@ mod tests {
             let ring = Ring::from_parts(HashKind::default(), None, dist, &[("a", 1), ("b", 3)]);
             let shares = ring.shares();
             assert_eq!(shares.len(), 2);
-            assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{dist}: {shares:?}");
-            assert!((shares[1] / shares[0] - 3.0).abs() < 0.6, "{dist}: {shares:?}");
+            assert!(
+                (shares.iter().sum::<f64>() - 1.0).abs() < 1e-9,
+                "{dist}: {shares:?}"
+            );
+            assert!(
+                (shares[1] / shares[0] - 3.0).abs() < 0.6,
+                "{dist}: {shares:?}"
+            );
             // What the shares say is what keys do.
             let counts = spread(&ring, 40_000);
             let seen = counts[1] as f64 / 40_000.0;
-            assert!((seen - shares[1]).abs() < 0.03, "{dist}: {seen} vs {shares:?}");
+            assert!(
+                (seen - shares[1]).abs() < 0.03,
+                "{dist}: {seen} vs {shares:?}"
+            );
         }
     }
 

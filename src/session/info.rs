@@ -212,7 +212,11 @@ fn keys_sections(out: &mut String, state: &ProxyState, sections: InfoSections) {
         separate(out);
         out.push_str("# Hotkeys\r\n");
         for (pool, watch) in &watched {
-            let names: Vec<&str> = pool.backends.iter().map(|b| b.state.name.as_str()).collect();
+            let names: Vec<&str> = pool
+                .backends
+                .iter()
+                .map(|b| b.state.name.as_str())
+                .collect();
             crate::hotkeys::report::info_hotkeys(out, watch, &names);
         }
     }
@@ -374,7 +378,10 @@ mod tests {
         let sections = |names: &[&str]| info_sections(names.iter().map(|n| n.as_bytes()));
         assert_eq!(sections(&[]), INFO_ALL);
         assert_eq!(sections(&["everything"]), INFO_EVERYTHING);
-        assert_eq!(sections(&["hotkeys", "bigkeys"]), INFO_HOTKEYS | INFO_BIGKEYS);
+        assert_eq!(
+            sections(&["hotkeys", "bigkeys"]),
+            INFO_HOTKEYS | INFO_BIGKEYS
+        );
         assert_eq!(sections(&["Default"]), INFO_ALL);
         assert_eq!(sections(&["KEYSPACE"]), INFO_KEYSPACE);
         assert_eq!(sections(&["clients"]), INFO_CLIENTS);

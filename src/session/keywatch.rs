@@ -64,12 +64,11 @@ impl Session {
         let key = &call.frame[call.args[pos].clone()];
         let pool = self.table.pool_of(key)?;
         let watch = pool.watch.as_ref()?;
-        let near = watch.settings.near_cache && reads::cacheable_id(call.id, call.args.len());
-        let hash = key_hash(key);
-        observe(watch, hash, key, || backend_index(pool, &dest.backend, key));
-        if !near {
+        observe(watch, key, || backend_index(pool, &dest.backend, key));
+        if !(watch.settings.near_cache && reads::cacheable_id(call.id, call.args.len())) {
             return None;
         }
+        let hash = key_hash(key);
         let read = nearcache::Read {
             id: call.id,
             frame: &call.frame,
@@ -109,7 +108,9 @@ impl Session {
     /// A request over the smallest `bigkey_request_bytes`: recorded if over its pool's.
     #[cold]
     pub(super) fn big_request(&self, call: &Call<'_>) {
-        let key = first_key(call).and_then(|pos| call.arg(pos)).unwrap_or_default();
+        let key = first_key(call)
+            .and_then(|pos| call.arg(pos))
+            .unwrap_or_default();
         let Some(pool) = self.table.pool_of(key) else {
             return;
         };
@@ -117,7 +118,14 @@ impl Session {
             .backends
             .get(pool.owner(key))
             .map_or("", |b| b.state.name.as_str());
-        record_big(pool, call.cmd.name, key, BigKind::Request, backend, call.frame.len());
+        record_big(
+            pool,
+            call.cmd.name,
+            key,
+            BigKind::Request,
+            backend,
+            call.frame.len(),
+        );
     }
 
     /// The reply `frame` to part `part` of the command at `index` in the queue is over the
@@ -135,9 +143,10 @@ impl Session {
         let command = COMMANDS.get(cmd).map_or("unknown", |c| c.name);
         let key = request_key(&sent.frame);
         let key = key.as_deref().unwrap_or_default();
-        let pool = self.table.pool_of(key).filter(|p| {
-            key.is_empty() || p.backends.iter().any(|b| Arc::ptr_eq(b, &sent.backend))
-        });
+        let pool = self
+            .table
+            .pool_of(key)
+            .filter(|p| key.is_empty() || p.backends.iter().any(|b| Arc::ptr_eq(b, &sent.backend)));
         let pool = pool.or_else(|| {
             self.table
                 .pools
@@ -164,7 +173,14 @@ fn request_key(frame: &[u8]) -> Option<Vec<u8>> {
 
 /// Records a big `kind` of `bytes` in `pool`'s list when over its threshold, counts it, and
 /// logs it (rate-limited).
-fn record_big(pool: &Pool, command: &'static str, key: &[u8], kind: BigKind, backend: &str, bytes: usize) {
+fn record_big(
+    pool: &Pool,
+    command: &'static str,
+    key: &[u8],
+    kind: BigKind,
+    backend: &str,
+    bytes: usize,
+) {
     let Some(watch) = &pool.watch else {
         return;
     };
