@@ -165,7 +165,7 @@ mod tests {
 
     fn pool(extra: &str) -> Result<Config, String> {
         Config::parse(&format!(
-            "[[pools]]\nname = \"main\"\n{extra}\nbackends = [{{ name = \"s1\", address = \"127.0.0.1:7001\" }}]\n"
+            "[server]\nlisten = \"127.0.0.1:6380\"\n[[pools]]\nname = \"main\"\n{extra}\nbackends = [{{ name = \"s1\", address = \"127.0.0.1:7001\" }}]\n"
         ))
         .map_err(|e| e.to_string())
     }
