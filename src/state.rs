@@ -28,6 +28,10 @@ pub struct ProxyState {
     ready: AtomicBool,
     draining: AtomicBool,
     commands: AtomicU64,
+    /// Scripts and transactions across backends: the Lua engine, what runs now.
+    pub scripting: crate::scripting::Scripting,
+    /// Error replies by code, for `INFO errorstats`.
+    pub errors: crate::errorstats::ErrorStats,
 }
 
 impl ProxyState {
@@ -52,6 +56,8 @@ impl ProxyState {
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             commands: AtomicU64::new(0),
+            scripting: crate::scripting::Scripting::new(),
+            errors: crate::errorstats::ErrorStats::default(),
         }
     }
     /// Every configured backend, in configuration order.

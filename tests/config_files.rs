@@ -20,6 +20,10 @@ fn every_example_config_validates() {
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no .toml files in {}", dir.display());
+    // Examples read the backends' password from this variable, as a Kubernetes secret would
+    // set it. SAFETY: set before this test starts any thread; nextest runs each test in its
+    // own process.
+    unsafe { std::env::set_var("REDIS_PASSWORD", "example") };
     // Examples name their certificates under TLS_DIR; these are made here instead.
     let pki = common::Pki::new();
     let certs = pki.dir().join("etc");

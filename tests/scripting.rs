@@ -1,6 +1,6 @@
 //! Scripts and functions through shardis: SCRIPT and FUNCTION management reach every backend,
 //! so EVALSHA and FCALL work whatever backend their keys live on; a script without keys runs
-//! on one fixed backend.
+//! in the proxy (tests/cross_shard.rs has the rest).
 
 mod common;
 
@@ -63,7 +63,7 @@ fn script_load_reaches_every_backend_and_evalsha_works_anywhere() {
 }
 
 #[test]
-fn a_keyless_script_runs_on_one_fixed_backend() {
+fn a_keyless_script_runs_in_the_proxy_and_its_calls_follow_their_keys() {
     let cluster = Cluster::start(3);
     let mut c = cluster.client();
     assert_eq!(c.cmd_str(&["EVAL", "return 1", "0"]), int(1));
@@ -75,8 +75,9 @@ fn a_keyless_script_runs_on_one_fixed_backend() {
         ]),
         int(1)
     );
+    let owner = cluster.holder(b"eval:keyless");
     assert_eq!(
-        cluster.backend(0).cmd_str(&["GET", "eval:keyless"]),
+        cluster.backend(owner).cmd_str(&["GET", "eval:keyless"]),
         bulk("x")
     );
     // Redis's own errors for bad key counts.

@@ -44,8 +44,8 @@ fn a_transaction_on_one_backend_runs_atomically_and_answers_like_redis() {
 }
 
 #[test]
-fn a_command_for_another_backend_aborts_the_transaction_and_nothing_runs() {
-    let cluster = Cluster::start(3);
+fn under_refuse_a_command_for_another_backend_aborts_the_transaction_and_nothing_runs() {
+    let cluster = Cluster::start_with(3, "cross_shard = \"refuse\"", "");
     let here = cluster.key_on(0, "here");
     let there = cluster.key_on(1, "there");
     let mut c = cluster.client();
@@ -220,28 +220,55 @@ async fn a_real_client_s_pipelined_transaction_is_atomic_and_an_aborted_one_writ
             .expect("a transaction on hash-tagged keys");
         assert!(a >= 1 && b >= 5);
 
-        // Keys on two backends: the client sees an error, and neither write happened.
-        let result: redis::RedisResult<(String, String)> = redis::pipe()
+        // Keys on two backends: run across them (one MULTI/EXEC per backend, under locks).
+        let (a, b, c): (String, String, i64) = redis::pipe()
             .atomic()
             .set(&here, "1")
             .set(&there, "2")
+            .incr(&here, 1)
             .query_async(&mut con)
-            .await;
-        let e = result.expect_err("a cross-backend transaction is refused");
-        let text = e.to_string().to_ascii_lowercase();
-        assert!(
-            text.contains("execabort") || text.contains("crossslot"),
-            "{e}"
-        );
+            .await
+            .expect("a transaction across backends");
+        assert_eq!((a.as_str(), b.as_str(), c), ("OK", "OK", 2));
         let exists: i64 = redis::cmd("EXISTS")
             .arg(&here)
             .arg(&there)
             .query_async(&mut con)
             .await
             .expect("EXISTS");
-        assert_eq!(
-            exists, 0,
-            "resp3={resp3}: a write of the refused transaction ran"
-        );
+        assert_eq!(exists, 2, "resp3={resp3}");
+        let _: i64 = redis::cmd("DEL")
+            .arg(&here)
+            .arg(&there)
+            .query_async(&mut con)
+            .await
+            .expect("DEL");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_refuse_a_real_client_s_transaction_across_backends_writes_nothing() {
+    let cluster = Cluster::start_with(3, "cross_shard = \"refuse\"", "");
+    let here = cluster.key_on(0, "rc-here");
+    let there = cluster.key_on(2, "rc-there");
+    let mut con = cluster.connect(false).await;
+    let result: redis::RedisResult<(String, String)> = redis::pipe()
+        .atomic()
+        .set(&here, "1")
+        .set(&there, "2")
+        .query_async(&mut con)
+        .await;
+    let e = result.expect_err("a cross-backend transaction is refused");
+    let text = e.to_string().to_ascii_lowercase();
+    assert!(
+        text.contains("execabort") || text.contains("crossslot"),
+        "{e}"
+    );
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&here)
+        .arg(&there)
+        .query_async(&mut con)
+        .await
+        .expect("EXISTS");
+    assert_eq!(exists, 0, "a write of the refused transaction ran");
 }

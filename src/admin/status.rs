@@ -67,6 +67,9 @@ pub struct Status {
     /// Per pool, each backend's share of the requests against the share its ring gives it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub load_balance: Vec<serde_json::Value>,
+    /// Scripts and transactions across backends running in the proxy now, and the number of
+    /// scripts cached.
+    pub scripts: serde_json::Value,
 }
 
 /// One backend in [`Status`].
@@ -91,6 +94,10 @@ pub struct BackendStatus {
     /// Its kind, as the `kind` label of `shardis_backend_errors_total`: `auth` when the
     /// backend refused the pool's credentials.
     pub last_error_kind: Option<&'static str>,
+    /// A replicated shard (Sentinel-managed, or a cluster primary): its primary now, its
+    /// replicas and the last failover shardis followed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<serde_json::Value>,
 }
 
 impl Status {
@@ -127,10 +134,12 @@ impl Status {
                     inflight: b.inflight(),
                     last_error: b.last_error(),
                     last_error_kind: b.last_error_kind(),
+                    shard: b.shard_json(),
                 })
                 .collect(),
             cluster: state.cluster_status(),
             load_balance: super::keys::balance(state),
+            scripts: state.scripting.status(),
         }
     }
 }

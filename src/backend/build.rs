@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::conn::{Target, TargetTls};
+use super::hold::HoldSettings;
 use super::{Backend, HealthEvent, Spec};
 use crate::config::{BackendConfig, PasswordDigest, PoolConfig};
 
@@ -62,10 +63,15 @@ pub fn fingerprint(b: &BackendConfig, pool: &PoolConfig) -> String {
         .password
         .as_ref()
         .map(|p| PasswordDigest::of(p.expose()));
+    // A Sentinel-managed shard is its master name: its address changes at run time.
+    let place = match &b.sentinel_master {
+        Some(master) => format!("sentinel:{master}"),
+        None => b.address.to_string(),
+    };
+    let read_from = pool.sentinel.as_ref().map(|s| s.read_from.name());
     format!(
-        "{} timeout={:?} connect={:?} links={} exclusive={} health={:?} limit={} retry={:?} \
-         user={:?} password={} db={} tls={tls}",
-        b.address,
+        "{place} timeout={:?} connect={:?} links={} exclusive={} health={:?} limit={} retry={:?} \
+         user={:?} password={} db={} tls={tls} hold={:?} read_from={read_from:?}",
         pool.timeout,
         pool.connect_timeout,
         pool.connections_per_backend,
@@ -76,7 +82,22 @@ pub fn fingerprint(b: &BackendConfig, pool: &PoolConfig) -> String {
         creds.username,
         password.map_or(String::new(), |d| d.fingerprint()),
         creds.db,
+        pool.hold,
     )
+}
+
+/// How a backend of `pool` holds requests while it is away: a shard that fails over (a
+/// Sentinel-managed one, a cluster primary) for `failover_hold_ms`, a plain backend for
+/// `restart_hold_ms`.
+pub fn hold(pool: &PoolConfig, fails_over: bool) -> HoldSettings {
+    HoldSettings {
+        window: if fails_over {
+            pool.hold.failover
+        } else {
+            pool.hold.restart
+        },
+        max: pool.hold.requests,
+    }
 }
 
 /// Starts a backend from `spec` with `pool`'s health, retry and connection settings (hashed

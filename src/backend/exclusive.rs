@@ -101,7 +101,7 @@ impl ExclusivePool {
             }
         }
         let epoch = *self.spec.moves.borrow();
-        match conn::open(&self.spec.target, proto).await {
+        match conn::open(&self.spec.target_now(), proto).await {
             Ok(mut conn) => {
                 conn.epoch = epoch;
                 Ok(self.lease(conn))
@@ -160,7 +160,7 @@ async fn drive(
         unblock: conn.id.map(|id| (id, &pool.unblock)),
         ..pool.spec.pipe_info()
     };
-    let end = pipe::serve(&info, &conn.stream, &mut rx, None).await;
+    let end = pipe::serve(&info, &conn.stream, &mut rx, None, None).await;
     let mut inner = pool.lock();
     match end {
         End::Shutdown

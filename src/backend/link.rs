@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::BackendError;
 use super::conn::{self, Target};
+use super::hold::{Held, HoldSettings, HoldState, hold_until};
 use super::pipe::{self, End, PipeInfo};
 use super::{BackendState, Change, Request};
 use crate::metrics::BackendMetrics;
@@ -99,6 +100,16 @@ pub struct Spec {
     /// connecting failed (ms since the first): with a link per worker, an outage ends or
     /// fails them all at once, and it is said once.
     warned: [std::sync::atomic::AtomicU64; 2],
+    /// How requests are held while the backend is away (a failover, a restart).
+    pub hold: HoldSettings,
+    /// Where keyed reads go (a Sentinel-managed shard's replicas, or its primary).
+    pub read_from: crate::config::ReadFrom,
+    pub hold_state: HoldState,
+    /// Where the connections go instead of `target`'s host and port: the primary the
+    /// sentinels name, or a failed cluster primary's successor.
+    relocated: std::sync::Mutex<Option<(String, u16)>>,
+    /// A planned failover is under way until then: the links hold what comes.
+    paused: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Spec {
@@ -135,6 +146,76 @@ impl Spec {
             moves: watch::channel(0).0,
             resolved: std::sync::Mutex::new(Vec::new()),
             warned: Default::default(),
+            hold: HoldSettings::default(),
+            read_from: crate::config::ReadFrom::Primary,
+            hold_state: HoldState::default(),
+            relocated: std::sync::Mutex::new(None),
+            paused: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Where connections go now: `target`, at the address it was relocated to if it was.
+    pub fn target_now(&self) -> Target {
+        let mut target = self.target.clone();
+        if let Some((host, port)) = self.relocated() {
+            target.host = host;
+            target.port = port;
+        }
+        target
+    }
+
+    /// The host and port the backend was relocated to, if it was.
+    pub fn relocated(&self) -> Option<(String, u16)> {
+        self.relocated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// `host:port` connections go to now.
+    pub fn address_now(&self) -> String {
+        match self.relocated() {
+            Some((host, port)) if host.contains(':') => format!("[{host}]:{port}"),
+            Some((host, port)) => format!("{host}:{port}"),
+            None => self.address.clone(),
+        }
+    }
+
+    /// Moves every connection of this backend to `host:port` (a new primary): each finishes
+    /// what it sent and reconnects there, and what is held goes there. Lifts a pause.
+    pub fn relocate(&self, host: &str, port: u16) {
+        *self.relocated.lock().unwrap_or_else(|e| e.into_inner()) = Some((host.to_string(), port));
+        self.state.set_primary(self.address_now());
+        *self.paused.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.outage_over();
+        self.moved();
+    }
+
+    /// A planned failover is under way: until `until` (or [`Spec::resume`], or a
+    /// [`Spec::relocate`]), the links finish what they sent and hold what comes.
+    pub fn pause(&self, until: Instant) {
+        *self.paused.lock().unwrap_or_else(|e| e.into_inner()) = Some(until);
+        self.moved();
+    }
+
+    /// Ends a pause (the failover was called off): the links reconnect where they were.
+    pub fn resume(&self) {
+        let was = self.paused.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if was.is_some() {
+            self.moved();
+        }
+    }
+
+    /// Until when the links hold, when a pause is in force.
+    pub fn paused(&self) -> Option<Instant> {
+        let mut paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+        match *paused {
+            Some(until) if until > Instant::now() => Some(until),
+            Some(_) => {
+                *paused = None;
+                None
+            }
+            None => None,
         }
     }
 
@@ -217,18 +298,32 @@ impl Spec {
     }
 }
 
+/// Longest wait between two connection attempts while requests are held: a primary back on
+/// its address (a restart) is found within this.
+const HOLD_RETRY: Duration = Duration::from_millis(100);
+
 /// Runs one shared link of protocol `proto` until every sender is dropped.
 pub async fn run(spec: Arc<Spec>, proto: Proto, mut rx: mpsc::Receiver<Request>) {
     let mut backoff = MIN_BACKOFF;
     let mut outage = Outage::default();
+    let mut held = Held::default();
+    let mut moves = spec.moves.subscribe();
     loop {
-        let err = match conn::open(&spec.target, proto).await {
+        moves.borrow_and_update();
+        if let Some(until) = spec.paused() {
+            // A planned failover is under way: hold what comes until it is over.
+            if !hold_until(&spec, &mut rx, &mut held, &mut moves, until).await {
+                return;
+            }
+            continue;
+        }
+        let err = match conn::open(&spec.target_now(), proto).await {
             Ok(conn) => {
                 let opened = Instant::now();
-                match connected(&spec, conn, &mut rx, &mut outage).await {
+                match connected(&spec, conn, &mut rx, &mut outage, &mut held, &mut moves).await {
                     End::Shutdown => return,
                     End::Moved => {
-                        info!(backend = %spec.name, "{} resolves to other addresses: reconnecting", spec.target.host);
+                        debug!(backend = %spec.name, "moving: reconnecting to {}", spec.address_now());
                         backoff = MIN_BACKOFF;
                         continue;
                     }
@@ -241,6 +336,9 @@ pub async fn run(spec: Arc<Spec>, proto: Proto, mut rx: mpsc::Receiver<Request>)
                         spec.failed(&err);
                     }
                 }
+                if !spec.hold.window.is_zero() {
+                    spec.outage_began();
+                }
                 if opened.elapsed() >= STABLE {
                     // It worked for a while: reconnect at once.
                     backoff = MIN_BACKOFF;
@@ -248,8 +346,7 @@ pub async fn run(spec: Arc<Spec>, proto: Proto, mut rx: mpsc::Receiver<Request>)
                 }
                 // It died young: wait before reconnecting, as after a failed attempt, so a
                 // backend that accepts and drops connections is not hammered.
-                let reply = pipe::error_reply(&spec.pipe_info(), "connection lost; reconnecting");
-                if !answer_until(&mut rx, &reply, Instant::now() + backoff).await {
+                if !wait_or_hold(&spec, &mut rx, &mut held, &mut moves, backoff, None).await {
                     return;
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -258,13 +355,39 @@ pub async fn run(spec: Arc<Spec>, proto: Proto, mut rx: mpsc::Receiver<Request>)
             Err(e) => BackendError::from(e),
         };
         let wait = unavailable(&spec, &err, &mut outage, backoff);
-        // Down: answer at once rather than queueing behind a dead backend.
-        let reply = pipe::error_reply(&spec.pipe_info(), &format!("is unavailable: {err}"));
-        if !answer_until(&mut rx, &reply, Instant::now() + wait).await {
+        if !spec.hold.window.is_zero() {
+            spec.outage_began();
+        }
+        let what = format!("is unavailable: {err}");
+        if !wait_or_hold(&spec, &mut rx, &mut held, &mut moves, wait, Some(&what)).await {
             return;
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// Between two connection attempts: while the backend holds, holds what comes (trying again
+/// within [`HOLD_RETRY`]); else answers it with an error at once for `wait`, as a backend that
+/// is down does. `what`: the error's words (`None`: the connection was lost). False when the
+/// link is done.
+async fn wait_or_hold(
+    spec: &Spec,
+    rx: &mut mpsc::Receiver<Request>,
+    held: &mut Held,
+    moves: &mut watch::Receiver<u64>,
+    wait: Duration,
+    what: Option<&str>,
+) -> bool {
+    if spec.holding() {
+        let until = Instant::now() + wait.min(HOLD_RETRY);
+        return hold_until(spec, rx, held, moves, until).await;
+    }
+    let reply = pipe::error_reply(
+        &spec.pipe_info(),
+        what.unwrap_or("connection lost; reconnecting"),
+    );
+    held.fail_all(spec, &reply);
+    answer_until(rx, &reply, Instant::now() + wait, moves).await
 }
 
 /// Serves a connection just opened until it ends.
@@ -273,9 +396,12 @@ async fn connected(
     conn: conn::Conn,
     rx: &mut mpsc::Receiver<Request>,
     outage: &mut Outage,
+    held: &mut Held,
+    moves: &mut watch::Receiver<u64>,
 ) -> End {
     spec.set_connected(true);
     spec.succeeded();
+    spec.outage_over();
     if let Some(v) = conn.version {
         spec.state.set_version(v);
     }
@@ -283,21 +409,24 @@ async fn connected(
         // What the name resolved to when it connected, for the DNS refresh.
         *seen = conn.resolved.clone();
     }
+    let address = spec.address_now();
     match outage.failures {
-        0 => info!(backend = %spec.name, "connected to {}", spec.address),
+        0 => info!(backend = %spec.name, "connected to {address}"),
         n => info!(
             backend = %spec.name,
-            "connected to {} after {n} failed attempt(s)", spec.address
+            "connected to {address} after {n} failed attempt(s)"
         ),
+    }
+    if !held.is_empty() {
+        info!(backend = %spec.name, "sending {} held request(s) to {address}", held.len());
     }
     *outage = Outage::default();
     let info = PipeInfo {
         health: spec.health_interval,
         ..spec.pipe_info()
     };
-    let mut moves = spec.moves.subscribe();
-    moves.borrow_and_update();
-    let end = pipe::serve(&info, &conn.stream, rx, Some(&mut moves)).await;
+    let hold = (!spec.hold.window.is_zero()).then_some(held);
+    let end = pipe::serve(&info, &conn.stream, rx, Some(moves), hold).await;
     spec.set_connected(false);
     end
 }
@@ -340,8 +469,14 @@ fn unavailable(
     }
 }
 
-/// Answers every request with `reply` until `until`; false when every sender is gone.
-async fn answer_until(rx: &mut mpsc::Receiver<Request>, reply: &Bytes, until: Instant) -> bool {
+/// Answers every request with `reply` until `until`, or until the backend moves; false when
+/// every sender is gone.
+async fn answer_until(
+    rx: &mut mpsc::Receiver<Request>,
+    reply: &Bytes,
+    until: Instant,
+    moves: &mut watch::Receiver<u64>,
+) -> bool {
     loop {
         tokio::select! {
             req = rx.recv() => match req {
@@ -349,6 +484,7 @@ async fn answer_until(rx: &mut mpsc::Receiver<Request>, reply: &Bytes, until: In
                 None => return false,
             },
             () = sleep_until(until) => return true,
+            Ok(()) = moves.changed() => return true,
         }
     }
 }

@@ -18,13 +18,17 @@ pub mod build;
 pub mod conn;
 mod error;
 pub mod exclusive;
+pub mod hold;
 mod link;
 pub mod pipe;
 pub mod pubsub;
+pub mod sentinel;
+pub mod shard;
 mod state;
 
 use std::sync::{Arc, OnceLock};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
@@ -33,6 +37,7 @@ pub use exclusive::{ExclusiveError, ExclusivePool, Lease};
 pub use link::{HealthEvent, Spec};
 pub use state::{BackendState, Change};
 
+use crate::config::ReadFrom;
 use crate::protocol::out::Proto;
 
 /// Requests a link accepts before senders wait: the bound on a backend's queue.
@@ -127,6 +132,10 @@ pub struct Backend {
     pub hub: OnceLock<Arc<pubsub::Hub>>,
     /// What it was built from, so a reload keeps it only when nothing changed.
     pub fingerprint: String,
+    /// Where its keyed reads go (a Sentinel-managed shard may send them to its replicas).
+    pub read_from: ReadFrom,
+    /// Its replicas (a Sentinel-managed shard's), kept current by the topology.
+    pub replicas: ArcSwap<Vec<Arc<Backend>>>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -147,6 +156,7 @@ impl Backend {
     ) -> Arc<Backend> {
         let links = Self::spawn_links(&spec, Proto::Resp2, connections);
         let unblock = links[0].clone();
+        let spec_read_from = spec.read_from;
         let backend = Backend {
             state: spec.state.clone(),
             exclusive: ExclusivePool::new(spec.clone(), max_exclusive, unblock),
@@ -155,6 +165,8 @@ impl Backend {
             connections,
             hub: OnceLock::new(),
             fingerprint,
+            read_from: spec_read_from,
+            replicas: ArcSwap::from_pointee(Vec::new()),
         };
         Arc::new(backend)
     }
@@ -172,6 +184,8 @@ impl Backend {
             connections: 1,
             hub: OnceLock::new(),
             fingerprint: String::new(),
+            read_from: ReadFrom::Primary,
+            replicas: ArcSwap::from_pointee(Vec::new()),
         };
         (Arc::new(backend), rx)
     }
@@ -198,6 +212,25 @@ impl Backend {
                 tx
             })
             .collect()
+    }
+
+    /// Whether a request for this backend is answered with an error at once: it is marked
+    /// down and does not hold requests (see [`hold`]).
+    #[inline]
+    pub fn refuses(&self) -> bool {
+        self.state.is_down() && !self.spec.holding()
+    }
+
+    /// A replica that is not down for a keyed read of `client`, the same one as long as the
+    /// replicas stay.
+    pub fn replica(&self, client: u64) -> Option<Arc<Backend>> {
+        let all = self.replicas.load();
+        let up = all.iter().filter(|b| !b.state.is_down()).count();
+        if up == 0 {
+            return None;
+        }
+        let pick = (client % up as u64) as usize;
+        all.iter().filter(|b| !b.state.is_down()).nth(pick).cloned()
     }
 
     /// The pub/sub hub of this backend, started on first use.

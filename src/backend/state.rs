@@ -28,6 +28,9 @@ pub struct BackendState {
     down: AtomicBool,
     /// Taken out of the ring (auto_eject) while down.
     ejected: AtomicBool,
+    /// A replicated shard's primary, replicas and last failover (for /status); `None` for a
+    /// plain backend.
+    pub shard: Mutex<Option<super::shard::ShardStatus>>,
 }
 
 /// A change of health.
@@ -50,6 +53,7 @@ impl BackendState {
             failure_limit: AtomicU32::new(u32::MAX),
             down: AtomicBool::new(false),
             ejected: AtomicBool::new(false),
+            shard: Mutex::new(None),
         }
     }
     /// True while a shared link is connected (its handshake answered) and the backend is not

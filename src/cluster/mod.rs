@@ -220,6 +220,7 @@ pub(crate) fn assemble(
             weight: std::num::NonZeroU32::MIN,
             username: None,
             password: None,
+            sentinel_master: None,
         };
         let fp = format!(
             "{} role={}",
@@ -276,6 +277,15 @@ fn start_node(
 ) -> Arc<Backend> {
     let target = build::target(b, pool, None, role == Role::Replica);
     let metrics = BackendMetrics::with_role(&b.name, role.label());
-    let spec = Spec::with_metrics(&b.name, &b.name, target, pool.timeout, metrics);
+    let mut spec = Spec::with_metrics(&b.name, &b.name, target, pool.timeout, metrics);
+    // A primary's requests wait for its successor; a replica's fail at once, as before.
+    spec.hold = build::hold(pool, role == Role::Primary);
+    if role == Role::Primary {
+        *spec.state.shard.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(crate::backend::shard::ShardStatus {
+                primary: spec.address.clone(),
+                ..Default::default()
+            });
+    }
     build::start(spec, pool, fingerprint, events)
 }

@@ -91,6 +91,7 @@ async fn query(addr: &str, pool: &PoolConfig) -> Result<Layout, String> {
         weight: std::num::NonZeroU32::MIN,
         username: None,
         password: None,
+        sentinel_master: None,
     };
     let target = build::target(&node, pool, None, false);
     let mut conn = conn::open(&target, Proto::Resp2)

@@ -77,7 +77,11 @@ pub(super) fn cluster(p: &mut Problems, key: &str, raw: &mut RawPool) -> Option<
     if !is_cluster {
         for (name, set) in [
             ("seeds", raw.seeds.is_some()),
-            ("read_from", raw.read_from.is_some()),
+            // A hashed pool with sentinels reads from replicas too (`super::sentinel`).
+            (
+                "read_from",
+                raw.read_from.is_some() && raw.sentinels.is_none(),
+            ),
             ("refresh_interval_ms", raw.refresh_interval_ms.is_some()),
         ] {
             if set {
@@ -96,6 +100,7 @@ pub(super) fn cluster(p: &mut Problems, key: &str, raw: &mut RawPool) -> Option<
         ("hash_tag", raw.hash_tag.is_some()),
         ("discovery", raw.discovery.is_some()),
         ("auto_eject", raw.auto_eject.is_some()),
+        ("sentinels", raw.sentinels.is_some()),
     ] {
         if set {
             p.add(
@@ -115,20 +120,8 @@ pub(super) fn cluster(p: &mut Problems, key: &str, raw: &mut RawPool) -> Option<
     raw.backends = None;
 
     let seeds = seeds(p, key, raw.seeds.take().unwrap_or_default());
-    let read_from = match raw.read_from.as_deref() {
-        None => ReadFrom::default(),
-        Some(s) => ReadFrom::ALL
-            .into_iter()
-            .find(|r| r.name() == s)
-            .unwrap_or_else(|| {
-                let valid: Vec<&str> = ReadFrom::ALL.iter().map(|r| r.name()).collect();
-                p.add(
-                    format_args!("{key}.read_from"),
-                    format_args!("unknown value {s:?}; valid: {}", valid.join(", ")),
-                );
-                ReadFrom::default()
-            }),
-    };
+    raw.sentinels = None;
+    let read_from = read_from(p, key, raw.read_from.take());
     let refresh = p.int(
         &format!("{key}.refresh_interval_ms"),
         raw.refresh_interval_ms,
@@ -141,6 +134,24 @@ pub(super) fn cluster(p: &mut Problems, key: &str, raw: &mut RawPool) -> Option<
         read_from,
         refresh_interval: Duration::from_millis(refresh as u64),
     })
+}
+
+/// Pool `key`'s `read_from` (a cluster's, or a hashed pool's with sentinels).
+pub(super) fn read_from(p: &mut Problems, key: &str, raw: Option<String>) -> ReadFrom {
+    let Some(s) = raw else {
+        return ReadFrom::default();
+    };
+    ReadFrom::ALL
+        .into_iter()
+        .find(|r| r.name() == s)
+        .unwrap_or_else(|| {
+            let valid: Vec<&str> = ReadFrom::ALL.iter().map(|r| r.name()).collect();
+            p.add(
+                format_args!("{key}.read_from"),
+                format_args!("unknown value {s:?}; valid: {}", valid.join(", ")),
+            );
+            ReadFrom::default()
+        })
 }
 
 /// A cluster pool's seed nodes: at least one, at most [`MAX_SEEDS`], each once.

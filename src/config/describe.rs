@@ -95,6 +95,21 @@ impl Config {
             s.auth_failure_delay.as_millis()
         );
         let _ = writeln!(out, "  auth_failure_limit       {}", s.auth_failure_limit);
+        let cross = match s.scripts.cross_shard {
+            super::CrossShard::Run => "run",
+            super::CrossShard::Refuse => "refuse",
+        };
+        let _ = writeln!(out, "  cross_shard              {cross}");
+        let _ = writeln!(
+            out,
+            "  script_timeout           {} ms",
+            s.scripts.script_timeout.as_millis()
+        );
+        let _ = writeln!(
+            out,
+            "  lock_ttl                 {} ms",
+            s.scripts.lock_ttl.as_millis()
+        );
     }
 
     pub(super) fn compute_digest(&self) -> String {
@@ -145,18 +160,17 @@ fn describe_pool(out: &mut String, p: &PoolConfig) {
     let _ = writeln!(out, "  password                 {password}");
     let _ = writeln!(out, "  db                       {}", p.db);
     super::keys::describe(out, &p.keys);
+    super::sentinel::describe(out, p.sentinel.as_ref(), &p.hold);
     if p.cluster.is_some() {
         return;
     }
     let _ = writeln!(out, "  backends                 {}", p.backends.len());
     for b in &p.backends {
-        let _ = write!(
-            out,
-            "    {:<20} {:<24} weight {}",
-            b.name,
-            b.address.to_string(),
-            b.weight
-        );
+        let place = match &b.sentinel_master {
+            Some(master) => format!("sentinel:{master}"),
+            None => b.address.to_string(),
+        };
+        let _ = write!(out, "    {:<20} {:<24} weight {}", b.name, place, b.weight);
         if let Some(user) = &b.username {
             let _ = write!(out, " username {user}");
         }

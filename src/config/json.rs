@@ -51,6 +51,12 @@ impl Config {
                 "client_output_limit_bytes": s.client_output_limit_bytes.unwrap_or(0),
                 "auth_failure_delay_ms": ms(s.auth_failure_delay),
                 "auth_failure_limit": s.auth_failure_limit,
+                "cross_shard": match s.scripts.cross_shard {
+                    super::CrossShard::Run => "run",
+                    super::CrossShard::Refuse => "refuse",
+                },
+                "script_timeout_ms": ms(s.scripts.script_timeout),
+                "lock_ttl_ms": ms(s.scripts.lock_ttl),
             },
             "admin": {
                 "listen": self.admin.listen.to_string(),
@@ -119,17 +125,27 @@ fn pool_json(p: &PoolConfig) -> Value {
         });
         credentials(&mut pool, p.username.as_deref(), p.password.is_some());
         super::keys::to_json(&mut pool, &p.keys);
+        if let Some(map) = pool.as_object_mut() {
+            super::sentinel::to_json(map, None, &p.hold);
+        }
         return pool;
     }
     let backends: Vec<Value> = p
         .backends
         .iter()
         .map(|b| {
-            let mut backend = json!({
-                "name": b.name,
-                "address": b.address.to_string(),
-                "weight": b.weight.get(),
-            });
+            let mut backend = match &b.sentinel_master {
+                Some(master) => json!({
+                    "name": b.name,
+                    "sentinel_master": master,
+                    "weight": b.weight.get(),
+                }),
+                None => json!({
+                    "name": b.name,
+                    "address": b.address.to_string(),
+                    "weight": b.weight.get(),
+                }),
+            };
             credentials(&mut backend, b.username.as_deref(), b.password.is_some());
             backend
         })
@@ -167,6 +183,9 @@ fn pool_json(p: &PoolConfig) -> Value {
     }
     credentials(&mut pool, p.username.as_deref(), p.password.is_some());
     super::keys::to_json(&mut pool, &p.keys);
+    if let Some(map) = pool.as_object_mut() {
+        super::sentinel::to_json(map, p.sentinel.as_ref(), &p.hold);
+    }
     pool
 }
 

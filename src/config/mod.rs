@@ -10,6 +10,7 @@ mod json;
 mod keys;
 mod raw;
 mod secret;
+mod sentinel;
 mod tls;
 mod users;
 mod validate;
@@ -28,6 +29,7 @@ pub use secret::{
     BackendPassword, ClientPassword, Credentials, MAX_SECRET_FILE, PasswordDigest, Secret,
     SecretSource,
 };
+pub use sentinel::{HoldConfig, SentinelConfig};
 
 use crate::router::{DistributionKind, HashKind, HashTag};
 use crate::tls::{ClientTls, ClientTlsFiles, ServerTls, ServerTlsFiles};
@@ -38,61 +40,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:6380";
 /// Default `[admin] listen`.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9121";
 
-/// Defaults and bounds of the numeric settings.
-pub mod limits {
-    /// Default `server.max_clients`.
-    pub const MAX_CLIENTS: i64 = 10_000;
-    /// Default `server.max_pipeline`.
-    pub const MAX_PIPELINE: i64 = 1024;
-    /// Default `server.max_request_bytes`: 512 MiB, like Redis' `proto-max-bulk-len`.
-    pub const MAX_REQUEST_BYTES: i64 = 512 * 1024 * 1024;
-    /// Default `server.shutdown_grace_ms`.
-    pub const SHUTDOWN_GRACE_MS: i64 = 5000;
-    /// Largest `server.threads`.
-    pub const MAX_THREADS: i64 = 1024;
-    /// Default `timeout_ms` of a pool.
-    pub const TIMEOUT_MS: i64 = 1000;
-    /// Default `connections_per_backend`.
-    pub const CONNECTIONS_PER_BACKEND: i64 = 1;
-    /// Largest `connections_per_backend`.
-    pub const MAX_CONNECTIONS_PER_BACKEND: i64 = 64;
-    /// Default `max_exclusive_per_backend`.
-    pub const MAX_EXCLUSIVE_PER_BACKEND: i64 = 128;
-    /// Largest `max_exclusive_per_backend`.
-    pub const MAX_MAX_EXCLUSIVE: i64 = 10_000;
-    /// Default `server.max_subscriber_output_bytes`: 32 MiB, like Redis's pubsub hard limit.
-    pub const MAX_SUBSCRIBER_OUTPUT_BYTES: i64 = 32 * 1024 * 1024;
-    /// Default `health_interval_ms` of a pool.
-    pub const HEALTH_INTERVAL_MS: i64 = 1000;
-    /// Default `failure_limit` of a pool.
-    pub const FAILURE_LIMIT: i64 = 3;
-    /// Default `dns_refresh_ms` of a pool.
-    pub const DNS_REFRESH_MS: i64 = 5000;
-    /// Default `server.tls.handshake_timeout_ms`.
-    pub const TLS_HANDSHAKE_TIMEOUT_MS: i64 = 5000;
-    /// Default `server.max_keys_reply`.
-    pub const MAX_KEYS_REPLY: i64 = 1_000_000;
-    /// Default `server.max_inline_bytes`, as Redis's `PROTO_INLINE_MAX_SIZE`.
-    pub const MAX_INLINE_BYTES: i64 = 64 * 1024;
-    /// Default `server.max_multibulk_length`.
-    pub const MAX_MULTIBULK_LENGTH: i64 = 1024 * 1024;
-    /// Default `server.auth_failure_delay_ms`.
-    pub const AUTH_FAILURE_DELAY_MS: i64 = 100;
-    /// Largest `server.auth_failure_delay_ms`.
-    pub const MAX_AUTH_FAILURE_DELAY_MS: i64 = 60_000;
-    /// Default `server.auth_failure_limit`.
-    pub const AUTH_FAILURE_LIMIT: i64 = 10;
-    /// Longest user name in bytes.
-    pub const MAX_USER_NAME: usize = 128;
-    /// Largest `db` of a pool (Redis's default `databases` is 16; some run more).
-    pub const MAX_DB: i64 = 1_000_000;
-    /// Largest backend `weight`.
-    pub const MAX_WEIGHT: i64 = 1_000_000;
-    /// Most backends in a pool (maglev's 65537-slot table stays balanced within a few %).
-    pub const MAX_BACKENDS: usize = 1024;
-    /// Longest backend name in bytes (twemproxy truncates ketama point names at 85 bytes).
-    pub const MAX_BACKEND_NAME: usize = 80;
-}
+pub mod limits;
 
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq)]
@@ -153,6 +101,38 @@ pub struct ServerConfig {
     pub auth_failure_delay: Duration,
     /// Consecutive failed AUTHs after which the connection is closed; 0: never.
     pub auth_failure_limit: u32,
+    /// Scripts and transactions whose keys span backends.
+    pub scripts: ScriptsConfig,
+}
+
+/// What shardis does with a script or transaction whose keys live on several backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CrossShard {
+    /// Run it in the proxy, under locks on every declared key (the default).
+    #[default]
+    Run,
+    /// Refuse it with `-CROSSSLOT`, as Redis Cluster does.
+    Refuse,
+}
+
+/// `[server] cross_shard`, `script_timeout_ms`, `lock_ttl_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScriptsConfig {
+    pub cross_shard: CrossShard,
+    /// A script run in the proxy is stopped past this.
+    pub script_timeout: Duration,
+    /// How long a lock taken on a backend lives unless renewed (renewed while its script runs).
+    pub lock_ttl: Duration,
+}
+
+impl Default for ScriptsConfig {
+    fn default() -> Self {
+        ScriptsConfig {
+            cross_shard: CrossShard::Run,
+            script_timeout: Duration::from_millis(limits::SCRIPT_TIMEOUT_MS as u64),
+            lock_ttl: Duration::from_millis(limits::LOCK_TTL_MS as u64),
+        }
+    }
 }
 
 /// The longest a failed AUTH's reply waits, however many failures came before.
@@ -264,6 +244,10 @@ pub struct PoolConfig {
     pub cluster: Option<ClusterConfig>,
     /// Hot keys, big keys and the near cache.
     pub keys: KeysConfig,
+    /// `sentinels = [...]`: shards whose primary and replicas Redis Sentinel names.
+    pub sentinel: Option<SentinelConfig>,
+    /// How requests are held while a primary is away (failover, restart).
+    pub hold: HoldConfig,
 }
 
 impl PoolConfig {
@@ -301,6 +285,8 @@ impl PoolConfig {
             backends: Vec::new(),
             cluster: None,
             keys: KeysConfig::default(),
+            sentinel: None,
+            hold: HoldConfig::default(),
         }
     }
 
@@ -374,6 +360,9 @@ pub struct BackendConfig {
     pub username: Option<String>,
     /// Overrides the pool's `password` for this backend.
     pub password: Option<BackendPassword>,
+    /// A Sentinel-managed shard: the master name its sentinels know it by; its address
+    /// then comes from them (and `address` is unused).
+    pub sentinel_master: Option<String>,
 }
 
 /// Why a configuration could not be loaded.

@@ -40,6 +40,9 @@ pub(super) struct RawServer {
     pub password_file: Option<String>,
     pub auth_failure_delay_ms: Option<i64>,
     pub auth_failure_limit: Option<i64>,
+    pub cross_shard: Option<String>,
+    pub script_timeout_ms: Option<i64>,
+    pub lock_ttl_ms: Option<i64>,
 }
 
 /// One `[[users]]` entry.
@@ -117,6 +120,17 @@ pub(super) struct RawPool {
     pub bigkey_request_bytes: Option<i64>,
     pub near_cache: Option<bool>,
     pub near_cache_bytes: Option<i64>,
+    /// Replicated shards (`super::sentinel`).
+    pub sentinels: Option<Vec<String>>,
+    pub sentinel_username: Option<String>,
+    pub sentinel_password: Option<String>,
+    pub sentinel_password_env: Option<String>,
+    pub sentinel_password_file: Option<String>,
+    pub sentinel_tls: Option<bool>,
+    pub sentinel_refresh_ms: Option<i64>,
+    pub failover_hold_ms: Option<i64>,
+    pub failover_hold_requests: Option<i64>,
+    pub restart_hold_ms: Option<i64>,
 }
 
 /// One entry of `backends = [...]`.
@@ -129,4 +143,6 @@ pub(super) struct RawBackend {
     pub password: Option<String>,
     pub password_env: Option<String>,
     pub password_file: Option<String>,
+    /// A Sentinel-managed shard: the master name the sentinels know it by.
+    pub sentinel_master: Option<String>,
 }

@@ -77,6 +77,18 @@ pub const NEAR_CACHE_EVICTIONS_TOTAL: &str = "shardis_near_cache_evictions_total
 pub const NEAR_CACHE_INVALIDATIONS_TOTAL: &str = "shardis_near_cache_invalidations_total";
 /// Near cache: bytes of values held; label `pool`.
 pub const NEAR_CACHE_BYTES: &str = "shardis_near_cache_bytes";
+/// Scripts and transactions whose keys span backends, run in the proxy; labels `kind`
+/// (`script` | `transaction`), `result` (`ok` | `error` | `timeout` | `locked`).
+pub const CROSS_SHARD_TOTAL: &str = "shardis_cross_shard_total";
+/// Time a cross-backend script or transaction waited for its locks.
+pub const LOCK_WAIT_SECONDS: &str = "shardis_lock_wait_seconds";
+/// Failovers shardis followed: a shard's primary replaced by another (Sentinel, or a cluster
+/// primary's successor); labels `pool`, `backend`.
+pub const FAILOVERS_TOTAL: &str = "shardis_failovers_total";
+/// Requests held now, waiting for a primary to come back or be replaced.
+pub const HELD_REQUESTS: &str = "shardis_held_requests";
+/// How long requests were held, from being held to being sent again or failed.
+pub const HOLD_SECONDS: &str = "shardis_hold_seconds";
 
 /// Every metric name above, for tests that check dashboards and alert rules against the code.
 pub const ALL_METRICS: &[&str] = &[
@@ -111,6 +123,16 @@ pub const ALL_METRICS: &[&str] = &[
     NEAR_CACHE_EVICTIONS_TOTAL,
     NEAR_CACHE_INVALIDATIONS_TOTAL,
     NEAR_CACHE_BYTES,
+    CROSS_SHARD_TOTAL,
+    LOCK_WAIT_SECONDS,
+    FAILOVERS_TOTAL,
+    HELD_REQUESTS,
+    HOLD_SECONDS,
+];
+
+/// Bucket upper bounds in seconds of [`HOLD_SECONDS`]: holds last up to `failover_hold_ms`.
+pub const HOLD_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 30.0, 60.0,
 ];
 
 /// Histogram bucket upper bounds in seconds, 10 µs to 1 s, shared by both latency histograms.
@@ -137,13 +159,18 @@ pub enum MetricsError {
 /// A Prometheus builder with shardis' histogram buckets; [`install`] uses it, and tests build a
 /// local recorder from it.
 pub fn builder() -> Result<PrometheusBuilder, MetricsError> {
-    Ok(PrometheusBuilder::new().set_buckets(LATENCY_BUCKETS)?)
+    Ok(PrometheusBuilder::new()
+        .set_buckets(LATENCY_BUCKETS)?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(HOLD_SECONDS.to_string()),
+            HOLD_BUCKETS,
+        )?)
 }
 
 /// Registers the HELP text of every metric with the current recorder (global, or a local one
 /// inside `metrics::with_local_recorder`).
 pub fn describe() {
-    use metrics::{describe_counter, describe_gauge};
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
     // The latency histograms and commands_total are described where they are rendered
     // (local.rs).
     describe_gauge!(
@@ -214,6 +241,28 @@ pub fn describe() {
         CLUSTER_SLOT_MAP_REFRESHES_TOTAL,
         "Cluster pools: fetches of the slot map, by result (ok or error)."
     );
+    describe_counter!(
+        CROSS_SHARD_TOTAL,
+        "Scripts and transactions whose keys span backends run in the proxy, by kind (script, transaction) and result (ok, error, timeout, locked)."
+    );
+    describe_histogram!(
+        LOCK_WAIT_SECONDS,
+        Unit::Seconds,
+        "Time a script or transaction across backends waited to take its locks."
+    );
+    describe_counter!(
+        FAILOVERS_TOTAL,
+        "Failovers followed: a shard's primary replaced by another, by pool and backend."
+    );
+    describe_gauge!(
+        HELD_REQUESTS,
+        "Requests held now while a shard's primary is away (failover, restart)."
+    );
+    describe_histogram!(
+        HOLD_SECONDS,
+        Unit::Seconds,
+        "How long held requests waited before they were sent again or failed."
+    );
     // The hot-key share and the near cache's counters are rendered at scrape
     // (hotkeys::report).
     describe_counter!(
@@ -260,6 +309,32 @@ pub fn client_disconnect(reason: &'static str) {
 pub fn tls_handshake_failed(timed_out: bool) {
     metrics::counter!(CLIENT_TLS_HANDSHAKE_ERRORS_TOTAL, "reason" => if timed_out { "timeout" } else { "error" })
         .increment(1);
+}
+
+/// Counts a script or transaction run across backends (`kind`: script | transaction).
+pub fn cross_shard(kind: &'static str, result: &'static str) {
+    metrics::counter!(CROSS_SHARD_TOTAL, "kind" => kind, "result" => result).increment(1);
+}
+
+/// Records how long a script or transaction across backends waited for its locks.
+pub fn lock_wait(waited: Duration) {
+    metrics::histogram!(LOCK_WAIT_SECONDS).record(waited.as_secs_f64());
+}
+
+/// Counts a failover of `backend` in `pool` (rare: no pre-built handle).
+pub fn failover(pool: &str, backend: &str) {
+    metrics::counter!(FAILOVERS_TOTAL, "pool" => pool.to_owned(), "backend" => backend.to_owned())
+        .increment(1);
+}
+
+/// Requests held changed by `delta` (only during failovers: no pre-built handle).
+pub fn held_requests(delta: f64) {
+    metrics::gauge!(HELD_REQUESTS).increment(delta);
+}
+
+/// A held request was released after `held`.
+pub fn hold_seconds(held: std::time::Duration) {
+    metrics::histogram!(HOLD_SECONDS).record(held.as_secs_f64());
 }
 
 /// Counts a configuration reload.

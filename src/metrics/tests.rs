@@ -42,6 +42,8 @@ fn recorded() -> String {
             config_reload(false);
             config_info("abc", None);
             config_info("def", Some("abc"));
+            cross_shard("script", "ok");
+            lock_wait(std::time::Duration::from_micros(300));
             metrics::counter!(AUTH_FAILURES_TOTAL, "user" => "app").increment(1);
             metrics::counter!(ACL_DENIED_TOTAL, "user" => "app", "reason" => "key").increment(1);
             let cluster = crate::cluster::Stats::new();
@@ -64,6 +66,8 @@ fn renders_every_metric_with_help_and_counts() {
     }
     for line in [
         r#"shardis_commands_total{command="get",result="ok"} 3"#,
+        r#"shardis_cross_shard_total{kind="script",result="ok"} 1"#,
+        r#"shardis_lock_wait_seconds_bucket{le="0.0005"} 1"#,
         r#"shardis_client_tls_handshake_errors_total{reason="error"} 1"#,
         r#"shardis_client_tls_handshake_errors_total{reason="timeout"} 2"#,
         r#"shardis_commands_total{command="get",result="error"} 0"#,

@@ -164,8 +164,18 @@ impl Pool {
             return Err(self.no_node());
         };
         let Placement::Cluster(route) = &self.placement else {
+            // A hashed pool's shard may have replicas (Sentinel-managed) that serve reads.
+            let backend = match primary.read_from {
+                ReadFrom::Primary => primary.clone(),
+                _ if !read => primary.clone(),
+                from => match primary.replica(client) {
+                    Some(replica) => replica,
+                    None if from == ReadFrom::PreferReplica => primary.clone(),
+                    None => return Err(RouteError::NoReplica(primary.spec.name.clone())),
+                },
+            };
             return Ok(Dest {
-                backend: primary.clone(),
+                backend,
                 retry: Retry::Never,
             });
         };

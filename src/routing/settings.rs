@@ -29,6 +29,8 @@ pub struct Settings {
     pub auth: Arc<Auth>,
     /// The database the catch-all pool's connections select: the one clients see.
     pub db: u32,
+    /// Scripts and transactions across backends.
+    pub scripts: crate::config::ScriptsConfig,
 }
 
 impl Default for Settings {
@@ -44,6 +46,7 @@ impl Default for Settings {
             output_limit: None,
             auth: Arc::default(),
             db: 0,
+            scripts: crate::config::ScriptsConfig::default(),
         }
     }
 }
@@ -74,6 +77,7 @@ impl Settings {
             output_limit: server.client_output_limit_bytes,
             auth,
             db,
+            scripts: server.scripts,
             ..Settings::default()
         };
         settings.allow(&server.allow_commands);

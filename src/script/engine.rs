@@ -68,6 +68,8 @@ struct Inner {
     generation: AtomicU64,
     running: Mutex<HashMap<u64, Running>>,
     next_id: AtomicU64,
+    /// `script_timeout_ms` in force (a reload may change it; 0: never).
+    timeout_ms: AtomicU64,
 }
 
 /// A pooled state and the libraries loaded into it.
@@ -89,6 +91,7 @@ fn error_bytes(msg: &str) -> Bytes {
 
 impl Engine {
     pub fn new(config: EngineConfig) -> Engine {
+        let timeout_ms = config.timeout.as_millis() as u64;
         Engine {
             inner: Arc::new(Inner {
                 permits: Semaphore::new(config.max_running.max(1)),
@@ -100,8 +103,35 @@ impl Engine {
                 generation: AtomicU64::new(0),
                 running: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(0),
+                timeout_ms: AtomicU64::new(timeout_ms),
             }),
         }
+    }
+
+    /// Changes `script_timeout_ms` for the scripts that start from now on.
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.inner
+            .timeout_ms
+            .store(timeout.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// The number of scripts SCRIPT LOAD and EVAL have cached.
+    pub fn cached_scripts(&self) -> usize {
+        self.inner.scripts.read().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// The body of a cached script.
+    pub fn script(&self, sha: &str) -> Option<Bytes> {
+        self.inner
+            .scripts
+            .read()
+            .ok()
+            .and_then(|m| m.get(&sha.to_ascii_lowercase()).cloned())
+    }
+
+    /// Whether a function of that name is loaded.
+    pub fn has_function(&self, name: &str) -> bool {
+        self.find_function(name).is_some()
     }
 
     /// SCRIPT LOAD: keeps the body for EVALSHA and returns its sha.
@@ -382,7 +412,7 @@ impl Engine {
                 },
             );
         }
-        let timeout = self.inner.config.timeout;
+        let timeout = Duration::from_millis(self.inner.timeout_ms.load(Ordering::Relaxed));
         let params = Params {
             keys: &inv.keys,
             args: &inv.args,

@@ -14,7 +14,7 @@ use super::login::Guard;
 use super::mode::{Mode, subscribed_admits};
 use super::pending::{Fanout, Pending, Then};
 use crate::backend::Request;
-use crate::protocol::command::{Allowed, Kind, Merge, SessionCmd, lookup, lookup_sub};
+use crate::protocol::command::{Allowed, Kind, Merge, SessionCmd, acl, lookup, lookup_sub};
 use crate::protocol::reply::put_error;
 use crate::routing::{Dest, RouteError, names_other_db};
 
@@ -233,6 +233,10 @@ impl Session {
 
     /// Sends the whole command to the backend that owns its keys.
     async fn forward_by_keys(&mut self, call: Call<'_>, then: Then) {
+        if call.cmd.acl & acl::SCRIPTING != 0 {
+            // EVAL, EVALSHA, FCALL: forwarded, or run in the proxy (session/script.rs).
+            return Box::pin(self.script(call)).await;
+        }
         if call.cmd.name == "copy" {
             let db = self.table.settings.db;
             match names_other_db(&call.frame, &call.args[3..], db) {
@@ -277,7 +281,16 @@ impl Session {
     }
 
     /// Sends the command unchanged to every backend, merging the replies with `merge`.
-    async fn broadcast(&mut self, call: Call<'_>, merge: Merge) {
+    async fn broadcast(&mut self, mut call: Call<'_>, merge: Merge) {
+        if call.cmd.acl & acl::SCRIPTING != 0 {
+            // SCRIPT and FUNCTION: the proxy's engine is told too (session/script.rs).
+            match self.script_admin(call) {
+                Some(rest) => call = rest,
+                None => return,
+            }
+        } else if call.cmd.name == "config|resetstat" {
+            self.ctx.state.errors.reset();
+        }
         let (id, now) = (call.id, call.start);
         if merge == Merge::AnyOk {
             self.broadcast_exclusive(id, merge, call.frame, now, false)

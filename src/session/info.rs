@@ -30,15 +30,23 @@ pub const INFO_KEYSPACE: InfoSections = 4;
 pub const INFO_CLIENTS: InfoSections = 8;
 /// A cluster pool's slot map and counters (nothing for a hashed pool).
 pub const INFO_CLUSTER: InfoSections = 16;
+/// `# Memory` (`number_of_cached_scripts`: the proxy's script cache).
+pub const INFO_MEMORY: InfoSections = 32;
+/// `# CPU`: the proxy process's CPU time.
+pub const INFO_CPU: InfoSections = 64;
+/// `# Stats` (`total_error_replies`) and `# Errorstats`.
+pub const INFO_ERRORS: InfoSections = 128;
 /// Each watched pool's hottest keys (`INFO hotkeys`, or `all`).
-pub const INFO_HOTKEYS: InfoSections = 32;
+pub const INFO_HOTKEYS: InfoSections = 256;
 /// Each watched pool's big keys (`INFO bigkeys`, or `all`).
-pub const INFO_BIGKEYS: InfoSections = 64;
-/// `INFO` and `INFO default`.
+pub const INFO_BIGKEYS: InfoSections = 512;
+/// `INFO`.
 pub const INFO_ALL: InfoSections =
     INFO_PROXY | INFO_CLIENTS | INFO_BACKENDS | INFO_CLUSTER | INFO_KEYSPACE;
+/// `INFO default`.
+pub const INFO_DEFAULT: InfoSections = INFO_ALL | INFO_MEMORY | INFO_CPU | INFO_ERRORS;
 /// `INFO all` and `INFO everything`: the default sections, and the key-watch ones.
-pub const INFO_EVERYTHING: InfoSections = INFO_ALL | INFO_HOTKEYS | INFO_BIGKEYS;
+pub const INFO_EVERYTHING: InfoSections = INFO_DEFAULT | INFO_HOTKEYS | INFO_BIGKEYS;
 
 /// The sections named by `INFO`'s arguments (case-insensitive); none named means all. An
 /// unknown name adds nothing, so `INFO nosuch` is empty, as in Redis.
@@ -49,10 +57,13 @@ pub fn info_sections<'a>(names: impl IntoIterator<Item = &'a [u8]>) -> InfoSecti
         any = true;
         let lower = name.to_ascii_lowercase();
         set |= match lower.as_slice() {
-            b"default" => INFO_ALL,
+            b"default" => INFO_DEFAULT,
             b"all" | b"everything" => INFO_EVERYTHING,
             b"hotkeys" => INFO_HOTKEYS,
             b"bigkeys" => INFO_BIGKEYS,
+            b"memory" => INFO_MEMORY,
+            b"cpu" => INFO_CPU,
+            b"stats" | b"errorstats" => INFO_ERRORS,
             // The proxy is the server the client talks to.
             b"proxy" | b"server" => INFO_PROXY,
             b"backends" => INFO_BACKENDS,
@@ -185,6 +196,31 @@ pub fn render_info(
     if sections & (INFO_HOTKEYS | INFO_BIGKEYS) != 0 {
         keys_sections(&mut out, state, sections);
     }
+    if sections & INFO_MEMORY != 0 {
+        separate(&mut out);
+        let _ = write!(
+            out,
+            "# Memory\r\nnumber_of_cached_scripts:{}\r\n",
+            state.scripting.engine.cached_scripts()
+        );
+    }
+    if sections & INFO_CPU != 0 {
+        separate(&mut out);
+        let (user, sys) = cpu_seconds();
+        let _ = write!(
+            out,
+            "# CPU\r\nused_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\n"
+        );
+    }
+    if sections & INFO_ERRORS != 0 {
+        separate(&mut out);
+        let _ = write!(
+            out,
+            "# Stats\r\ntotal_error_replies:{}\r\n\r\n# Errorstats\r\n",
+            state.errors.total()
+        );
+        state.errors.render(&mut out);
+    }
     if sections & INFO_KEYSPACE != 0 {
         separate(&mut out);
         out.push_str("# Keyspace\r\n");
@@ -227,6 +263,25 @@ fn keys_sections(out: &mut String, state: &ProxyState, sections: InfoSections) {
             crate::hotkeys::report::info_bigkeys(out, watch);
         }
     }
+}
+
+/// The proxy process's user and system CPU time in seconds, from `/proc/self/stat` (Linux;
+/// zero elsewhere).
+fn cpu_seconds() -> (f64, f64) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return (0.0, 0.0);
+    };
+    let after = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the file, in clock ticks (USER_HZ, 100 on
+    // Linux).
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) / 100.0, ticks(12) / 100.0)
 }
 
 /// A blank line between two sections.
@@ -382,11 +437,27 @@ mod tests {
             sections(&["hotkeys", "bigkeys"]),
             INFO_HOTKEYS | INFO_BIGKEYS
         );
-        assert_eq!(sections(&["Default"]), INFO_ALL);
+        assert_eq!(sections(&["Default"]), INFO_DEFAULT);
         assert_eq!(sections(&["KEYSPACE"]), INFO_KEYSPACE);
         assert_eq!(sections(&["clients"]), INFO_CLIENTS);
         assert_eq!(sections(&["proxy", "backends"]), INFO_PROXY | INFO_BACKENDS);
         assert_eq!(sections(&["server"]), INFO_PROXY);
-        assert_eq!(sections(&["memory"]), 0);
+        assert_eq!(sections(&["memory"]), INFO_MEMORY);
+        assert_eq!(sections(&["nosuch"]), 0);
+        let state = ProxyState::new("d".into(), vec![]);
+        state.errors.count(b"-ERR x\r\n");
+        let text = render_info(&state, &[], INFO_MEMORY | INFO_CPU | INFO_ERRORS, 0);
+        assert!(
+            text.starts_with(
+                "# Memory\r\nnumber_of_cached_scripts:0\r\n\r\n# CPU\r\nused_cpu_sys:"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "total_error_replies:1\r\n\r\n# Errorstats\r\nerrorstat_ERR:count=1\r\n"
+            ),
+            "{text}"
+        );
     }
 }

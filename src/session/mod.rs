@@ -49,10 +49,13 @@ mod queue;
 mod refusal;
 mod reply;
 mod scan;
+mod script;
+mod script_call;
 mod send;
 mod split;
 mod subscribe;
 mod transaction;
+mod transaction_cross;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -175,6 +178,9 @@ struct Modes {
     watch: Option<Box<Watch>>,
     /// Channels and patterns subscribed.
     subs: Option<Box<Subscriptions>>,
+    /// A script or transaction run in the proxy waits for the commands sent before it: fired
+    /// when they are all answered.
+    gate: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Session {

@@ -76,6 +76,9 @@ impl Session {
             match frame {
                 Some(Pending::Ready(reply)) => {
                     self.queue.held = self.queue.held.saturating_sub(reply.len());
+                    if matches!(reply.first(), Some(b'-' | b'!')) {
+                        self.ctx.state.errors.count(&reply);
+                    }
                     if !silent {
                         self.out.wbuf.extend_from_slice(&reply);
                     }

@@ -133,6 +133,12 @@ impl Session {
         self.queue.held += done.len();
         *entry = Pending::Ready(done);
         self.queue.awaiting -= 1;
+        if self.queue.awaiting <= 1
+            && let Some(gate) = self.modes.gate.take()
+        {
+            // Only the proxy-side run is still awaited: what came before it is answered.
+            let _ = gate.send(());
+        }
         if let Some(limit) = self.table.settings.output_limit
             && self.queue.held + self.out.wbuf.len() > limit
         {

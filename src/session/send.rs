@@ -81,7 +81,7 @@ impl Session {
     /// at once on the client's link to the node when it can, else from a task of its own.
     pub(super) fn resend(&self, goal: Goal, delay: Duration, req: Request, last: &[u8]) {
         if let (Goal::Node(node), true) = (&goal, delay.is_zero()) {
-            if node.state.is_down() {
+            if node.refuses() {
                 return req.reply.send(node.spec.error_reply("is down"));
             }
             match node.link(self.out.proto, self.id).try_send(req) {
@@ -124,7 +124,7 @@ impl Session {
 
 /// Sends `req` on `client`'s link to `backend` for `proto`, or answers it with an error.
 async fn send_now(backend: &Backend, proto: Proto, client: u64, req: Request) {
-    if backend.state.is_down() {
+    if backend.refuses() {
         // Marked down: fail at once instead of waiting out the timeout.
         return req.reply.send(backend.spec.error_reply("is down"));
     }

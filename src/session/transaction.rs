@@ -25,16 +25,25 @@ use crate::routing::{Dest, Retry, RouteError, Sent};
 const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
 const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
 const UNWATCH: &[u8] = b"*1\r\n$7\r\nUNWATCH\r\n";
-const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
+pub(super) const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
+/// A transaction with WATCH stays on the watched keys' backend.
+const WATCH_ACROSS: &str = "CROSSSLOT Keys in request don't hash to the same backend as the \
+    watched keys: a transaction with WATCH runs on one backend (shardis runs transactions \
+    across backends only without WATCH)";
 
 /// Commands queued after MULTI.
 pub struct Transaction {
     /// Where they run, once a keyed command has said.
-    dest: Option<Dest>,
-    frames: BytesMut,
-    count: u32,
+    pub(super) dest: Option<Dest>,
+    pub(super) frames: BytesMut,
+    pub(super) count: u32,
     /// A command was refused while queueing: EXEC will answer EXECABORT.
     aborted: bool,
+    /// Each command's backend (none: any) and place in `frames`.
+    pub(super) parts: Vec<(Option<Dest>, std::ops::Range<usize>)>,
+    /// The commands span backends: EXEC runs them across backends
+    /// (session/transaction_cross.rs).
+    pub(super) spans: bool,
 }
 
 /// Keys watched on one backend, over an exclusive connection.
@@ -69,6 +78,8 @@ impl Session {
             frames: BytesMut::new(),
             count: 0,
             aborted: false,
+            parts: Vec::new(),
+            spans: false,
         }));
         self.ok(id, now, b"+OK\r\n");
     }
@@ -115,7 +126,18 @@ impl Session {
             .as_ref()
             .and_then(|t| t.dest.as_ref())
             .or(self.modes.watch.as_ref().map(|w| &w.dest));
+        let watching = self.modes.watch.is_some();
+        let run = self.table.settings.scripts.cross_shard == crate::config::CrossShard::Run;
         if let (Some(d), Some(p)) = (&dest, pinned)
+            && !same(d, p)
+            && run
+            && !watching
+        {
+            // Keys of another backend, no WATCH: EXEC runs the transaction across backends.
+            if let Some(tx) = &mut self.modes.multi {
+                tx.spans = true;
+            }
+        } else if let (Some(d), Some(p)) = (&dest, pinned)
             && !same(d, p)
         {
             let e = if matches!(p.retry, Retry::Cluster { .. }) {
@@ -124,12 +146,16 @@ impl Session {
                 RouteError::CrossSlot
             };
             self.abort_transaction();
+            if watching && run {
+                return self.fail(id, now, WATCH_ACROSS);
+            }
             return self.fail(id, now, &e.to_string());
         }
         let db = self.table.settings.db;
         if let Some(tx) = &mut self.modes.multi {
-            if dest.is_some() {
-                tx.dest = dest;
+            let start = tx.frames.len();
+            if tx.dest.is_none() {
+                tx.dest = dest.clone();
             }
             if cmd.kind == Kind::Local(Local::Select) && db != 0 {
                 // The backend's database is the pool's: SELECT 0 must not leave it.
@@ -138,10 +164,12 @@ impl Session {
                 crate::protocol::reply::put_bulk(&mut tx.frames, b"SELECT");
                 crate::protocol::reply::put_bulk(&mut tx.frames, n.as_bytes());
                 tx.count += 1;
+                tx.parts.push((None, start..tx.frames.len()));
                 return self.ok(id, now, b"+QUEUED\r\n");
             }
             tx.frames.extend_from_slice(&call.frame);
             tx.count += 1;
+            tx.parts.push((dest, start..tx.frames.len()));
         }
         self.ok(id, now, b"+QUEUED\r\n");
     }
@@ -198,6 +226,9 @@ impl Session {
         }
         if tx.count == 0 && watch.is_none() {
             return self.ok(id, now, b"*0\r\n");
+        }
+        if tx.spans {
+            return self.exec_across(id, now, *tx);
         }
         let dest = match tx.dest.or(watch.as_ref().map(|w| w.dest.clone())) {
             Some(dest) => dest,

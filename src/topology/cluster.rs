@@ -15,8 +15,10 @@ use tokio::time::{Instant, sleep_until};
 use tracing::{debug, info, warn};
 
 use super::Topology;
+use crate::backend::Backend;
 use crate::cluster::refresh::{candidates, fetch};
 use crate::cluster::{Layout, Shared};
+use crate::config::Address;
 
 /// How often the map is fetched while a node is down or no map could be had.
 pub const DEGRADED_INTERVAL: Duration = Duration::from_millis(250);
@@ -86,10 +88,12 @@ pub(super) async fn refresh(topology: Weak<Topology>, pool: String, shared: Arc<
             Ok((layout, source)) => {
                 shared.stats.refreshed(&source);
                 let Some(t) = topology.upgrade() else { return };
+                let handed = handovers(&t, &pool, &layout);
                 let changed = t.update_layout(&pool, |current| {
                     (current != Some(&layout)).then_some(layout)
                 });
                 if changed {
+                    hand_over(&t, &pool, handed);
                     info!(pool = %pool, "cluster slot map changed (from {source}): {}", describe(t.layout(&pool)));
                 } else {
                     debug!(pool = %pool, "cluster slot map unchanged (from {source})");
@@ -100,6 +104,64 @@ pub(super) async fn refresh(topology: Weak<Topology>, pool: String, shared: Arc<
                 warn!(pool = %pool, "cannot fetch the cluster slot map: {e}");
             }
         }
+    }
+}
+
+/// The primaries of `pool`'s map in force that `next` replaces, each with its successor: the
+/// primary that owns its first slot in `next`.
+fn handovers(t: &Topology, pool: &str, next: &Layout) -> Vec<(Arc<Backend>, String)> {
+    let table = t.routing().load();
+    let Some(route) = table
+        .pools
+        .iter()
+        .find(|p| p.name == pool)
+        .and_then(|p| p.cluster_route())
+    else {
+        return Vec::new();
+    };
+    let current = &route.layout;
+    let mut out = Vec::new();
+    for (i, shard) in current.shards.iter().enumerate() {
+        if next.shards.iter().any(|s| s.primary == shard.primary) {
+            continue;
+        }
+        let Some(slot) = current.owner.iter().position(|&o| o as usize == i) else {
+            continue;
+        };
+        let Some(successor) = next
+            .owner
+            .get(slot)
+            .and_then(|&o| next.shards.get(o as usize))
+        else {
+            continue;
+        };
+        if let Some(old) = route.node(&shard.primary) {
+            out.push((old.clone(), successor.primary.clone()));
+        }
+    }
+    out
+}
+
+/// Moves what the replaced primaries hold to their successors: a request never written to a
+/// failed primary, or a read it never answered, goes to the node that owns its slot now (any
+/// other answers with a redirection that is followed).
+fn hand_over(t: &Topology, pool: &str, handed: Vec<(Arc<Backend>, String)>) {
+    let table = t.routing().load();
+    let route = table
+        .pools
+        .iter()
+        .find(|p| p.name == pool)
+        .and_then(|p| p.cluster_route());
+    for (old, successor) in handed {
+        let Ok(addr) = successor.parse::<Address>() else {
+            continue;
+        };
+        let took = old.spec.away_for().unwrap_or_default();
+        old.spec.relocate(&addr.host, addr.port);
+        // The shard's record goes with its new primary, which /status shows.
+        let new = route.and_then(|r| r.node(&successor));
+        let spec = new.map_or(&old.spec, |b| &b.spec);
+        spec.failed_over(pool, &old.spec.address, &successor, took);
     }
 }
 

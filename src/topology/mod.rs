@@ -30,6 +30,7 @@
 
 mod cluster;
 mod pools;
+mod sentinel;
 mod watch;
 
 use std::collections::HashMap;
@@ -104,6 +105,7 @@ impl Topology {
             state.layout = crate::cluster::refresh::initial(pool, &state.cluster)
                 .await
                 .map(Arc::new);
+            state.masters = sentinel::initial(pool).await;
             states.insert(pool.name.clone(), state);
         }
         let auth = Arc::new(Auth::new(&config, None));
@@ -124,6 +126,7 @@ impl Topology {
         tokio::spawn(watch::watch_health(Arc::downgrade(&topology), rx));
         tokio::spawn(watch::refresh_dns(Arc::downgrade(&topology)));
         topology.start_refreshes();
+        topology.start_sentinels();
         topology
     }
 
@@ -300,6 +303,7 @@ impl Topology {
         let digest = inner.config.digest.clone();
         drop(inner);
         self.start_refreshes();
+        self.start_sentinels();
         let mut report = changes(&before, &after);
         report["digest"] = json!(digest);
         report["previous_digest"] = json!(old.digest);

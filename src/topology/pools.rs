@@ -28,6 +28,11 @@ pub(super) struct PoolState {
     pub(super) refreshing: bool,
     /// Its hot keys, big keys and near cache counters.
     pub(super) keys: Option<Arc<crate::hotkeys::Shared>>,
+    /// With sentinels: each master's primary as last verified (`host`, `port`), by master
+    /// name, for the backends a reload starts.
+    pub(super) masters: HashMap<String, (String, u16)>,
+    /// A task watches this pool's sentinels.
+    pub(super) watching: bool,
 }
 
 impl PoolState {
@@ -39,6 +44,8 @@ impl PoolState {
             cluster: Shared::new(),
             refreshing: false,
             keys: None,
+            masters: HashMap::new(),
+            watching: false,
         }
     }
 }
@@ -110,11 +117,7 @@ fn hashed(
         let fp = build::fingerprint(b, config);
         let backend = match keep.remove(&b.name) {
             Some(existing) if existing.fingerprint == fp => existing,
-            _ => {
-                let target = build::target(b, config, listed_host, false);
-                let spec = Spec::new(&b.name, &b.address.to_string(), target, config.timeout);
-                build::start(spec, config, fp, events)
-            }
+            _ => start(b, config, listed_host, &state.masters, fp, events),
         };
         state.backends.insert(b.name.clone(), backend.clone());
         backends.push(backend);
@@ -137,6 +140,49 @@ fn hashed(
     Pool::ring(config.name.clone(), backends, ring, slots, config.db)
 }
 
+/// Starts backend `b` of hashed pool `config`: a Sentinel-managed one at its master's primary
+/// as last verified (`masters`), holding requests across failovers.
+fn start(
+    b: &BackendConfig,
+    config: &PoolConfig,
+    listed_host: Option<&str>,
+    masters: &HashMap<String, (String, u16)>,
+    fp: String,
+    events: &mpsc::UnboundedSender<HealthEvent>,
+) -> Arc<Backend> {
+    let mut target = build::target(b, config, listed_host, false);
+    let Some(master) = &b.sentinel_master else {
+        let mut spec = Spec::new(&b.name, &b.address.to_string(), target, config.timeout);
+        spec.hold = build::hold(config, false);
+        return build::start(spec, config, fp, events);
+    };
+    let address = match masters.get(master) {
+        Some((host, port)) => {
+            target.host = host.clone();
+            target.port = *port;
+            crate::config::Address {
+                host: host.clone(),
+                port: *port,
+            }
+            .to_string()
+        }
+        None => format!("sentinel:{master}"),
+    };
+    let mut spec = Spec::new(&b.name, &address, target, config.timeout);
+    spec.hold = build::hold(config, true);
+    spec.read_from = config
+        .sentinel
+        .as_ref()
+        .map_or(crate::config::ReadFrom::Primary, |s| s.read_from);
+    *spec.state.shard.lock().unwrap_or_else(|e| e.into_inner()) =
+        Some(crate::backend::shard::ShardStatus {
+            master: Some(master.clone()),
+            primary: spec.address.clone(),
+            ..Default::default()
+        });
+    build::start(spec, config, fp, events)
+}
+
 /// The backends of a hashed pool: as listed, or with discovery = "dns" one per address the
 /// listed name resolved to, named by that address.
 fn listed(config: &PoolConfig, discovered: &[SocketAddr]) -> Vec<BackendConfig> {
@@ -155,6 +201,7 @@ fn listed(config: &PoolConfig, discovered: &[SocketAddr]) -> Vec<BackendConfig> 
                         weight,
                         username: None,
                         password: None,
+                        sentinel_master: None,
                     })
                 })
                 .collect()

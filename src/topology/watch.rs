@@ -61,7 +61,7 @@ pub(super) async fn refresh_dns(topology: Weak<Topology>) {
             continue;
         }
         for b in backends {
-            let target = &b.spec.target;
+            let target = &b.spec.target_now();
             if target.host.parse::<std::net::IpAddr>().is_ok() {
                 continue;
             }

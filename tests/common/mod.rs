@@ -7,11 +7,13 @@
 
 mod client;
 mod cluster;
+pub mod load;
 pub mod manifests;
 mod mock;
 pub mod ops;
 mod procs;
 pub mod redis_cluster;
+pub mod sentinel;
 mod shardis;
 pub mod tls;
 
@@ -25,6 +27,7 @@ pub use cluster::{CLOSE_DEADLINE, Cluster, POOL, bulk, bulks, err, int, ok, pong
 pub use mock::Mock;
 pub use procs::{Nutcracker, Redis};
 pub use redis_cluster::RedisCluster;
+pub use sentinel::Replicated;
 pub use shardis::{Shardis, shardis_config};
 pub use tls::Pki;
 

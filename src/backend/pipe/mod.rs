@@ -18,8 +18,10 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep};
 
+mod end;
 mod read;
 
+use super::hold::Held;
 use super::{BackendError, Inbound, ReplyTo, Request, Spec};
 use crate::net::{Stream, write_front};
 use crate::protocol::reply::ReplyScanner;
@@ -63,6 +65,13 @@ const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 struct InFlight {
     /// `None` once the request has been answered with a timeout error.
     reply: Option<ReplyTo>,
+    /// The request as sent (`None`: a health check), kept to send it again if the connection
+    /// dies before it was written, or, for a read, before its reply.
+    frame: Option<Bytes>,
+    /// Where its last byte is in everything queued for writing on this connection.
+    end: u64,
+    /// Replies its frame brings.
+    replies: u32,
     sent: Instant,
     /// Replies still expected.
     left: u32,
@@ -95,34 +104,26 @@ struct Pipe<'a> {
     /// The address moved: take no more requests (they wait in the queue for the next
     /// connection), finish those sent, then end.
     moving: bool,
+    /// Bytes queued for writing since the connection opened (those written are this less
+    /// what `wbuf` still holds).
+    appended: u64,
 }
 
 /// Serves one open connection until it fails, or until every sender is gone and nothing is in
 /// flight. Every request still waiting when it fails gets an error reply.
+///
+/// With `held` (a backend that holds requests across failovers), the requests held from an
+/// earlier connection are sent first, and when this one fails, those it may send again are
+/// held for the next (see [`super::hold`]).
 pub async fn serve(
     info: &PipeInfo<'_>,
     sock: &Stream,
     rx: &mut mpsc::Receiver<Request>,
     mut moves: Option<&mut tokio::sync::watch::Receiver<u64>>,
+    mut held: Option<&mut Held>,
 ) -> End {
     let (health_tx, mut health_rx) = mpsc::unbounded_channel::<Inbound>();
-    let mut pipe = Pipe {
-        info,
-        sock,
-        rbuf: BytesMut::with_capacity(READ_CHUNK),
-        wbuf: BytesMut::with_capacity(READ_CHUNK),
-        inflight: VecDeque::with_capacity(256),
-        settled: 0,
-        batch: Vec::with_capacity(BATCH),
-        scanner: ReplyScanner::new(),
-        partial: 0,
-        rx_open: true,
-        last_read: Instant::now(),
-        unblocking: None,
-        health_tx,
-        pinging: false,
-        moving: false,
-    };
+    let mut pipe = Pipe::new(info, sock, health_tx);
     // The earliest deadline of a request in flight, when one is set.
     let timer = sleep(Duration::ZERO);
     tokio::pin!(timer);
@@ -135,6 +136,21 @@ pub async fn serve(
             break end;
         }
         let can_take = pipe.can_take();
+        if let Some(h) = held.as_deref_mut()
+            && can_take
+            && !h.is_empty()
+        {
+            // Held requests go first, in the order they came.
+            match pipe.take_held(h) {
+                Err(end) => break end,
+                Ok(Some(at)) if !armed => {
+                    timer.as_mut().reset(at);
+                    armed = true;
+                }
+                Ok(_) => {}
+            }
+            continue;
+        }
         let step: Result<Option<Instant>, End> = tokio::select! {
             biased;
             ready = sock.readable() => match ready {
@@ -185,8 +201,35 @@ pub async fn serve(
             Ok(_) => {}
         }
     };
-    pipe.abandon(&end);
+    pipe.abandon(&end, held);
     end
+}
+
+impl<'a> Pipe<'a> {
+    fn new(
+        info: &'a PipeInfo<'a>,
+        sock: &'a Stream,
+        health_tx: mpsc::UnboundedSender<Inbound>,
+    ) -> Self {
+        Pipe {
+            info,
+            sock,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            wbuf: BytesMut::with_capacity(READ_CHUNK),
+            inflight: VecDeque::with_capacity(256),
+            settled: 0,
+            batch: Vec::with_capacity(BATCH),
+            scanner: ReplyScanner::new(),
+            partial: 0,
+            rx_open: true,
+            last_read: Instant::now(),
+            unblocking: None,
+            health_tx,
+            pinging: false,
+            moving: false,
+            appended: 0,
+        }
+    }
 }
 
 impl Pipe<'_> {
@@ -263,6 +306,21 @@ impl Pipe<'_> {
                 }
             }
         }
+        self.write_batch()
+    }
+
+    /// Takes up to a batch of held requests, oldest first, and writes them.
+    fn take_held(&mut self, held: &mut Held) -> Result<Option<Instant>, End> {
+        while self.batch.len() < BATCH
+            && let Some(req) = held.pop(self.info.spec)
+        {
+            self.batch.push(req);
+        }
+        self.write_batch()
+    }
+
+    /// Writes the requests in `batch` in one syscall; returns their deadline.
+    fn write_batch(&mut self) -> Result<Option<Instant>, End> {
         let now = Instant::now();
         if self.inflight.is_empty() {
             // Time without reads while nothing was asked does not count.
@@ -271,10 +329,15 @@ impl Pipe<'_> {
         self.info.spec.state.add_inflight(self.batch.len());
         for req in self.batch.drain(..) {
             self.wbuf.extend_from_slice(&req.frame);
+            self.appended += req.frame.len() as u64;
+            let replies = req.replies.max(1);
             self.inflight.push_back(InFlight {
                 reply: Some(req.reply),
+                frame: Some(req.frame),
+                end: self.appended,
+                replies,
                 sent: now,
-                left: req.replies.max(1),
+                left: replies,
                 blocking: req.blocking,
             });
         }
@@ -292,12 +355,16 @@ impl Pipe<'_> {
         self.last_read = now;
         self.info.spec.state.add_inflight(1);
         self.wbuf.extend_from_slice(PING);
+        self.appended += PING.len() as u64;
         self.inflight.push_back(InFlight {
             reply: Some(ReplyTo {
                 tx: self.health_tx.clone(),
                 seq: 0,
                 part: 0,
             }),
+            frame: None,
+            end: self.appended,
+            replies: 1,
             sent: now,
             left: 1,
             blocking: false,
@@ -318,84 +385,11 @@ impl Pipe<'_> {
             self.info.spec.failed(&BackendError::Health(text));
         }
     }
-
-    /// The deadline timer fired: answers the requests past theirs. Returns the next one.
-    fn deadlines(&mut self) -> Result<Option<Instant>, End> {
-        check_deadlines(
-            self.info,
-            &mut self.inflight,
-            &mut self.settled,
-            self.last_read,
-        )
-    }
-
-    /// The connection ended with requests still waiting: each gets an error reply.
-    fn abandon(&mut self, end: &End) {
-        if self.inflight.is_empty() {
-            return;
-        }
-        let info = self.info;
-        let reply = match end {
-            End::Failed(BackendError::Timeout(_) | BackendError::Stalled(_)) => {
-                info.spec.timeout_reply.clone()
-            }
-            End::Failed(e) => error_reply(info, &format!("connection lost: {e}")),
-            End::Shutdown | End::Moved => error_reply(info, "shutting down"),
-        };
-        info.spec.state.sub_inflight(self.inflight.len());
-        for pending in self.inflight.drain(..) {
-            if let Some(to) = pending.reply {
-                to.send(reply.clone());
-            }
-        }
-    }
 }
 
 /// `-ERR backend NAME (ADDRESS) WHAT`.
 pub fn error_reply(info: &PipeInfo<'_>, what: &str) -> Bytes {
     info.spec.error_reply(what)
-}
-
-/// Answers requests whose timeout has passed, and fails the connection when nothing has been
-/// read for the hard timeout while requests wait. Returns when to look again.
-fn check_deadlines(
-    info: &PipeInfo<'_>,
-    inflight: &mut VecDeque<InFlight>,
-    settled: &mut usize,
-    last_read: Instant,
-) -> Result<Option<Instant>, End> {
-    let now = Instant::now();
-    let timeout = info.spec.timeout;
-    // Deadlines grow front to back, so the requests past theirs are a prefix of those not
-    // yet settled.
-    while let Some(req) = inflight.get_mut(*settled) {
-        if req.blocking || req.reply.is_none() {
-            *settled += 1;
-            continue;
-        }
-        if req.sent + timeout > now {
-            break;
-        }
-        if let Some(to) = req.reply.take() {
-            to.send(info.spec.timeout_reply.clone());
-        }
-        info.spec
-            .failed(&BackendError::Timeout(timeout.as_millis()));
-        *settled += 1;
-    }
-    let Some(head) = inflight.front() else {
-        return Ok(None);
-    };
-    let hard = timeout * HARD_TIMEOUT_FACTOR;
-    let mut next = inflight.get(*settled).map(|req| req.sent + timeout);
-    if !head.blocking {
-        let stalled_since = last_read.max(head.sent);
-        if stalled_since + hard <= now {
-            return Err(End::Failed(BackendError::Stalled(hard.as_millis())));
-        }
-        next = Some(next.map_or(stalled_since + hard, |n| n.min(stalled_since + hard)));
-    }
-    Ok(next)
 }
 
 /// Sends `CLIENT UNBLOCK id` on a shared link; the returned inbox gets its reply.

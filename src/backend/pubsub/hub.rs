@@ -277,7 +277,7 @@ async fn run(hub: std::sync::Weak<Hub>, mut commands: mpsc::UnboundedReceiver<By
         let Some(h) = hub.upgrade() else { return };
         let spec = h.spec.clone();
         drop(h);
-        match conn::open(&spec.target, Proto::Resp3).await {
+        match conn::open(&spec.target_now(), Proto::Resp3).await {
             Ok(c) => {
                 backoff = MIN_BACKOFF;
                 let Some(h) = hub.upgrade() else { return };

@@ -12,7 +12,11 @@ use crate::router::{DistributionKind, ketama};
 
 /// A backend username: sent as a RESP argument, so any bytes would do, but a name with spaces
 /// or control characters is a mistake in the file.
-pub(super) fn username(p: &mut Problems, key: &str, raw: Option<String>) -> Option<String> {
+pub(in crate::config) fn username(
+    p: &mut Problems,
+    key: &str,
+    raw: Option<String>,
+) -> Option<String> {
     let name = raw?;
     if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
         p.add(key, "must be a non-empty name without spaces");
@@ -46,70 +50,109 @@ pub(super) fn backends(
             ),
         );
     }
-    let mut names: HashMap<String, String> = HashMap::new();
-    let mut addresses: HashMap<(String, u16), String> = HashMap::new();
-    let mut out = Vec::with_capacity(raw.len());
-    for (i, b) in raw.into_iter().enumerate() {
-        let key = format!("{pool_key}.backends[{i}]");
-        let address_text = b.address.unwrap_or_default();
-        let address = match address_text.parse::<Address>() {
-            Ok(a) => a,
-            Err(_) if address_text.is_empty() => {
-                p.add(
-                    format_args!("{key}.address"),
-                    "is required (like \"10.0.0.1:6379\")",
-                );
-                Address {
-                    host: String::new(),
-                    port: 0,
-                }
-            }
-            Err(e) => {
-                p.add(
-                    format_args!("{key}.address"),
-                    format_args!("{address_text:?}: {e}"),
-                );
-                Address {
-                    host: String::new(),
-                    port: 0,
-                }
-            }
-        };
-        if address.port != 0
-            && let Some(first) = addresses.insert(address.normalized(), key.clone())
-        {
-            p.add(
-                format_args!("{key}.address"),
-                format_args!("{address} is already used by {first}"),
-            );
-        }
-        // twemproxy's default name is the address as written, and so is ours.
-        let name = b.name.unwrap_or_else(|| address_text.clone());
-        check_name(p, &key, &name, &mut names);
-        let weight = p.int(&format!("{key}.weight"), b.weight, 1, 1, limits::MAX_WEIGHT);
-        let username = username(p, &format!("{key}.username"), b.username);
-        let password = secret::backend_password(
-            p,
-            &format!("{key}.password"),
-            Sources {
-                inline: b.password,
-                env: b.password_env,
-                file: b.password_file,
-                ..Sources::default()
-            },
-        );
-        out.push(BackendConfig {
-            name,
-            address,
-            weight: NonZeroU32::new(weight as u32).unwrap_or(NonZeroU32::MIN),
-            username,
-            password,
-        });
-    }
+    let mut seen = Seen::default();
+    let out: Vec<BackendConfig> = raw
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| backend(p, &format!("{pool_key}.backends[{i}]"), b, &mut seen))
+        .collect();
     if distribution == DistributionKind::Ketama {
         check_ketama_point_keys(p, pool_key, &out);
     }
     out
+}
+
+/// What the backends of one pool so far have taken: names, addresses and sentinel masters, each
+/// with the key that took it.
+#[derive(Default)]
+struct Seen {
+    names: HashMap<String, String>,
+    addresses: HashMap<(String, u16), String>,
+    masters: HashMap<String, String>,
+}
+
+/// One backend at `key`: by its sentinel master or by its address.
+fn backend(p: &mut Problems, key: &str, b: RawBackend, seen: &mut Seen) -> BackendConfig {
+    let weight = p.int(&format!("{key}.weight"), b.weight, 1, 1, limits::MAX_WEIGHT);
+    let weight = NonZeroU32::new(weight as u32).unwrap_or(NonZeroU32::MIN);
+    let username = username(p, &format!("{key}.username"), b.username);
+    let password = secret::backend_password(
+        p,
+        &format!("{key}.password"),
+        Sources {
+            inline: b.password,
+            env: b.password_env,
+            file: b.password_file,
+            ..Sources::default()
+        },
+    );
+    let unset = || Address {
+        host: String::new(),
+        port: 0,
+    };
+    if let Some(master) = b.sentinel_master {
+        if b.address.is_some() {
+            p.add(
+                format_args!("{key}.address"),
+                "a backend with sentinel_master has no fixed address: the sentinels name its primary",
+            );
+        }
+        super::super::sentinel::master_name(p, key, &master);
+        if let Some(first) = seen.masters.insert(master.clone(), key.to_string()) {
+            p.add(
+                format_args!("{key}.sentinel_master"),
+                format_args!("{master:?} is already the master of {first}"),
+            );
+        }
+        // Its name defaults to the master's; its address comes from the sentinels.
+        let name = b.name.unwrap_or_else(|| master.clone());
+        check_name(p, key, &name, &mut seen.names);
+        return BackendConfig {
+            name,
+            address: unset(),
+            weight,
+            username,
+            password,
+            sentinel_master: Some(master),
+        };
+    }
+    let address_text = b.address.unwrap_or_default();
+    let address = match address_text.parse::<Address>() {
+        Ok(a) => a,
+        Err(_) if address_text.is_empty() => {
+            p.add(
+                format_args!("{key}.address"),
+                "is required (like \"10.0.0.1:6379\")",
+            );
+            unset()
+        }
+        Err(e) => {
+            p.add(
+                format_args!("{key}.address"),
+                format_args!("{address_text:?}: {e}"),
+            );
+            unset()
+        }
+    };
+    if address.port != 0
+        && let Some(first) = seen.addresses.insert(address.normalized(), key.to_string())
+    {
+        p.add(
+            format_args!("{key}.address"),
+            format_args!("{address} is already used by {first}"),
+        );
+    }
+    // twemproxy's default name is the address as written, and so is ours.
+    let name = b.name.unwrap_or(address_text);
+    check_name(p, key, &name, &mut seen.names);
+    BackendConfig {
+        name,
+        address,
+        weight,
+        username,
+        password,
+        sentinel_master: None,
+    }
 }
 
 /// A backend's name: its placement identity, so unique, short enough for twemproxy's ketama

@@ -4,7 +4,10 @@
 
 mod backends;
 mod pool;
+mod scripts;
 mod server;
+
+pub(in crate::config) use backends::username;
 
 use std::fmt::Display;
 use std::net::SocketAddr;

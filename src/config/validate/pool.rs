@@ -46,6 +46,17 @@ pub(super) fn pool(p: &mut Problems, key: &str, mut raw: RawPool) -> PoolConfig 
             ..Sources::default()
         },
     );
+    let hold = super::super::sentinel::hold(p, key, &raw);
+    let masters = raw
+        .backends
+        .iter()
+        .flatten()
+        .filter(|b| b.sentinel_master.is_some())
+        .count();
+    let sentinel = match cluster {
+        Some(_) => None,
+        None => super::super::sentinel::sentinel(p, key, &mut raw, masters),
+    };
     let backends = match cluster {
         // Its nodes come from the cluster.
         Some(_) => Vec::new(),
@@ -72,6 +83,8 @@ pub(super) fn pool(p: &mut Problems, key: &str, mut raw: RawPool) -> PoolConfig 
     config.backends = backends;
     config.cluster = cluster;
     config.keys = super::super::keys::keys(p, key, &raw);
+    config.sentinel = sentinel;
+    config.hold = hold;
     config
 }
 

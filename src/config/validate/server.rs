@@ -46,7 +46,9 @@ pub(super) fn server(p: &mut Problems, raw: Option<RawServer>) -> ServerConfig {
         },
     );
     let allow_commands = allow_commands(p, raw.allow_commands.take().unwrap_or_default());
+    let scripts = super::scripts::scripts(p, &raw);
     ServerConfig {
+        scripts,
         listen,
         plain_listen,
         tls,
@@ -134,6 +136,7 @@ fn server_limits(p: &mut Problems, raw: &RawServer) -> ServerConfig {
         password: None,
         auth_failure_delay: Duration::ZERO,
         auth_failure_limit: 0,
+        scripts: crate::config::ScriptsConfig::default(),
     }
 }
 
