@@ -23,7 +23,7 @@ pub struct BackendInfo {
 }
 
 /// Which sections `INFO` renders, as a bit set.
-pub type InfoSections = u8;
+pub type InfoSections = u16;
 pub const INFO_PROXY: InfoSections = 1;
 pub const INFO_BACKENDS: InfoSections = 2;
 pub const INFO_KEYSPACE: InfoSections = 4;
