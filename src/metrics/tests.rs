@@ -49,10 +49,22 @@ fn recorded() -> String {
             let cluster = crate::cluster::Stats::new();
             cluster.redirected(crate::cluster::redirect::Kind::Moved);
             cluster.refreshed("127.0.0.1:7000");
+            failover("main", "s1");
+            held_requests(1.0);
+            hold_seconds(std::time::Duration::from_millis(20));
+            big_key(true, "main", "s1");
+            big_key(false, "main", "s1");
             registry.render()
         })
     });
-    handle.render() + &local_text
+    // The hot-key share and the near cache's families are rendered at scrape.
+    let settings = crate::config::KeysConfig {
+        near_cache: true,
+        ..crate::config::KeysConfig::default()
+    };
+    let watch = crate::hotkeys::Watch::new(settings, crate::hotkeys::Shared::new("main"));
+    let keys = crate::hotkeys::report::render_metrics(&[(&watch, vec!["s1"])]);
+    handle.render() + &local_text + &keys
 }
 
 #[test]
