@@ -263,8 +263,13 @@ pub fn describe() {
         Unit::Seconds,
         "How long held requests waited before they were sent again or failed."
     );
-    // The hot-key share and the near cache's counters are rendered at scrape
-    // (hotkeys::report).
+    describe_keys();
+}
+
+/// The big-key counters; the hot-key share and the near cache's counters are rendered at
+/// scrape (`hotkeys::report`).
+fn describe_keys() {
+    use metrics::describe_counter;
     describe_counter!(
         BIG_REPLIES_TOTAL,
         "Replies over the pool's bigkey_reply_bytes, by pool and backend (the keys are in /admin/bigkeys)."

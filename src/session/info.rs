@@ -193,9 +193,7 @@ pub fn render_info(
         separate(&mut out);
         out.push_str(&text);
     }
-    if sections & (INFO_HOTKEYS | INFO_BIGKEYS) != 0 {
-        keys_sections(&mut out, state, sections);
-    }
+    keys_sections(&mut out, state, sections);
     if sections & INFO_MEMORY != 0 {
         separate(&mut out);
         let _ = write!(
@@ -236,6 +234,9 @@ pub fn render_info(
 
 /// `# Hotkeys` and `# Bigkeys`: each watched pool's hottest keys and big keys.
 fn keys_sections(out: &mut String, state: &ProxyState, sections: InfoSections) {
+    if sections & (INFO_HOTKEYS | INFO_BIGKEYS) == 0 {
+        return;
+    }
     let Some(table) = state.table() else {
         return;
     };
