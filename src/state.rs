@@ -67,6 +67,13 @@ impl ProxyState {
             Backends::Live(routing) => routing.load().states(),
         }
     }
+    /// The routing table in force, when the state follows a live one.
+    pub fn table(&self) -> Option<Arc<crate::routing::Table>> {
+        match &self.backends {
+            Backends::Fixed { .. } => None,
+            Backends::Live(routing) => Some(routing.load()),
+        }
+    }
     /// Hex digest of the configuration in force.
     pub fn config_digest(&self) -> String {
         match &self.backends {

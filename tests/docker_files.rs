@@ -66,6 +66,8 @@ fn dashboard_parses_and_queries_known_metrics() {
         "result=\"error\"",
         "shardis_backend_up",
         "shardis_client_connections",
+        "max by (pool, backend) (shardis_hot_key_share)",
+        "shardis_near_cache_hits_total",
         "shardis_failovers_total",
         "shardis_held_requests",
         "shardis_hold_seconds_bucket",

@@ -136,9 +136,39 @@ fn info_sections_can_be_asked_for_by_name() {
     let names = |c: &mut Client, info: &[&str]| -> Vec<String> {
         sections_of(c, info).into_iter().map(|(h, _)| h).collect()
     };
-    let all = ["Proxy", "Clients", "Backend s1", "Backend s2", "Keyspace"];
-    assert_eq!(names(&mut c, &["INFO", "everything"]), all);
-    assert_eq!(names(&mut c, &["INFO", "default"]), all);
+    let plain = ["Proxy", "Clients", "Backend s1", "Backend s2", "Keyspace"];
+    assert_eq!(names(&mut c, &["INFO"]), plain);
+    let default = [
+        "Proxy",
+        "Clients",
+        "Backend s1",
+        "Backend s2",
+        "Memory",
+        "CPU",
+        "Stats",
+        "Errorstats",
+        "Keyspace",
+    ];
+    assert_eq!(names(&mut c, &["INFO", "default"]), default);
+    // `everything` adds the key-watch sections.
+    let everything = [
+        "Proxy",
+        "Clients",
+        "Backend s1",
+        "Backend s2",
+        "Hotkeys",
+        "Bigkeys",
+        "Memory",
+        "CPU",
+        "Stats",
+        "Errorstats",
+        "Keyspace",
+    ];
+    assert_eq!(names(&mut c, &["INFO", "everything"]), everything);
+    assert_eq!(
+        names(&mut c, &["INFO", "hotkeys", "bigkeys"]),
+        ["Hotkeys", "Bigkeys"]
+    );
     assert_eq!(names(&mut c, &["INFO", "proxy"]), ["Proxy"]);
     assert_eq!(
         names(&mut c, &["INFO", "Backends"]),

@@ -1,5 +1,6 @@
 //! The admin HTTP server: `/metrics` (Prometheus text), `/healthz`, `/readyz`, `/status` (JSON),
-//! and the `/admin` API (`POST /admin/reload`, `GET /admin/config`, `GET /admin/backends`).
+//! and the `/admin` API (`POST /admin/reload`, `GET /admin/config`, `GET /admin/backends`,
+//! `GET /admin/hotkeys`, `GET /admin/bigkeys`).
 //!
 //! HTTP/1.1 by hyper, with keep-alive; every connection is bounded in head and body size and in
 //! time (head, body, idle, a stalled write), and at most [`MAX_CONNECTIONS`] are served at once,
@@ -7,6 +8,7 @@
 
 mod api;
 mod http;
+mod keys;
 mod routes;
 mod status;
 

@@ -8,7 +8,7 @@ use hyper::Method;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::http::{PROMETHEUS_TEXT, Response};
-use super::{Control, api, status};
+use super::{Control, api, keys, status};
 use crate::state::ProxyState;
 
 /// The admin endpoints.
@@ -28,6 +28,10 @@ pub enum Endpoint {
     Config,
     /// `GET /admin/backends`: the backends.
     Backends,
+    /// `GET /admin/hotkeys?pool=P&n=N`: the hottest keys.
+    HotKeys,
+    /// `GET /admin/bigkeys[?pool=P]`: the big keys.
+    BigKeys,
 }
 
 impl Endpoint {
@@ -41,6 +45,8 @@ impl Endpoint {
             "/admin/reload" => Self::Reload,
             "/admin/config" => Self::Config,
             "/admin/backends" => Self::Backends,
+            "/admin/hotkeys" => Self::HotKeys,
+            "/admin/bigkeys" => Self::BigKeys,
             _ => return None,
         })
     }
@@ -101,11 +107,9 @@ pub async fn route(
         Endpoint::Metrics => match &admin.prometheus {
             Some(handle) => {
                 crate::metrics::client_buffered(admin.state.clients.buffered());
-                Response::with_type(
-                    200,
-                    PROMETHEUS_TEXT,
-                    crate::metrics::local::render(handle).into_bytes(),
-                )
+                let mut text = crate::metrics::local::render(handle);
+                text.push_str(&keys::metrics(&admin.state));
+                Response::with_type(200, PROMETHEUS_TEXT, text.into_bytes())
             }
             None => Response::text(404, "metrics are not enabled\n"),
         },
@@ -120,6 +124,8 @@ pub async fn route(
         }
         Endpoint::Config => api::config(admin.control.as_ref()),
         Endpoint::Backends => api::backends(admin.control.as_ref()),
+        Endpoint::HotKeys => keys::hotkeys(&admin.state, query),
+        Endpoint::BigKeys => keys::bigkeys(&admin.state, query),
     }
 }
 

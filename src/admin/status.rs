@@ -69,6 +69,9 @@ pub struct Status {
     /// refreshes and redirections by kind.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<serde_json::Value>,
+    /// Per pool, each backend's share of the requests against the share its ring gives it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub load_balance: Vec<serde_json::Value>,
     /// Scripts and transactions across backends running in the proxy now, and the number of
     /// scripts cached.
     pub scripts: serde_json::Value,
@@ -145,6 +148,7 @@ impl Status {
                 })
                 .collect(),
             cluster: state.cluster_status(),
+            load_balance: super::keys::balance(state),
             scripts: state.scripting.status(),
         }
     }

@@ -162,6 +162,7 @@ fn describe_pool(out: &mut String, p: &PoolConfig) {
     let password = shown(p.password.as_ref().map(|p| &p.source));
     let _ = writeln!(out, "  password                 {password}");
     let _ = writeln!(out, "  db                       {}", p.db);
+    super::keys::describe(out, &p.keys);
     super::sentinel::describe(out, p.sentinel.as_ref(), &p.hold);
     if p.cluster.is_some() {
         return;

@@ -131,6 +131,7 @@ fn pool_json(p: &PoolConfig) -> Value {
             "max_exclusive_per_backend": p.max_exclusive,
         });
         credentials(&mut pool, p.username.as_deref(), p.password.is_some());
+        super::keys::to_json(&mut pool, &p.keys);
         if let Some(map) = pool.as_object_mut() {
             super::sentinel::to_json(map, None, &p.hold);
         }
@@ -188,6 +189,7 @@ fn pool_json(p: &PoolConfig) -> Value {
         }
     }
     credentials(&mut pool, p.username.as_deref(), p.password.is_some());
+    super::keys::to_json(&mut pool, &p.keys);
     if let Some(map) = pool.as_object_mut() {
         super::sentinel::to_json(map, p.sentinel.as_ref(), &p.hold);
     }

@@ -8,6 +8,7 @@ mod cluster;
 mod describe;
 mod faults;
 mod json;
+mod keys;
 mod memory;
 mod raw;
 mod routes;
@@ -27,6 +28,7 @@ pub use address::{Address, AddressError};
 pub use cluster::{ClusterConfig, ReadFrom};
 pub use faults::{FaultConfig, FaultKind, MAX_FAULT_DELAY_MS};
 pub use json::{MASK, mask_secrets};
+pub use keys::KeysConfig;
 pub use memory::{cgroup_memory_limit, default_max_client_memory};
 pub use routes::{MIRROR_BUFFER_BYTES, MirrorConfig, RouteConfig, RoutingConfig};
 pub use secret::{
@@ -258,6 +260,8 @@ pub struct PoolConfig {
     pub backends: Vec<BackendConfig>,
     /// `kind = "cluster"`: a Redis Cluster upstream, whose nodes come from its slot map.
     pub cluster: Option<ClusterConfig>,
+    /// Hot keys, big keys and the near cache.
+    pub keys: KeysConfig,
     /// `sentinels = [...]`: shards whose primary and replicas Redis Sentinel names.
     pub sentinel: Option<SentinelConfig>,
     /// How requests are held while a primary is away (failover, restart).
@@ -298,6 +302,7 @@ impl PoolConfig {
             db: 0,
             backends: Vec::new(),
             cluster: None,
+            keys: KeysConfig::default(),
             sentinel: None,
             hold: HoldConfig::default(),
         }
@@ -431,7 +436,7 @@ impl Config {
         let mut unknown = Vec::new();
         let raw: RawConfig =
             serde_ignored::deserialize(toml::Deserializer::parse(text)?, |path| {
-                unknown.push(key_path(&path))
+                unknown.push(raw::key_path(&path))
             })?;
         validate::validate(raw, unknown)
     }
@@ -478,22 +483,6 @@ impl Config {
     /// Whether clients are asked to authenticate or checked against ACL rules at all.
     pub fn auth_configured(&self) -> bool {
         self.server.password.is_some() || !self.users.is_empty()
-    }
-}
-
-/// A key's path as validation messages name keys: `pools[0].backends[1].weight`.
-fn key_path(path: &serde_ignored::Path) -> String {
-    use serde_ignored::Path;
-    match path {
-        Path::Root => String::new(),
-        Path::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
-        Path::Map { parent, key } => match key_path(parent) {
-            p if p.is_empty() => key.clone(),
-            p => format!("{p}.{key}"),
-        },
-        Path::Some { parent }
-        | Path::NewtypeStruct { parent }
-        | Path::NewtypeVariant { parent } => key_path(parent),
     }
 }
 

@@ -122,6 +122,13 @@ pub(super) struct RawPool {
     pub seeds: Option<Vec<String>>,
     pub read_from: Option<String>,
     pub refresh_interval_ms: Option<i64>,
+    /// Key watch: hot keys, big keys, near cache (`super::keys`).
+    pub hotkeys_capacity: Option<i64>,
+    pub hotkeys_sample: Option<i64>,
+    pub bigkey_reply_bytes: Option<i64>,
+    pub bigkey_request_bytes: Option<i64>,
+    pub near_cache: Option<bool>,
+    pub near_cache_bytes: Option<i64>,
     /// Replicated shards (`super::sentinel`).
     pub sentinels: Option<Vec<String>>,
     pub sentinel_username: Option<String>,
@@ -147,4 +154,20 @@ pub(super) struct RawBackend {
     pub password_file: Option<String>,
     /// A Sentinel-managed shard: the master name the sentinels know it by.
     pub sentinel_master: Option<String>,
+}
+
+/// A key's path as validation messages name keys: `pools[0].backends[1].weight`.
+pub(super) fn key_path(path: &serde_ignored::Path) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
+        Path::Map { parent, key } => match key_path(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => key_path(parent),
+    }
 }

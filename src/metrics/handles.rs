@@ -207,6 +207,11 @@ impl BackendMetrics {
         self.duration.record(elapsed, false);
     }
 
+    /// Requests answered since the backend's metrics were made (the histogram's count).
+    pub fn requests(&self) -> u64 {
+        self.duration.count()
+    }
+
     /// Sets `shardis_backend_up` to 1 or 0.
     pub fn set_up(&self, up: bool) {
         self.up.set(if up { 1.0 } else { 0.0 });

@@ -102,6 +102,11 @@ impl Series {
         }
     }
 
+    /// Samples recorded, over every worker.
+    pub fn count(&self) -> u64 {
+        self.totals().0.iter().sum()
+    }
+
     /// The counts summed over the workers: per bucket, the sum in nanoseconds, the errors.
     fn totals(&self) -> ([u64; BUCKETS + 1], u64, u64) {
         let mut buckets = [0u64; BUCKETS + 1];

@@ -66,6 +66,26 @@ pub const CLUSTER_SLOT_MAP_REFRESHES_TOTAL: &str = "shardis_cluster_slot_map_ref
 pub const MIRROR_REQUESTS_TOTAL: &str = "shardis_mirror_requests_total";
 /// Faults injected (`[[faults]]`); label `kind` (`error` | `delay`).
 pub const FAULTS_INJECTED_TOTAL: &str = "shardis_faults_injected_total";
+/// Share of a backend's recent requests that its hottest key takes; labels `pool`, `backend`
+/// (never a key: that would explode the series count).
+pub const HOT_KEY_SHARE: &str = "shardis_hot_key_share";
+/// Replies over the pool's `bigkey_reply_bytes`; labels `pool`, `backend`.
+pub const BIG_REPLIES_TOTAL: &str = "shardis_big_replies_total";
+/// Requests over the pool's `bigkey_request_bytes`; labels `pool`, `backend`.
+pub const BIG_REQUESTS_TOTAL: &str = "shardis_big_requests_total";
+/// Near cache: reads answered from it; label `pool`.
+pub const NEAR_CACHE_HITS_TOTAL: &str = "shardis_near_cache_hits_total";
+/// Near cache: reads of a cached hot key it could not answer; label `pool`.
+pub const NEAR_CACHE_MISSES_TOTAL: &str = "shardis_near_cache_misses_total";
+/// Near cache: values read into it; label `pool`.
+pub const NEAR_CACHE_FILLS_TOTAL: &str = "shardis_near_cache_fills_total";
+/// Near cache: values dropped for room, for keys no longer hot, or a lost tracking
+/// connection; label `pool`.
+pub const NEAR_CACHE_EVICTIONS_TOTAL: &str = "shardis_near_cache_evictions_total";
+/// Near cache: invalidation messages from the backends; label `pool`.
+pub const NEAR_CACHE_INVALIDATIONS_TOTAL: &str = "shardis_near_cache_invalidations_total";
+/// Near cache: bytes of values held; label `pool`.
+pub const NEAR_CACHE_BYTES: &str = "shardis_near_cache_bytes";
 /// Scripts and transactions whose keys span backends, run in the proxy; labels `kind`
 /// (`script` | `transaction`), `result` (`ok` | `error` | `timeout` | `locked`).
 pub const CROSS_SHARD_TOTAL: &str = "shardis_cross_shard_total";
@@ -106,6 +126,15 @@ pub const ALL_METRICS: &[&str] = &[
     CLUSTER_SLOT_MAP_REFRESHES_TOTAL,
     MIRROR_REQUESTS_TOTAL,
     FAULTS_INJECTED_TOTAL,
+    HOT_KEY_SHARE,
+    BIG_REPLIES_TOTAL,
+    BIG_REQUESTS_TOTAL,
+    NEAR_CACHE_HITS_TOTAL,
+    NEAR_CACHE_MISSES_TOTAL,
+    NEAR_CACHE_FILLS_TOTAL,
+    NEAR_CACHE_EVICTIONS_TOTAL,
+    NEAR_CACHE_INVALIDATIONS_TOTAL,
+    NEAR_CACHE_BYTES,
     CROSS_SHARD_TOTAL,
     LOCK_WAIT_SECONDS,
     FAILOVERS_TOTAL,
@@ -258,6 +287,32 @@ fn describe_scripts_and_failover() {
         Unit::Seconds,
         "How long held requests waited before they were sent again or failed."
     );
+    describe_keys();
+}
+
+/// The big-key counters; the hot-key share and the near cache's counters are rendered at
+/// scrape (`hotkeys::report`).
+fn describe_keys() {
+    use metrics::describe_counter;
+    describe_counter!(
+        BIG_REPLIES_TOTAL,
+        "Replies over the pool's bigkey_reply_bytes, by pool and backend (the keys are in /admin/bigkeys)."
+    );
+    describe_counter!(
+        BIG_REQUESTS_TOTAL,
+        "Requests over the pool's bigkey_request_bytes, by pool and backend (the keys are in /admin/bigkeys)."
+    );
+}
+
+/// Counts a big reply or request (a rare event: no pre-built handle).
+pub fn big_key(reply: bool, pool: &str, backend: &str) {
+    let name = if reply {
+        BIG_REPLIES_TOTAL
+    } else {
+        BIG_REQUESTS_TOTAL
+    };
+    metrics::counter!(name, "pool" => pool.to_owned(), "backend" => backend.to_owned())
+        .increment(1);
 }
 
 /// The descriptions of the mirror and fault metrics.

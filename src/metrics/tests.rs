@@ -54,11 +54,11 @@ fn recorded() -> String {
             let cluster = crate::cluster::Stats::new();
             cluster.redirected(crate::cluster::redirect::Kind::Moved);
             cluster.refreshed("127.0.0.1:7000");
-            // Declared by the failover merge but recorded nowhere yet: one of each, so the
-            // exporter renders their HELP.
-            metrics::counter!(FAILOVERS_TOTAL, "pool" => "main", "backend" => "s1").increment(1);
-            metrics::gauge!(HELD_REQUESTS).set(0.0);
-            metrics::histogram!(HOLD_SECONDS).record(0.1);
+            failover("main", "s1");
+            held_requests(1.0);
+            hold_seconds(std::time::Duration::from_millis(20));
+            big_key(true, "main", "s1");
+            big_key(false, "main", "s1");
             let mirror = crate::routing::Mirror::new("shadow", 10);
             mirror.sent();
             assert!(mirror.reserve(11).is_none());
@@ -74,7 +74,14 @@ fn recorded() -> String {
             registry.render()
         })
     });
-    handle.render() + &local_text
+    // The hot-key share and the near cache's families are rendered at scrape.
+    let settings = crate::config::KeysConfig {
+        near_cache: true,
+        ..crate::config::KeysConfig::default()
+    };
+    let watch = crate::hotkeys::Watch::new(settings, crate::hotkeys::Shared::new("main"));
+    let keys = crate::hotkeys::report::render_metrics(&[(&watch, vec!["s1"])]);
+    handle.render() + &local_text + &keys
 }
 
 #[test]

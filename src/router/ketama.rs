@@ -65,6 +65,24 @@ impl Ketama {
         self.owners.get(i).map_or(0, |&o| o as usize)
     }
 
+    /// The share of the hash space each of `n` backends owns: the arcs that end at its
+    /// points (the first point's arc wraps around from the last).
+    pub(super) fn shares(&self, n: usize) -> Vec<f64> {
+        let mut shares = vec![0.0; n];
+        let Some(&last) = self.points.last() else {
+            return shares;
+        };
+        let space = f64::from(u32::MAX) + 1.0;
+        let mut prev = f64::from(last) - space;
+        for (&p, &o) in self.points.iter().zip(&self.owners) {
+            if let Some(s) = shares.get_mut(o as usize) {
+                *s += (f64::from(p) - prev) / space;
+            }
+            prev = f64::from(p);
+        }
+        shares
+    }
+
     /// Number of points in the continuum.
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {

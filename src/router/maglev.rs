@@ -87,6 +87,17 @@ impl Maglev {
         }
         self.table[hash as usize % TABLE_SIZE] as usize
     }
+
+    /// The share of the table's slots each of `n` backends owns.
+    pub(super) fn shares(&self, n: usize) -> Vec<f64> {
+        let mut shares = vec![0.0; n];
+        for &b in &self.table {
+            if let Some(s) = shares.get_mut(b as usize) {
+                *s += 1.0 / TABLE_SIZE as f64;
+            }
+        }
+        shares
+    }
 }
 
 #[cfg(test)]

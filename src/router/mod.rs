@@ -135,6 +135,17 @@ impl Ring {
         }
     }
 
+    /// The share of the hash space each backend owns (configuration order): what a uniform
+    /// keyspace sends it. Ketama: the arcs of its points; maglev: its table slots; modula: its
+    /// weight.
+    pub fn shares(&self) -> Vec<f64> {
+        match &self.placement {
+            Placement::Ketama(k) => k.shares(self.len),
+            Placement::Maglev(m) => m.shares(self.len),
+            Placement::Modula(m) => m.shares(),
+        }
+    }
+
     /// Number of backends.
     pub fn len(&self) -> usize {
         self.len
@@ -173,6 +184,30 @@ mod tests {
     }
 
     const FOUR: [(&str, u32); 4] = [("s1", 1), ("s2", 1), ("s3", 1), ("s4", 1)];
+
+    #[test]
+    fn shares_sum_to_one_and_follow_weights() {
+        for dist in DistributionKind::ALL {
+            let ring = Ring::from_parts(HashKind::default(), None, dist, &[("a", 1), ("b", 3)]);
+            let shares = ring.shares();
+            assert_eq!(shares.len(), 2);
+            assert!(
+                (shares.iter().sum::<f64>() - 1.0).abs() < 1e-9,
+                "{dist}: {shares:?}"
+            );
+            assert!(
+                (shares[1] / shares[0] - 3.0).abs() < 0.6,
+                "{dist}: {shares:?}"
+            );
+            // What the shares say is what keys do.
+            let counts = spread(&ring, 40_000);
+            let seen = counts[1] as f64 / 40_000.0;
+            assert!(
+                (seen - shares[1]).abs() < 0.03,
+                "{dist}: {seen} vs {shares:?}"
+            );
+        }
+    }
 
     #[test]
     fn ring_is_send_and_sync() {

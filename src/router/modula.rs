@@ -35,6 +35,23 @@ impl Modula {
         let slot = u64::from(hash) % self.total;
         self.bounds.partition_point(|&b| b <= slot)
     }
+
+    /// Each backend's weight over the total: its share of the slots.
+    pub(super) fn shares(&self) -> Vec<f64> {
+        let mut below = 0u64;
+        self.bounds
+            .iter()
+            .map(|&b| {
+                let w = b - below;
+                below = b;
+                if self.total == 0 {
+                    0.0
+                } else {
+                    w as f64 / self.total as f64
+                }
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -68,6 +68,10 @@ pub struct Table {
     /// session's slower path that handles them.
     special: bool,
     pub settings: Settings,
+    /// The smallest `bigkey_reply_bytes` and `bigkey_request_bytes` of the pools (`usize::MAX`:
+    /// none): what the request path compares a size with before looking further.
+    pub bigkey_reply: usize,
+    pub bigkey_request: usize,
     /// Digest of the configuration, and when it was loaded.
     pub digest: String,
     pub loaded: SystemTime,
@@ -90,8 +94,19 @@ impl Table {
             group_base.push(groups);
             groups += p.groups();
         }
+        let threshold = |f: fn(&crate::config::KeysConfig) -> usize| {
+            pools
+                .iter()
+                .filter_map(|p| p.watch.as_ref())
+                .map(|w| f(&w.settings))
+                .filter(|&v| v > 0)
+                .min()
+                .unwrap_or(usize::MAX)
+        };
         Table {
             mirrors: vec![None; pools.len()],
+            bigkey_reply: threshold(|k| k.bigkey_reply_bytes),
+            bigkey_request: threshold(|k| k.bigkey_request_bytes),
             pools,
             catch_all,
             first,

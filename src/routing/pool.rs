@@ -35,6 +35,8 @@ pub struct Pool {
     /// A route or the catch-all sends keys here; false for a pool that is only a mirror,
     /// which SCAN, KEYS, DBSIZE and RANDOMKEY leave out (it holds copies).
     pub serves: bool,
+    /// Hot keys, big keys and the near cache of the pool (`None`: not watched).
+    pub watch: Option<Arc<crate::hotkeys::Watch>>,
 }
 
 impl Pool {
@@ -52,6 +54,7 @@ impl Pool {
             placement: Placement::Ring { ring, slots },
             db,
             serves: true,
+            watch: None,
         }
     }
 
@@ -63,6 +66,7 @@ impl Pool {
             placement: Placement::Cluster(Box::new(route)),
             db: 0,
             serves: true,
+            watch: None,
         }
     }
 
@@ -193,6 +197,30 @@ impl Pool {
             backend: node.clone(),
             retry: Retry::cluster(&route.shared),
         })
+    }
+
+    /// The share of a uniform keyspace each backend (index into `backends`) should get: the
+    /// ring's shares over its backends (a backend out of the ring gets none), or a cluster's
+    /// slots per primary.
+    pub fn expected_shares(&self) -> Vec<f64> {
+        let mut shares = vec![0.0; self.backends.len()];
+        match &self.placement {
+            Placement::Ring { ring, slots } => {
+                for (i, share) in ring.shares().into_iter().enumerate() {
+                    if let Some(s) = slots.get(i).and_then(|&b| shares.get_mut(b)) {
+                        *s += share;
+                    }
+                }
+            }
+            Placement::Cluster(route) => {
+                for slot in 0..crate::cluster::SLOTS {
+                    if let Some(s) = shares.get_mut(route.owner(slot as u16)) {
+                        *s += 1.0 / crate::cluster::SLOTS as f64;
+                    }
+                }
+            }
+        }
+        shares
     }
 
     /// Why a request found no backend: a pool without backends, or a cluster without a slot

@@ -98,6 +98,13 @@ impl Session {
             args,
             start: now,
         };
+        // Key watching: one comparison, and one thread-local read, unless it has work to do.
+        if call.frame.len() > self.table.bigkey_request {
+            self.big_request(&call);
+        }
+        if crate::nearcache::busy() && super::keywatch::writes(cmd) {
+            self.hold_near(&call, matches!(self.mode(), Mode::Transaction));
+        }
         match self.mode() {
             Mode::Transaction => return Box::pin(self.queue(call)).await,
             Mode::Subscribed => {
@@ -248,6 +255,13 @@ impl Session {
             // A prefix to remove, a mirror or a fault: see `routed.rs`.
             Ok(Some(dest)) if self.table.special() => self.forward_routed(call, dest, then).await,
             Ok(Some(dest)) => {
+                if then == Then::Pass
+                    && let Some(reply) = self.watch_key(&call, &dest)
+                {
+                    // Answered by the near cache.
+                    self.push_ready(reply);
+                    return self.finish(call.id, call.start, true, None);
+                }
                 self.forward(call.id, dest, call.frame, call.start, then)
                     .await
             }

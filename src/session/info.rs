@@ -62,7 +62,7 @@ pub struct BackendInfo {
 }
 
 /// Which sections `INFO` renders, as a bit set.
-pub type InfoSections = u8;
+pub type InfoSections = u16;
 pub const INFO_PROXY: InfoSections = 1;
 pub const INFO_BACKENDS: InfoSections = 2;
 pub const INFO_KEYSPACE: InfoSections = 4;
@@ -75,9 +75,17 @@ pub const INFO_MEMORY: InfoSections = 32;
 pub const INFO_CPU: InfoSections = 64;
 /// `# Stats` (`total_error_replies`) and `# Errorstats`.
 pub const INFO_ERRORS: InfoSections = 128;
-/// `INFO`, `INFO default`, `INFO all`, `INFO everything`.
+/// Each watched pool's hottest keys (`INFO hotkeys`, or `all`).
+pub const INFO_HOTKEYS: InfoSections = 256;
+/// Each watched pool's big keys (`INFO bigkeys`, or `all`).
+pub const INFO_BIGKEYS: InfoSections = 512;
+/// `INFO`.
 pub const INFO_ALL: InfoSections =
     INFO_PROXY | INFO_CLIENTS | INFO_BACKENDS | INFO_CLUSTER | INFO_KEYSPACE;
+/// `INFO default`.
+pub const INFO_DEFAULT: InfoSections = INFO_ALL | INFO_MEMORY | INFO_CPU | INFO_ERRORS;
+/// `INFO all` and `INFO everything`: the default sections, and the key-watch ones.
+pub const INFO_EVERYTHING: InfoSections = INFO_DEFAULT | INFO_HOTKEYS | INFO_BIGKEYS;
 
 /// The sections named by `INFO`'s arguments (case-insensitive); none named means all. An
 /// unknown name adds nothing, so `INFO nosuch` is empty, as in Redis.
@@ -88,7 +96,10 @@ pub fn info_sections<'a>(names: impl IntoIterator<Item = &'a [u8]>) -> InfoSecti
         any = true;
         let lower = name.to_ascii_lowercase();
         set |= match lower.as_slice() {
-            b"default" | b"all" | b"everything" => INFO_ALL | INFO_MEMORY | INFO_CPU | INFO_ERRORS,
+            b"default" => INFO_DEFAULT,
+            b"all" | b"everything" => INFO_EVERYTHING,
+            b"hotkeys" => INFO_HOTKEYS,
+            b"bigkeys" => INFO_BIGKEYS,
             b"memory" => INFO_MEMORY,
             b"cpu" => INFO_CPU,
             b"stats" | b"errorstats" => INFO_ERRORS,
@@ -220,31 +231,8 @@ pub fn render_info(
         separate(&mut out);
         out.push_str(&text);
     }
-    if sections & INFO_MEMORY != 0 {
-        separate(&mut out);
-        let _ = write!(
-            out,
-            "# Memory\r\nnumber_of_cached_scripts:{}\r\n",
-            state.scripting.engine.cached_scripts()
-        );
-    }
-    if sections & INFO_CPU != 0 {
-        separate(&mut out);
-        let (user, sys) = cpu_seconds();
-        let _ = write!(
-            out,
-            "# CPU\r\nused_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\n"
-        );
-    }
-    if sections & INFO_ERRORS != 0 {
-        separate(&mut out);
-        let _ = write!(
-            out,
-            "# Stats\r\ntotal_error_replies:{}\r\n\r\n# Errorstats\r\n",
-            state.errors.total()
-        );
-        state.errors.render(&mut out);
-    }
+    keys_sections(&mut out, state, sections);
+    process_sections(&mut out, state, sections);
     if sections & INFO_KEYSPACE != 0 {
         separate(&mut out);
         out.push_str("# Keyspace\r\n");
@@ -258,6 +246,69 @@ pub fn render_info(
         }
     }
     out
+}
+
+/// `# Memory`, `# CPU` and `# Stats`/`# Errorstats`: the proxy process's own figures.
+fn process_sections(out: &mut String, state: &ProxyState, sections: InfoSections) {
+    if sections & INFO_MEMORY != 0 {
+        separate(out);
+        let _ = write!(
+            out,
+            "# Memory\r\nnumber_of_cached_scripts:{}\r\n",
+            state.scripting.engine.cached_scripts()
+        );
+    }
+    if sections & INFO_CPU != 0 {
+        separate(out);
+        let (user, sys) = cpu_seconds();
+        let _ = write!(
+            out,
+            "# CPU\r\nused_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\n"
+        );
+    }
+    if sections & INFO_ERRORS != 0 {
+        separate(out);
+        let _ = write!(
+            out,
+            "# Stats\r\ntotal_error_replies:{}\r\n\r\n# Errorstats\r\n",
+            state.errors.total()
+        );
+        state.errors.render(out);
+    }
+}
+
+/// `# Hotkeys` and `# Bigkeys`: each watched pool's hottest keys and big keys.
+fn keys_sections(out: &mut String, state: &ProxyState, sections: InfoSections) {
+    if sections & (INFO_HOTKEYS | INFO_BIGKEYS) == 0 {
+        return;
+    }
+    let Some(table) = state.table() else {
+        return;
+    };
+    let watched: Vec<_> = table
+        .pools
+        .iter()
+        .filter_map(|p| p.watch.as_deref().map(|w| (p, w)))
+        .collect();
+    if sections & INFO_HOTKEYS != 0 {
+        separate(out);
+        out.push_str("# Hotkeys\r\n");
+        for (pool, watch) in &watched {
+            let names: Vec<&str> = pool
+                .backends
+                .iter()
+                .map(|b| b.state.name.as_str())
+                .collect();
+            crate::hotkeys::report::info_hotkeys(out, watch, &names);
+        }
+    }
+    if sections & INFO_BIGKEYS != 0 {
+        separate(out);
+        out.push_str("# Bigkeys\r\n");
+        for (_, watch) in &watched {
+            crate::hotkeys::report::info_bigkeys(out, watch);
+        }
+    }
 }
 
 /// The proxy process's user and system CPU time in seconds, from `/proc/self/stat` (Linux;
@@ -460,8 +511,12 @@ mod tests {
     fn section_names() {
         let sections = |names: &[&str]| info_sections(names.iter().map(|n| n.as_bytes()));
         assert_eq!(sections(&[]), INFO_ALL);
-        assert_eq!(sections(&["everything"]), INFO_ALL);
-        assert_eq!(sections(&["Default"]), INFO_ALL);
+        assert_eq!(sections(&["everything"]), INFO_EVERYTHING);
+        assert_eq!(
+            sections(&["hotkeys", "bigkeys"]),
+            INFO_HOTKEYS | INFO_BIGKEYS
+        );
+        assert_eq!(sections(&["Default"]), INFO_DEFAULT);
         assert_eq!(sections(&["KEYSPACE"]), INFO_KEYSPACE);
         assert_eq!(sections(&["clients"]), INFO_CLIENTS);
         assert_eq!(sections(&["proxy", "backends"]), INFO_PROXY | INFO_BACKENDS);

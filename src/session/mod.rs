@@ -48,6 +48,7 @@ mod conn;
 mod dispatch;
 mod fault;
 pub mod info;
+mod keywatch;
 mod leased;
 mod local;
 mod login;
@@ -149,6 +150,8 @@ pub struct Session {
     rng: u64,
     /// What the session holds, and whether it may hold more (see [`budget`]).
     budget: budget::Budget,
+    /// Writes in flight that hold the near cache's copies of their keys.
+    holds: crate::nearcache::Holds,
 }
 
 /// A session's commands in flight.
@@ -232,6 +235,7 @@ impl Session {
             evicted: None,
             who: Who::default(),
             budget: budget::Budget::default(),
+            holds: crate::nearcache::Holds::default(),
         };
         session.check_login();
         (session, rx)

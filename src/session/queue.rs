@@ -93,6 +93,10 @@ impl Session {
                 _ => {}
             }
         }
+        if !self.holds.is_empty() {
+            // The writes whose replies have left hold the near cache no longer.
+            self.holds.release_before(self.queue.base_seq);
+        }
     }
 
     /// Answers every command still waiting for a backend with [`ABANDONED`] (finished as

@@ -72,6 +72,9 @@ impl Session {
     /// Completes part `part` of the command at `index` (sequence number `seq`) with `frame`:
     /// the client's reply, once every part is in.
     fn complete(&mut self, index: usize, seq: u64, part: u32, frame: Bytes) {
+        if frame.len() > self.table.bigkey_reply {
+            self.big_reply(index, part, frame.len());
+        }
         self.queue.reply_estimate = frame
             .len()
             .max(self.queue.reply_estimate - self.queue.reply_estimate / 16);

@@ -28,6 +28,8 @@ pub(super) struct PoolState {
     pub(super) refreshing: bool,
     /// While routes mirror to this pool: its budget and counters.
     pub(super) mirror: Option<Arc<Mirror>>,
+    /// Its hot keys, big keys and near cache counters.
+    pub(super) keys: Option<Arc<crate::hotkeys::Shared>>,
     /// With sentinels: each master's primary as last verified (`host`, `port`), by master
     /// name, for the backends a reload starts.
     pub(super) masters: HashMap<String, (String, u16)>,
@@ -44,6 +46,7 @@ impl PoolState {
             cluster: Shared::new(),
             refreshing: false,
             mirror: None,
+            keys: None,
             masters: HashMap::new(),
             watching: false,
         }
@@ -80,6 +83,10 @@ pub(super) fn table(
             }));
             let mut pool = pool(p, state, events);
             pool.serves = config.routing.serves(i);
+            let keys = state
+                .keys
+                .get_or_insert_with(|| crate::hotkeys::Shared::new(&p.name));
+            pool.watch = Some(crate::hotkeys::Watch::new(p.keys, keys.clone()));
             pool
         })
         .collect();

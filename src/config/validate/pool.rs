@@ -82,6 +82,7 @@ pub(super) fn pool(p: &mut Problems, key: &str, mut raw: RawPool) -> PoolConfig 
     config.db = db as u32;
     config.backends = backends;
     config.cluster = cluster;
+    config.keys = super::super::keys::keys(p, key, &raw);
     config.sentinel = sentinel;
     config.hold = hold;
     config
