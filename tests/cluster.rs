@@ -118,10 +118,31 @@ fn plain_clients_get_set_and_split_multi_key_commands_across_slots() {
         bulk("x")
     );
     assert_eq!(c.cmd_str(&["GET", "{acct}.t"]), bulk("y"));
+    // EVAL with keys of different slots runs in the proxy (`cross_shard = "run"`, the
+    // default), each call on its key's node; `cross_shard = "refuse"` keeps CROSSSLOT.
+    let across = "redis.call('SET', KEYS[1], ARGV[1]) redis.call('SET', KEYS[2], ARGV[2]) \
+        return redis.call('GET', KEYS[1]) .. redis.call('GET', KEYS[2])";
+    assert_ne!(keyslot(&cluster, "{a}1"), keyslot(&cluster, "{b}2"));
     assert_eq!(
-        c.cmd_str(&["EVAL", "return 1", "2", "{a}1", "{b}2"]),
+        c.cmd_str(&["EVAL", across, "2", "{a}1", "{b}2", "p", "q"]),
+        bulk("pq")
+    );
+    for (k, v) in [("{a}1", "p"), ("{b}2", "q")] {
+        let node = cluster.primary_of(keyslot(&cluster, k));
+        assert_eq!(cluster.nodes[node].client().cmd_str(&["GET", k]), bulk(v));
+    }
+    let refusing = Shardis::start(&cluster.shardis_config("").replacen(
+        "[server]\n",
+        "[server]\ncross_shard = \"refuse\"\n",
+        1,
+    ));
+    assert_eq!(
+        refusing
+            .client()
+            .cmd_str(&["EVAL", "return 1", "2", "{a}1", "{b}2"]),
         err("CROSSSLOT Keys in request don't hash to the same slot")
     );
+    drop(refusing);
 
     // Keyspace commands reach every primary.
     for (i, k) in keys.iter().enumerate() {

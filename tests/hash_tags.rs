@@ -278,14 +278,6 @@ fn keys_on_different_backends_get_crossslot() {
         vec!["PFCOUNT", a, b],
         vec!["PFMERGE", a, b],
         vec!["BITOP", "AND", a, b],
-        vec!["EVAL", "return 1", "2", a, b],
-        vec![
-            "EVALSHA",
-            "0000000000000000000000000000000000000000",
-            "2",
-            a,
-            b,
-        ],
         // Commands that write a destination named in an option.
         vec!["SORT", a, "STORE", b],
         vec!["SORT", a, "BY", "w_*", "GET", "#", "ALPHA", "STORE", b],
@@ -309,6 +301,14 @@ fn keys_on_different_backends_get_crossslot() {
     // Nothing was written anywhere, and the connection still works.
     assert_eq!(cluster.dbsizes(), vec![0, 0, 0, 0]);
     check(&mut c, &["PING"], Frame::Simple("PONG".into()));
+    // Scripts across backends run in the proxy (`cross_shard = "run"`, the default); see
+    // scripts_across_backends_are_refused_under_cross_shard_refuse for the other setting.
+    check(&mut c, &["EVAL", "return 1", "2", a, b], int(1));
+    check(
+        &mut c,
+        &["EVALSHA", &"0".repeat(40), "2", a, b],
+        err("NOSCRIPT No matching script. Please use EVAL."),
+    );
     // The same commands with co-located keys are accepted.
     check(&mut c, &["MSETNX", a, "1", tagged, "2"], int(1));
     check(&mut c, &["RENAME", a, "{apart}:y"], ok());
@@ -321,4 +321,23 @@ fn keys_on_different_backends_get_crossslot() {
         &["LRANGE", "{apart}:sorted", "0", "-1"],
         bulks(&["1", "2"]),
     );
+}
+
+#[test]
+fn scripts_across_backends_are_refused_under_cross_shard_refuse() {
+    let cluster = Cluster::start_with(4, "cross_shard = \"refuse\"", "");
+    let mut c = cluster.client();
+    let (a, b) = keys_apart(&cluster);
+    let (a, b) = (a.as_str(), b.as_str());
+    let zeros = "0".repeat(40);
+    for args in [
+        vec!["EVAL", "return 1", "2", a, b],
+        vec!["EVAL_RO", "return 1", "2", a, b],
+        vec!["EVALSHA", zeros.as_str(), "2", a, b],
+        vec!["FCALL", "f", "2", a, b],
+    ] {
+        check(&mut c, &args, err(CROSSSLOT));
+    }
+    assert_eq!(cluster.dbsizes(), vec![0, 0, 0, 0]);
+    check(&mut c, &["PING"], Frame::Simple("PONG".into()));
 }

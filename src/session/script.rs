@@ -183,7 +183,8 @@ impl Session {
         let engine = &self.ctx.state.scripting.engine;
         match call.cmd.name {
             "script|load" => {
-                let body = call.frame.slice(call.args[1].clone());
+                // args: SCRIPT, LOAD, body (the arity, 3, is checked before).
+                let body = call.frame.slice(call.args[2].clone());
                 let caller = self.caller();
                 let state = self.ctx.state.clone();
                 self.run_task(call.id, call.start, move |_| async move {
