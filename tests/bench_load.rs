@@ -59,8 +59,9 @@ fn load_script_reports_every_target_and_the_cpu_each_request_cost() {
         stdout.contains("CPU per request in microseconds"),
         "{stdout}"
     );
-    assert!(stdout.contains("x predixy"), "{stdout}");
     let targets: &[&str] = if have_predixy {
+        // The ratio column exists only for a peer that ran.
+        assert!(stdout.contains("x predixy"), "{stdout}");
         &["shardis", "twemproxy", "predixy", "direct"]
     } else {
         assert!(
