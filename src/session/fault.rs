@@ -7,15 +7,14 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
 use super::Session;
-use super::pending::{Pending, Then, next_random};
-use crate::backend::{Inbound, ReplyTo, Request};
+use super::pending::next_random;
+use crate::backend::Inbound;
 use crate::config::FaultKind;
-use crate::routing::{Dest, Faults, Sent};
+use crate::routing::Faults;
 
 /// Envoy's text for an injected error.
 pub(super) const FAULT_ERROR: &str = "ERR Fault injected";
@@ -63,39 +62,5 @@ impl Session {
             }
         });
         tx
-    }
-
-    /// [`Session::forward`] whose reply comes through `via` (a delay fault's relay).
-    pub(super) async fn forward_via(
-        &mut self,
-        id: usize,
-        dest: Dest,
-        frame: Bytes,
-        now: Instant,
-        then: Then,
-        via: mpsc::UnboundedSender<Inbound>,
-    ) {
-        let seq = self.next_seq();
-        let req = Request::new(
-            frame.clone(),
-            ReplyTo {
-                tx: via,
-                seq,
-                part: 0,
-            },
-        );
-        self.send_to(&dest.backend, req).await;
-        self.push_waiting(Pending::Single {
-            cmd: id,
-            start: now,
-            sent: Sent {
-                backend: dest.backend,
-                frame,
-                replies: 1,
-                retry: dest.retry,
-            },
-            then,
-            lease: None,
-        });
     }
 }

@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 
 use super::Session;
 use super::pending::{Pending, Then};
-use crate::backend::{Backend, ReplyTo, Request};
+use crate::backend::{Backend, Inbound, ReplyTo, Request};
 use crate::protocol::out::Proto;
 use crate::routing::followup::node_when_known;
 use crate::routing::{Dest, Goal, Sent};
@@ -40,8 +41,28 @@ impl Session {
         now: Instant,
         then: Then,
     ) {
+        let tx = self.tx.clone();
+        self.forward_via(id, dest, frame, now, then, tx).await;
+    }
+
+    /// [`Session::forward`] whose reply comes through `via`: the session's own inbox, or a
+    /// delay fault's relay.
+    pub(super) async fn forward_via(
+        &mut self,
+        id: usize,
+        dest: Dest,
+        frame: Bytes,
+        now: Instant,
+        then: Then,
+        via: mpsc::UnboundedSender<Inbound>,
+    ) {
         let seq = self.next_seq();
-        let req = Request::new(frame.clone(), self.reply_to(seq, 0));
+        let reply = ReplyTo {
+            tx: via,
+            seq,
+            part: 0,
+        };
+        let req = Request::new(frame.clone(), reply);
         // Sent first, queued after: nothing can answer it before the session next looks at its
         // inbox, and the destination moves into the queue entry without another refcount.
         self.send_to(&dest.backend, req).await;
